@@ -1,0 +1,167 @@
+"""The `comp` command line: each command parses its options, calls one library function, prints."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from comp import __version__
+from comp.errors import CompError
+
+console = Console()
+err_console = Console(stderr=True)
+app = typer.Typer(
+    name="comp",
+    help="A Kaggle image-classification competition harness: download, folds, train, predict, ensemble, submit.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_state = {"debug": False}
+
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="Experiment config (YAML).", show_default=True)
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config key, e.g. --set train.epochs=3 (repeatable)."),
+]
+DEFAULT_CONFIG = Path("configs/default.yaml")
+
+
+def command(*args, **kwargs) -> Callable:
+    """`app.command`, plus the one place a CompError becomes a short message and exit code 1."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            try:
+                return fn(*a, **kw)
+            except CompError as exc:
+                if _state["debug"]:
+                    raise
+                err_console.print(f"[bold red]Error:[/] {exc.message}", highlight=False)
+                if exc.hint:
+                    err_console.print(exc.hint, highlight=False)
+                raise typer.Exit(1) from None
+
+        return app.command(*args, **kwargs)(wrapper)
+
+    return decorate
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"comp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _config(config: Path, overrides: Optional[list[str]]):
+    from comp.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+def _competition(cfg):
+    from comp.data import load_competition
+
+    return load_competition(cfg.data)
+
+
+@command(help="Stratified k-fold assignment of the training set, written to folds/.")
+def folds(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a fold file that differs.")] = False,
+) -> None:
+    from comp.folds import make_folds
+
+    cfg = _config(config, set_)
+    path, table, written = make_folds(cfg, _competition(cfg), force=force)
+    sizes = table["fold"].value_counts().sort_index()
+    console.print(f"{'Wrote' if written else 'Unchanged:'} {path}: {len(table)} rows in {len(sizes)} folds "
+                  f"({', '.join(str(n) for n in sizes)})")
+
+
+@command(help="Train one fold (--fold K) or every fold (--fold all) of the configured experiment.")
+def train(
+    fold: Annotated[str, typer.Option("--fold", "-f", help="Fold number, or 'all'.")] = "all",
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Retrain finished folds from scratch.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted folds.")] = False,
+) -> None:
+    from comp.train import train as train_folds
+
+    if fold != "all" and not fold.isdigit():
+        raise typer.BadParameter(f"--fold must be a fold number or 'all', not {fold!r}.")
+    cfg = _config(config, set_)
+    results = train_folds(cfg, _competition(cfg), fold if fold == "all" else int(fold), force=force, resume=resume)
+    for r in results:
+        console.print(f"fold {r.fold} ({r.status}): best epoch {r.best_epoch}, val loss {r.val_loss:.4f}, "
+                      f"val accuracy {r.val_accuracy:.4f}, {r.seconds:.0f}s")
+    console.print(f"Results saved to {cfg.run_dir}")
+
+
+@command(help="Predict each trained fold's out-of-fold rows and the test set; write cv.json.")
+def predict(
+    tta: Annotated[bool, typer.Option("--tta", help="Average the views listed in predict.tta.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    from comp.predict import predict as predict_run
+
+    cfg = _config(config, set_)
+    result = predict_run(cfg, _competition(cfg), tta=tta)
+    console.print(f"CV accuracy (OOF, views {', '.join(result.views)}): {result.oof_score:.4f}  -> {result.run_dir}")
+
+
+@command(help="Write a submission from one run, or blend several runs into a new run and submit that.")
+def ensemble(
+    runs: Annotated[Optional[list[str]], typer.Argument(help="Run names or run folders.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Name of the blended run.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing blended run.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    from comp.ensemble import ensemble as make_ensemble
+
+    cfg = _config(config, set_)
+    result = make_ensemble(cfg, _competition(cfg), runs, name=name, force=force)
+    for member, score in result.member_scores.items():
+        console.print(f"member {member}: OOF accuracy {score:.4f}")
+    score = "n/a" if result.oof_score is None else f"{result.oof_score:.4f}"
+    console.print(f"OOF accuracy {score}  submission -> {result.path}")
+
+
+@command(help="The whole pipeline on the offline demo competition, scored on its held-back test labels.")
+def demo(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
+    from comp.pipeline import run_demo
+
+    result = run_demo(config, set_)
+    cv = "n/a" if result.cv_score is None else f"{result.cv_score:.4f}"
+    console.print(f"Submission: {result.submission}")
+    console.print(f"CV accuracy (OOF): {cv}   test accuracy (held-back labels): [bold]{result.test_accuracy:.4f}[/]")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

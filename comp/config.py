@@ -1,0 +1,215 @@
+"""Experiment config: built-in defaults (== configs/default.yaml) <- a YAML file <- `--set` overrides.
+
+Every key is typed and validated by pydantic; an unknown key is an error that names it and
+suggests the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from comp.errors import CompError
+from comp.io import write_text
+
+DEFAULT_CONFIG_PATH = Path("configs/default.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    competition: str = "demo"
+    root: str = "data/demo"
+    layout: Literal["auto", "folders", "csv"] = "auto"
+    train_dir: str = "train"
+    train_csv: str = "train.csv"
+    id_column: str = "id"
+    label_column: str = "label"
+    image_suffix: str = ".png"
+    test_dir: str = "test"
+    sample_submission: str = "sample_submission.csv"
+    image_size: int = Field(32, ge=8)
+    cache: Literal["auto", "on", "off"] = "auto"
+
+
+class FoldsConfig(Section):
+    k: int = Field(5, ge=2)
+    group_column: str | None = None
+
+
+class ModelConfig(Section):
+    name: str = "resnet18"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    pretrained: bool = False
+    weights: str | None = None
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.001, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    optimizer: str = "adamw"
+    scheduler: str = "onecycle"
+    device: str = "auto"
+    amp: bool = True
+    num_workers: int | Literal["auto"] = "auto"
+
+
+class AugConfig(Section):
+    phase2_epoch: int | None = None
+
+
+class PredictConfig(Section):
+    tta: list[str] | Literal["auto"] = Field(default_factory=lambda: ["identity", "hflip"])
+    batch_size: int = Field(256, ge=1)
+
+
+class SubmissionConfig(Section):
+    format: Literal["auto", "label", "probabilities", "binary"] = "auto"
+    positive_class: str | int | None = None
+
+
+class Config(Section):
+    name: str = "default"
+    seed: int = 42
+    data: DataConfig = Field(default_factory=DataConfig)
+    folds: FoldsConfig = Field(default_factory=FoldsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    aug: AugConfig = Field(default_factory=AugConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    submission: SubmissionConfig = Field(default_factory=SubmissionConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path("runs") / self.name
+
+    @property
+    def fold_file(self) -> Path:
+        return Path("folds") / f"{self.data.competition}_k{self.folds.k}_s{self.seed}.csv"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# Keys whose value is a free-form mapping: their children are not checked against the schema.
+_FREE_FORM = {"model.kwargs"}
+
+
+def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted key the schema knows, sections included."""
+    keys = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        keys.append(key)
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            keys.extend(valid_keys(sub, f"{key}."))
+    return keys
+
+
+def _unknown_key_error(key: str, source: str) -> CompError:
+    keys = valid_keys()
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if not close:  # a typo in the last part alone: compare within the same section
+        section, _, leaf = key.rpartition(".")
+        siblings = [k for k in keys if k.rpartition(".")[0] == section]
+        close = [f"{section}.{m}" if section else m for m in difflib.get_close_matches(
+            leaf, [s.rpartition(".")[2] for s in siblings], n=1, cutoff=0.5)]
+    suggestion = f" Did you mean {close[0]}?" if close else ""
+    section = key.rpartition(".")[0]
+    options = [k for k in keys if k.rpartition(".")[0] == section]
+    return CompError(
+        f"Unknown config key '{key}' in {source}.{suggestion}",
+        hint=f"Valid keys{' in ' + section if section else ''}: {', '.join(options)}.",
+    )
+
+
+def _check_keys(tree: dict[str, Any], source: str, prefix: str = "") -> None:
+    known = set(valid_keys())
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if dotted not in known:
+            raise _unknown_key_error(dotted, source)
+        if isinstance(value, dict) and dotted not in _FREE_FORM:
+            _check_keys(value, source, f"{dotted}.")
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "kwargs":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`a.b=v` -> {"a": {"b": v}}, with v parsed as YAML (`[identity,hflip]` is a list)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise CompError(f"Bad --set '{text}': write it as key=value, e.g. --set train.epochs=3.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise CompError(f"Bad value in --set '{text}': {exc}") from None
+    tree: dict[str, Any] = value
+    for part in reversed(key.split(".")):
+        tree = {part: tree}
+    return tree
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise CompError(
+            f"Config file {path} not found.",
+            hint="Run comp from the folder that holds configs/, or pass --config PATH.",
+        )
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CompError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise CompError(f"{path} must be a YAML mapping of config keys, not {type(tree).__name__}.")
+    return tree
+
+
+def build_config(tree: dict[str, Any], source: str = "config") -> Config:
+    _check_keys(tree, source)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{key} = {err.get('input')!r}: {err['msg']}")
+        raise CompError(
+            f"Invalid value in {source}: " + "; ".join(problems) + ".",
+            hint="Fix the value in the config file or the --set override (configs/default.yaml documents each key).",
+        ) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- the YAML file at `path` (default configs/default.yaml) <- `key=value` overrides."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    tree = read_yaml(path)
+    _check_keys(tree, str(path))
+    for text in overrides or []:
+        override = parse_override(text)
+        _check_keys(override, f"--set {text}")
+        tree = _merge(tree, override)
+    return build_config(tree, f"{path} with --set overrides" if overrides else str(path))
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

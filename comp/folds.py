@@ -1,0 +1,96 @@
+"""Stratified k-fold assignment (grouped when `folds.group_column` is set), seeded and reproducible."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from comp.config import Config
+from comp.data import Competition, read_csv_text
+from comp.errors import CompError
+from comp.io import sha256_file, write_csv
+
+
+def assign_folds(train: pd.DataFrame, k: int, seed: int, groups: pd.Series | None = None) -> pd.DataFrame:
+    """id, label, fold (+ group) for every training row, in the training table's order."""
+    labels = train["label"].astype(str)
+    counts = labels.value_counts()
+    too_small = counts[counts < k]
+    if len(too_small):
+        raise CompError(
+            f"Class(es) {', '.join(map(repr, too_small.index[:5]))} have fewer images "
+            f"({', '.join(map(str, too_small.values[:5]))}) than folds.k={k}: stratified folds need at least k each.",
+            hint="Lower folds.k, e.g. --set folds.k=3, or merge or drop the rare classes.",
+        )
+    fold = np.full(len(train), -1, dtype=int)
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(train)), labels)
+    else:
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(train)), labels, groups.astype(str))
+    for index, (_, val_rows) in enumerate(splits):
+        fold[val_rows] = index
+    table = pd.DataFrame({"id": train["id"].values, "label": train["label"].values, "fold": fold})
+    if groups is not None:
+        table[groups.name] = groups.values
+    return table
+
+
+def _read_groups(config: Config, competition: Competition) -> pd.Series | None:
+    column = config.folds.group_column
+    if column is None:
+        return None
+    path = competition.root / config.data.train_csv
+    if competition.layout != "csv":
+        raise CompError("folds.group_column needs the csv layout: groups are read from the training CSV.")
+    table = read_csv_text(path)
+    if column not in table.columns:
+        raise CompError(
+            f"Group column '{column}' (folds.group_column) not found in {path}; its columns are "
+            f"{', '.join(map(repr, table.columns))}.",
+            hint="Set folds.group_column to one of them, or to null for plain stratified folds.",
+        )
+    return table.set_index(config.data.id_column)[column].reindex(competition.train["id"]).rename(column)
+
+
+def make_folds(config: Config, competition: Competition, force: bool = False) -> tuple[Path, pd.DataFrame, bool]:
+    """Write folds/<slug>_k<k>_s<seed>.csv; an existing file that differs is replaced only with force.
+
+    Returns the path, the table and whether the file was (re)written.
+    """
+    table = assign_folds(competition.train, config.folds.k, config.seed, _read_groups(config, competition))
+    path = config.fold_file
+    if path.exists():
+        existing = read_csv_text(path)
+        if existing.equals(table.astype(str)):
+            return path, table, False
+        if not force:
+            raise CompError(
+                f"{path} already exists and differs from the folds computed now (the training data changed?).",
+                hint="Runs trained on the old folds would no longer be comparable: pass --force to replace it.",
+            )
+    write_csv(path, table)
+    return path, table, True
+
+
+def load_folds(config: Config, competition: Competition) -> pd.DataFrame:
+    """The fold file of this config, checked against the training data."""
+    path = config.fold_file
+    if not path.exists():
+        raise CompError(f"Fold file {path} not found.", hint="Run `comp folds` first.")
+    table = read_csv_text(path)
+    table["fold"] = table["fold"].astype(int)
+    if set(table["id"]) != set(competition.train["id"]):
+        raise CompError(
+            f"{path} does not cover the same training ids as {competition.root}.",
+            hint="The data changed since the folds were made: run `comp folds --force`.",
+        )
+    return table
+
+
+def fold_file_hash(config: Config) -> str:
+    return sha256_file(config.fold_file)

@@ -1,0 +1,45 @@
+"""`comp demo`: the whole pipeline on the offline demo competition, scored on its held-back labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from comp.config import load_config
+from comp.data import load_competition
+from comp.demo import SOLUTION_FILE, build_demo, score_submission
+from comp.ensemble import ensemble
+from comp.folds import make_folds
+from comp.predict import predict
+from comp.train import train
+
+console = Console()
+
+
+@dataclass
+class DemoResult:
+    submission: Path
+    cv_score: float | None
+    test_accuracy: float
+
+
+def run_demo(config_path: Path, overrides: list[str] | None = None) -> DemoResult:
+    """download demo -> folds -> train --fold all -> predict --tta -> ensemble -> score."""
+    config = load_config(config_path, overrides)
+    if config.data.competition != "demo":
+        config = load_config(config_path, [*(overrides or []), "data.competition=demo", "data.root=data/demo"])
+    console.rule("[bold]comp download demo")
+    build_demo(Path(config.data.root))
+    competition = load_competition(config.data)
+    console.rule("[bold]comp folds")
+    make_folds(config, competition)
+    console.rule("[bold]comp train --fold all")
+    train(config, competition, "all", resume=True)
+    console.rule("[bold]comp predict --tta")
+    predict(config, competition, tta=True)
+    console.rule("[bold]comp ensemble")
+    result = ensemble(config, competition)
+    return DemoResult(result.path, result.oof_score,
+                      score_submission(result.path, Path(config.data.root) / SOLUTION_FILE))

@@ -1,0 +1,73 @@
+"""Shared fixtures: small real competitions built on disk, and a project folder to run comp in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pattern_image(label: int, rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    """A grey image whose bright square sits in one of 16 cells chosen by the label, plus noise."""
+    image = rng.integers(0, 60, (size, size), dtype=np.uint8)
+    cell = size // 4
+    row, col = divmod(label % 16, 4)
+    image[row * cell:(row + 1) * cell, col * cell:(col + 1) * cell] = 230
+    return image
+
+
+def write_folders_competition(root: Path, n_classes: int = 12, per_class: int = 10, n_test: int = 36,
+                              seed: int = 0) -> pd.DataFrame:
+    """train/<label>/<img>.png in folders named 0..n_classes-1; returns the hidden test solution."""
+    rng = np.random.default_rng(seed)
+    for label in range(n_classes):
+        folder = root / "train" / str(label)
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            cv2.imwrite(str(folder / f"{label}_{i}.png"), pattern_image(label, rng))
+    (root / "test").mkdir()
+    test_labels = [i % n_classes for i in range(n_test)]
+    ids = [f"t{i:03d}" for i in range(n_test)]
+    for image_id, label in zip(ids, test_labels):
+        cv2.imwrite(str(root / "test" / f"{image_id}.png"), pattern_image(label, rng))
+    pd.DataFrame({"id": ids, "label": 0}).to_csv(root / "sample_submission.csv", index=False)
+    return pd.DataFrame({"id": ids, "label": test_labels})
+
+
+def write_csv_competition(root: Path, n_classes: int = 4, per_class: int = 8, ids_with_suffix: bool = False,
+                          seed: int = 0) -> None:
+    """train.csv (id,label) with images in train/, test images for the sample submission's ids."""
+    rng = np.random.default_rng(seed)
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    rows = []
+    for label in range(n_classes):
+        for i in range(per_class):
+            name = f"img_{label}_{i}"
+            cv2.imwrite(str(root / "train" / f"{name}.png"), pattern_image(label, rng))
+            rows.append((f"{name}.png" if ids_with_suffix else name, label))
+    pd.DataFrame(rows, columns=["id", "label"]).to_csv(root / "train.csv", index=False)
+    test_ids = [f"x{i}" for i in range(6)]
+    for i, image_id in enumerate(test_ids):
+        cv2.imwrite(str(root / "test" / f"{image_id}.png"), pattern_image(i % n_classes, rng))
+    pd.DataFrame({"id": test_ids, "label": 0}).to_csv(root / "sample_submission.csv", index=False)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """An empty project folder holding the repository's configs/, as the working directory."""
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _few_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
