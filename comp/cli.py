@@ -83,6 +83,29 @@ def _competition(cfg):
     return load_competition(cfg.data)
 
 
+@command(help="Fetch a competition into data/<slug>/ and survey it; `download demo` builds the offline demo.")
+def download(
+    slug: Annotated[Optional[str], typer.Argument(help="Kaggle slug (default: data.competition).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download (or rebuild) even if present.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    cfg = _config(config, set_)
+    slug = slug or cfg.data.competition
+    if slug == "demo":
+        from comp.demo import build_demo
+
+        built = build_demo(Path("data/demo"), force)
+        state = "Built" if built.created else "Already there (--force rebuilds):"
+        console.print(f"{state} {built.root}: {built.n_train} train images, {built.n_test} test, "
+                      f"{built.n_classes} classes")
+        return
+    from comp.kaggle import download_competition
+
+    for line in download_competition(slug, force=force).summary_lines(slug):
+        console.print(line, markup=False, highlight=False)
+
+
 @command(help="Stratified k-fold assignment of the training set, written to folds/.")
 def folds(
     config: ConfigOpt = DEFAULT_CONFIG,
@@ -149,6 +172,81 @@ def ensemble(
     console.print(f"OOF accuracy {score}  submission -> {result.path}")
 
 
+@command(help="Check a submission CSV against the sample submission; exit 1 when anything is wrong.")
+def validate(
+    file: Annotated[Path, typer.Argument(help="The submission CSV to check.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    from rich.table import Table
+
+    from comp.submission import validate_with_config
+
+    cfg = _config(config, set_)
+    problems, classes = validate_with_config(file, cfg)
+    if classes is None:
+        console.print(f"No {cfg.run_dir / 'classes.json'}: the label vocabulary was not checked.")
+    if problems:
+        table = Table("line", "column", "problem", "fix", title=f"{file}")
+        for p in problems:
+            style = None if p.is_error else "yellow"
+            table.add_row("" if p.row is None else str(p.row), p.column or "", p.message, p.fix, style=style)
+        console.print(table)
+    errors = sum(p.is_error for p in problems)
+    if errors:
+        console.print(f"[bold red]{file} is not a valid submission[/]: {errors} problem(s).", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"[green]{file} is a valid submission[/]", highlight=False)
+
+
+@command(help="Validate FILE, submit it to Kaggle, record it in submissions/ledger.csv; --wait: the score.")
+def submit(
+    file: Annotated[Path, typer.Argument(help="The submission CSV.")],
+    message: Annotated[str, typer.Option("--message", "-m", help="Description (Kaggle and ledger).")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the public score and record it.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Submit even if already submitted.")] = False,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=0.01, help="With --wait: seconds before the first check.")
+    ] = 10.0,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    from comp.kaggle import submit as submit_to_kaggle
+
+    cfg = _config(config, set_)
+    result = submit_to_kaggle(cfg, file, message, force=force, wait=wait, poll_interval=poll_interval)
+    for warning in result.warnings:
+        console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
+    oof = "n/a" if result.oof_score is None else f"{result.oof_score:.4f}"
+    console.print(f"Submitted {file} to {cfg.data.competition}: Kaggle ref {result.ref}, sha256 "
+                  f"{result.sha256[:12]}, OOF {oof}; recorded in submissions/ledger.csv", markup=False)
+    if wait and result.status == "pending":
+        console.print("Still pending after the wait: `comp submissions` shows the score later.")
+    elif wait:
+        console.print(f"Public score: {result.public_score}  (OOF {oof})", markup=False)
+
+
+@command(help="The competition's recent Kaggle submissions and scores, beside the ledger's OOF scores.")
+def submissions(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100, help="How many, newest first.")] = 20,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from comp.kaggle import list_submissions
+
+    cfg = _config(config, set_)
+    rows = list_submissions(cfg.data.competition, limit=limit)
+    table = Table("date", "ref", "file", "message", "status", "public", "private", "OOF",
+                  title=f"{cfg.data.competition}: {len(rows)} recent submission(s)")
+    for r in rows:
+        table.add_row(*(escape(v) for v in (r.date, r.ref, r.file_name, r.description, r.status,
+                                            r.public_score, r.private_score, r.oof_score)))
+    console.print(table)
+
+
 @command(help="The whole pipeline on the offline demo competition, scored on its held-back test labels.")
 def demo(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
     from comp.pipeline import run_demo
@@ -157,6 +255,19 @@ def demo(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
     cv = "n/a" if result.cv_score is None else f"{result.cv_score:.4f}"
     console.print(f"Submission: {result.submission}")
     console.print(f"CV accuracy (OOF): {cv}   test accuracy (held-back labels): [bold]{result.test_accuracy:.4f}[/]")
+
+
+@command("env", help="Versions, GPUs, bf16 and channels_last support: what to paste into a bug report.")
+def env_(json_output: Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")] = False) -> None:
+    import json
+
+    from comp.env import collect_env, env_table
+
+    facts = collect_env()
+    if json_output:
+        typer.echo(json.dumps(facts, indent=2))
+    else:
+        console.print(env_table(facts))
 
 
 def main() -> None:

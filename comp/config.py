@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from comp.errors import CompError
 from comp.io import write_text
@@ -43,12 +43,24 @@ class FoldsConfig(Section):
     group_column: str | None = None
 
 
+class HeadConfig(Section):
+    hidden: int | None = Field(None, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
 class ModelConfig(Section):
     name: str = "resnet18"
     kwargs: dict[str, Any] = Field(default_factory=dict)
     pretrained: bool = False
     weights: str | None = None
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    max_params: int | None = Field(None, ge=1)
+
+    @field_validator("head", mode="before")
+    @classmethod
+    def _no_head(cls, value: Any) -> Any:
+        return {} if value is None else value  # `model.head: null` reads as "no extra head"
 
 
 class TrainConfig(Section):
@@ -63,7 +75,13 @@ class TrainConfig(Section):
     num_workers: int | Literal["auto"] = "auto"
 
 
+# A preset name (comp.augment.PRESETS) or a list of albumentations transforms, see comp/augment.py.
+AugSteps = str | list[str | dict[str, Any]]
+
+
 class AugConfig(Section):
+    phase1: AugSteps = "light"
+    phase2: AugSteps = "strong"
     phase2_epoch: int | None = None
 
 

@@ -15,12 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pattern_image(label: int, rng: np.random.Generator, size: int = 16) -> np.ndarray:
-    """A grey image whose bright square sits in one of 16 cells chosen by the label, plus noise."""
-    image = rng.integers(0, 60, (size, size), dtype=np.uint8)
-    cell = size // 4
-    row, col = divmod(label % 16, 4)
-    image[row * cell:(row + 1) * cell, col * cell:(col + 1) * cell] = 230
-    return image
+    """A noisy BGR image whose hue (one of 12) and stripe direction encode the label: easy to learn."""
+    hsv = np.array([[[(label % 12) * 15, 255, 230]]], dtype=np.uint8)  # OpenCV hue runs 0..179
+    colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
+    rows, cols = np.mgrid[0:size, 0:size]
+    stripes = ((rows if label % 2 else cols) // 2) % 2
+    image = colour * (0.6 + 0.4 * stripes[..., None]) + rng.normal(0, 10, (size, size, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def write_folders_competition(root: Path, n_classes: int = 12, per_class: int = 10, n_test: int = 36,

@@ -1,0 +1,264 @@
+"""Augmentation: named presets or albumentations transforms written in YAML, two phases.
+
+`aug.phase1` / `aug.phase2` each hold a preset name (`none`, `light`, `standard`, `strong`) or
+a list of albumentations transforms. A list item is written either way:
+
+    - {name: HorizontalFlip, p: 0.5}       # name plus keyword arguments
+    - Affine: {rotate: [-10, 10], p: 0.5}  # the name as the key, its arguments as the value
+    - ToGray                               # the name alone: albumentations' defaults
+
+Size arguments left out default to `data.image_size` (`size` of RandomResizedCrop, `height` and
+`width` of Resize, RandomCrop, CenterCrop). Compositions nest: `{name: OneOf, transforms: [...]}`.
+After the phase's transforms every image is resized to exactly image_size x image_size,
+normalised with the model's mean/std and turned into a CHW float tensor, so a list holds
+neither Normalize nor ToTensorV2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+from pydantic import ValidationError
+
+from comp.config import AugConfig, AugSteps
+from comp.errors import CompError
+
+FORMAT_HINT = "Write each transform as {name: HorizontalFlip, p: 0.5} (or HorizontalFlip: {p: 0.5})."
+
+# Presets in the YAML list form. `light` has no flips: safe for digits, letters and other
+# orientation-bearing images (the default competition is handwritten digits). `standard` and
+# `strong` flip horizontally, as suits photographs of objects.
+PRESETS: dict[str, list[dict[str, Any]]] = {
+    "none": [],
+    "light": [
+        {"name": "Resize"},
+        {
+            "name": "Affine",
+            "scale": [0.9, 1.1],
+            "translate_percent": [-0.08, 0.08],
+            "rotate": [-10, 10],
+            "p": 0.5,
+        },
+        {"name": "RandomBrightnessContrast", "brightness_limit": 0.1, "contrast_limit": 0.1, "p": 0.3},
+    ],
+    "standard": [
+        {"name": "RandomResizedCrop", "scale": [0.6, 1.0]},
+        {"name": "HorizontalFlip", "p": 0.5},
+        {
+            "name": "Affine",
+            "scale": [0.9, 1.1],
+            "translate_percent": [-0.1, 0.1],
+            "rotate": [-15, 15],
+            "p": 0.5,
+        },
+        {"name": "ColorJitter", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.02, "p": 0.5},
+    ],
+    "strong": [
+        {"name": "RandomResizedCrop", "scale": [0.35, 1.0]},
+        {"name": "HorizontalFlip", "p": 0.5},
+        {
+            "name": "Affine",
+            "scale": [0.8, 1.2],
+            "translate_percent": [-0.15, 0.15],
+            "rotate": [-25, 25],
+            "shear": [-10, 10],
+            "p": 0.7,
+        },
+        {"name": "ColorJitter", "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1, "p": 0.8},
+        {
+            "name": "CoarseDropout",
+            "num_holes_range": [1, 3],
+            "hole_height_range": [0.1, 0.3],
+            "hole_width_range": [0.1, 0.3],
+            "p": 0.5,
+        },
+    ],
+}
+
+# Added by comp after every phase: a list that repeats them would normalise twice.
+_ADDED_BY_COMP = {"Normalize", "ToTensorV2"}
+
+
+def _transform_classes() -> dict[str, type]:
+    interfaces = {A.BasicTransform, A.DualTransform, A.ImageOnlyTransform, A.BaseCompose}
+    return {
+        name: obj
+        for name, obj in vars(A).items()
+        if inspect.isclass(obj)
+        and issubclass(obj, (A.BasicTransform, A.BaseCompose))
+        and obj not in interfaces
+        and not name.startswith("_")
+    }
+
+
+_TRANSFORMS = _transform_classes()
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def build_train_transform(
+    steps: AugSteps,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    where: str = "aug.phase1",
+    seed: int | None = None,
+) -> A.Compose:
+    """The phase's transforms, then resize to image_size, normalise and make a CHW float tensor.
+
+    `steps` is a preset name or a list of transforms (module docstring); `where` names the
+    config key in error messages. `seed` makes the augmentation stream reproducible.
+    """
+    compose = A.Compose([*build_steps(steps, image_size, where), *_finish(image_size, mean, std)])
+    if seed is not None:
+        # One shared generator: Compose(seed=...) would give every transform an identical stream.
+        compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    return compose
+
+
+def build_eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
+    """Resize to image_size x image_size, normalise, CHW float tensor: no randomness."""
+    return A.Compose(_finish(image_size, mean, std))
+
+
+def validate_aug(aug: AugConfig, image_size: int) -> None:
+    """Build both phases once, so a bad transform is a config error before any training starts."""
+    build_steps(aug.phase1, image_size, "aug.phase1")
+    build_steps(aug.phase2, image_size, "aug.phase2")
+
+
+def phase_at(aug: AugConfig, epoch: int) -> int:
+    """1 or 2: phase 2 runs from epoch `aug.phase2_epoch` on (never when it is null)."""
+    return 2 if aug.phase2_epoch is not None and epoch >= aug.phase2_epoch else 1
+
+
+def reseed_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: each worker (and each epoch's workers) its own augmentation stream.
+
+    Forked workers otherwise inherit one random state and augment in lockstep. The dataset is
+    expected to hold its albumentations pipeline as `.transform`.
+    """
+    info = torch.utils.data.get_worker_info()
+    seed = info.seed % 2**32
+    info.dataset.transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
+# ----------------------------------------------------------------------------- building one phase
+
+
+def build_steps(steps: AugSteps, image_size: int, where: str) -> list[A.BasicTransform | A.BaseCompose]:
+    """The transforms of a preset name or a YAML list, each checked; CompError names the bad item."""
+    if isinstance(steps, str):
+        if steps not in PRESETS:
+            close = difflib.get_close_matches(steps, PRESETS, n=1)
+            raise CompError(
+                f"{where} = '{steps}' is not a preset.{f' Did you mean {close[0]}?' if close else ''}",
+                hint=f"Presets: {', '.join(PRESETS)}; or a list of albumentations transforms. {FORMAT_HINT}",
+            )
+        steps = PRESETS[steps]
+    if not isinstance(steps, list):
+        raise CompError(
+            f"{where} must be a preset name or a list of transforms, not {steps!r}.", hint=FORMAT_HINT
+        )
+    return [_build_one(item, image_size, f"{where}[{i}]") for i, item in enumerate(steps)]
+
+
+def _build_one(item: Any, image_size: int, where: str) -> A.BasicTransform | A.BaseCompose:
+    name, args = _parse_item(item, where)
+    cls = _transform_class(name, where)
+    args = _with_sizes(cls, dict(args), image_size)
+    _check_argument_names(cls, args, where)
+    if issubclass(cls, A.BaseCompose):
+        args["transforms"] = build_steps(args.get("transforms"), image_size, f"{where}.transforms")
+    try:
+        # strict: albumentations otherwise only warns about a bad argument and falls back to defaults
+        return cls(**args, strict=True) if issubclass(cls, A.BasicTransform) else cls(**args)
+    except (ValueError, TypeError) as exc:
+        raise CompError(
+            f"{where} ({name}): bad argument: {_describe(exc)}.", hint=_signature_hint(cls)
+        ) from None
+
+
+def _describe(exc: Exception) -> str:
+    """One line per bad argument, from albumentations' pydantic validation when that is the cause."""
+    cause = exc.__cause__
+    if not isinstance(cause, ValidationError):
+        return str(exc)
+    problems: dict[str, str] = {}
+    for error in cause.errors():  # a union type reports each alternative: keep the first per argument
+        problems.setdefault(str(error["loc"][0]) if error["loc"] else "arguments", error["msg"])
+    return "; ".join(f"{key}: {msg}" for key, msg in problems.items())
+
+
+def _parse_item(item: Any, where: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, dict) and "name" in item:
+        return str(item["name"]), {k: v for k, v in item.items() if k != "name"}
+    if isinstance(item, dict) and len(item) == 1:
+        ((name, args),) = item.items()
+        if args is None or isinstance(args, dict):
+            return str(name), args or {}
+    raise CompError(f"{where} = {item!r} is not a transform.", hint=FORMAT_HINT)
+
+
+def _transform_class(name: str, where: str) -> type:
+    if name in _ADDED_BY_COMP:
+        raise CompError(
+            f"{where}: leave {name} out of the list; comp adds it after every phase, "
+            "with the model's mean and std."
+        )
+    if name in _TRANSFORMS:
+        return _TRANSFORMS[name]
+    by_lower = {n.lower(): n for n in _TRANSFORMS}
+    close = (
+        [by_lower[name.lower()]]
+        if name.lower() in by_lower
+        else [by_lower[c] for c in difflib.get_close_matches(name.lower(), by_lower, n=1, cutoff=0.6)]
+    )
+    raise CompError(
+        f"{where}: unknown albumentations transform '{name}'.{f' Did you mean {close[0]}?' if close else ''}",
+        hint=f"Names are albumentations {A.__version__} class names, e.g. HorizontalFlip, Affine, "
+        "RandomResizedCrop, ColorJitter, CoarseDropout.",
+    )
+
+
+def _with_sizes(cls: type, args: dict[str, Any], image_size: int) -> dict[str, Any]:
+    required = {n for n, p in inspect.signature(cls.__init__).parameters.items() if p.default is p.empty}
+    if "size" in required and "size" not in args:
+        args["size"] = [image_size, image_size]
+    for key in ("height", "width"):
+        if key in required and key not in args:
+            args[key] = image_size
+    return args
+
+
+def _check_argument_names(cls: type, args: dict[str, Any], where: str) -> None:
+    params = inspect.signature(cls.__init__).parameters
+    valid = [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    for key in args:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            suggestion = f" Did you mean {close[0]}?" if close else ""
+            raise CompError(
+                f"{where} ({cls.__name__}): unknown argument '{key}'.{suggestion}",
+                hint=_signature_hint(cls),
+            )
+
+
+def _signature_hint(cls: type) -> str:
+    params = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+    return f"{cls.__name__} takes: {', '.join(params)} (see albumentations {A.__version__}'s documentation)."
+
+
+def _finish(image_size: int, mean: Sequence[float], std: Sequence[float]) -> list:
+    return [A.Resize(image_size, image_size), A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]

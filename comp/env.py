@@ -1,0 +1,181 @@
+"""`comp env`: the software and hardware facts a bug report needs, as a dict and as a rich table."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.markup import escape
+from rich.table import Table
+
+from comp import __version__
+from comp.device import amp_dtype
+
+# Instructions that make bf16 fast on a CPU (x86: AVX512-BF16, AMX; Arm: FEAT_BF16); without them
+# bf16 is emulated and slower than fp32.
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+PACKAGES = ("torchvision", "timm", "albumentations", "numpy")
+
+
+def collect_env() -> dict[str, Any]:
+    """Versions, devices and precision support of this machine, JSON-ready."""
+    facts: dict[str, Any] = {
+        "comp": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+    }
+    facts.update({name: package_version(name) for name in PACKAGES})
+    facts.update(cuda_facts())
+    facts.update(cpu_facts())
+    return facts
+
+
+def cuda_facts() -> dict[str, Any]:
+    available = torch.cuda.is_available()
+    facts = {
+        "cuda_available": available,
+        "cuda_version": torch.version.cuda,
+        "cuda_arch_list": torch.cuda.get_arch_list(),
+        "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "gpus": [gpu_facts(index) for index in range(torch.cuda.device_count())] if available else [],
+        "bf16_cuda": torch.cuda.is_bf16_supported() if available else None,
+        "channels_last_cuda": None,
+        "amp_cuda": None,
+        "cuda_error": None,
+    }
+    if available:
+        # A GPU the build has no kernels for (see cuda_arch_list) is visible but fails here: say so.
+        try:
+            facts["channels_last_cuda"] = channels_last_kept(torch.device("cuda"))
+            facts["amp_cuda"] = dtype_name(amp_dtype(torch.device("cuda"), True))
+        except RuntimeError as exc:
+            facts["cuda_error"] = str(exc).strip().splitlines()[0]
+    return facts
+
+
+def cpu_facts() -> dict[str, Any]:
+    flags = cpu_bf16_flags(read_cpuinfo())
+    return {
+        "mps_available": torch.backends.mps.is_available(),
+        "cpu_count": usable_cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "bf16_cpu": None if flags is None else bool(flags),
+        "cpu_bf16_flags": flags,
+        "channels_last_cpu": channels_last_kept(torch.device("cpu")),
+        "amp_cpu": dtype_name(amp_dtype(torch.device("cpu"), True)),
+    }
+
+
+def package_version(name: str) -> str | None:
+    """The installed distribution's version, read from metadata (importing albumentations would go online)."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def gpu_facts(index: int) -> dict[str, Any]:
+    props = torch.cuda.get_device_properties(index)
+    return {
+        "index": index,
+        "name": props.name,
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "compute_capability": f"{props.major}.{props.minor}",
+        # bf16 tensor cores and cuDNN bf16 convolutions start at Ampere (8.0); below it bf16 is emulated.
+        "bf16_native": props.major >= 8,
+    }
+
+
+def usable_cpu_count() -> int:
+    """Cores this process may run on (a container's cpuset), not the host's total."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def read_cpuinfo() -> str | None:
+    path = Path("/proc/cpuinfo")
+    return path.read_text(errors="replace") if path.exists() else None
+
+
+def cpu_bf16_flags(cpuinfo: str | None) -> list[str] | None:
+    """The native-bf16 instruction flags in /proc/cpuinfo text; None where there is no such file (macOS)."""
+    if cpuinfo is None:
+        return None
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return [flag for flag in CPU_BF16_FLAGS if flag in flags]
+
+
+def channels_last_kept(device: torch.device) -> bool:
+    """Whether a convolution on this device keeps the channels_last layout, i.e. has NHWC kernels."""
+    conv = torch.nn.Conv2d(3, 8, 3).to(device)
+    x = torch.zeros(2, 3, 8, 8, device=device).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        return conv(x).is_contiguous(memory_format=torch.channels_last)
+
+
+def dtype_name(dtype: torch.dtype | None) -> str | None:
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def env_table(facts: dict[str, Any]) -> Table:
+    """The facts as a two-column table, one GPU per row; CUDA-only rows appear where CUDA does."""
+    table = Table(title="comp env", show_header=False)
+    table.add_column("fact", style="bold")
+    table.add_column("value")
+    for label, value in _rows(facts):
+        table.add_row(label, escape(value))  # values are text (a GPU name may hold brackets), not markup
+    return table
+
+
+def _rows(facts: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [
+        (key, facts[key] or "not installed") for key in ("comp", "python", "platform", "torch", *PACKAGES)
+    ]
+    rows += [
+        ("CUDA available", _yes_no(facts["cuda_available"])),
+        ("CUDA (torch built with)", facts["cuda_version"] or "none (CPU build)"),
+        ("CUDA architectures (build)", " ".join(facts["cuda_arch_list"]) or "none"),
+        ("cuDNN", str(facts["cudnn_version"] or "none")),
+    ]
+    for gpu in facts["gpus"]:
+        rows.append(
+            (
+                f"GPU {gpu['index']}",
+                f"{gpu['name']}, {gpu['memory_gib']} GiB, compute {gpu['compute_capability']}, "
+                f"native bf16 {_yes_no(gpu['bf16_native'])}",
+            )
+        )
+    if facts["cuda_available"]:
+        rows += [
+            ("bf16 on CUDA", _yes_no(facts["bf16_cuda"])),
+            ("channels_last kernels (CUDA)", _yes_no(facts["channels_last_cuda"])),
+            ("AMP dtype comp uses (CUDA)", facts["amp_cuda"] or "off"),
+        ]
+    if facts["cuda_error"]:
+        rows.append(("CUDA error", facts["cuda_error"]))
+    flags = ", ".join(facts["cpu_bf16_flags"] or [])
+    rows += [
+        ("MPS available", _yes_no(facts["mps_available"])),
+        ("CPU cores (usable)", str(facts["cpu_count"])),
+        ("CPU capability", facts["cpu_capability"]),
+        ("CPU native bf16", "unknown" if facts["bf16_cpu"] is None else _yes_no(facts["bf16_cpu"], flags)),
+        ("channels_last kernels (CPU)", _yes_no(facts["channels_last_cpu"])),
+        ("AMP dtype comp uses (CPU)", facts["amp_cpu"] or "off"),
+    ]
+    return rows
+
+
+def _yes_no(value: bool | None, detail: str = "") -> str:
+    if value is None:
+        return "n/a"
+    return ("yes" if value else "no") + (f" ({detail})" if detail else "")
