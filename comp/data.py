@@ -8,15 +8,14 @@ is an integer, and labels keep the competition's own type (10 stays the integer 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import Dataset
 
 from comp.config import DataConfig
 from comp.errors import CompError
@@ -124,10 +123,6 @@ class Competition:
     sample: pd.DataFrame
     classes: list[Label]
 
-    @property
-    def sample_path(self) -> Path:
-        return self.root / "sample_submission.csv"
-
 
 def detect_layout(cfg: DataConfig) -> str:
     root = Path(cfg.root)
@@ -233,34 +228,3 @@ def load_competition(cfg: DataConfig) -> Competition:
                         hint="Each training image needs its own id.")
     test, sample = _test_from_sample(cfg, root)
     return Competition(root, layout, train, test, sample, decide_classes(train["label"]))
-
-
-# ----------------------------------------------------------------------------- dataset
-
-class ImageDataset(Dataset):
-    """Images by path, decoded once into memory when `cache` is set (augmented every epoch)."""
-
-    def __init__(self, paths: Sequence[str], targets: Sequence[int] | None, transform, cache: bool = False):
-        self.paths = list(paths)
-        self.targets = None if targets is None else torch.as_tensor(list(targets), dtype=torch.long)
-        self.transform = transform
-        self.images = [read_image(p) for p in self.paths] if cache else None
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def image(self, index: int) -> np.ndarray:
-        return self.images[index] if self.images is not None else read_image(self.paths[index])
-
-    def __getitem__(self, index: int):
-        tensor = self.transform(image=self.image(index))["image"]
-        if self.targets is None:
-            return tensor
-        return tensor, self.targets[index]
-
-
-def should_cache(cfg: DataConfig, n_images: int) -> bool:
-    """Cache decoded images when they plainly fit in memory (an estimate at 3x image_size^2 bytes)."""
-    if cfg.cache != "auto":
-        return cfg.cache == "on"
-    return n_images * 3 * max(cfg.image_size, 64) ** 2 < 2 * 1024**3

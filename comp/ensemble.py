@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from comp.config import Config
 from comp.data import Competition, check_same_classes, column_name, save_classes

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,11 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from comp import __version__
-from comp.device import amp_dtype
+from comp.device import amp_dtype, cpu_bf16_flags, read_cpuinfo, usable_cpu_count
 
-# Instructions that make bf16 fast on a CPU (x86: AVX512-BF16, AMX; Arm: FEAT_BF16); without them
-# bf16 is emulated and slower than fp32.
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 PACKAGES = ("torchvision", "timm", "albumentations", "numpy")
 
 
@@ -89,30 +84,6 @@ def gpu_facts(index: int) -> dict[str, Any]:
         # bf16 tensor cores and cuDNN bf16 convolutions start at Ampere (8.0); below it bf16 is emulated.
         "bf16_native": props.major >= 8,
     }
-
-
-def usable_cpu_count() -> int:
-    """Cores this process may run on (a container's cpuset), not the host's total."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def read_cpuinfo() -> str | None:
-    path = Path("/proc/cpuinfo")
-    return path.read_text(errors="replace") if path.exists() else None
-
-
-def cpu_bf16_flags(cpuinfo: str | None) -> list[str] | None:
-    """The native-bf16 instruction flags in /proc/cpuinfo text; None where there is no such file (macOS)."""
-    if cpuinfo is None:
-        return None
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            flags.update(value.split())
-    return [flag for flag in CPU_BF16_FLAGS if flag in flags]
 
 
 def channels_last_kept(device: torch.device) -> bool:

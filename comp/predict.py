@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 
 from comp.augment import build_eval_transform
 from comp.config import Config
-from comp.data import Competition, ImageDataset, check_same_classes, column_name, load_classes
+from comp.data import Competition, check_same_classes, column_name, load_classes
+from comp.dataset import ImageDataset
 from comp.device import amp_dtype, autocast, resolve_device
 from comp.errors import CompError
 from comp.folds import load_folds

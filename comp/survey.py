@@ -17,10 +17,9 @@ import pandas as pd
 import yaml
 from PIL import Image
 
+from comp.data import IMAGE_SUFFIXES
 from comp.errors import CompError
 
-# The same suffixes as comp.data, which cannot be imported here without loading torch.
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 ID_NAMES = ("id", "image_id", "image", "img", "filename", "file", "file_name", "image_name", "name", "path")
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "breed", "species", "diagnosis", "y")
 ID_SAMPLE = 50  # ids looked up in each image folder to decide where they live

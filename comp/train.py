@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader
 
 from comp.augment import build_eval_transform, build_train_transform
 from comp.config import Config, save_config
-from comp.data import Competition, ImageDataset, check_same_classes, load_classes, save_classes, should_cache
+from comp.data import Competition, check_same_classes, load_classes, save_classes
+from comp.dataset import ImageDataset, should_cache
 from comp.device import amp_dtype, autocast, default_num_workers, resolve_device
 from comp.errors import CompError
 from comp.folds import load_folds

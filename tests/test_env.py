@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.env import cpu_bf16_flags
+from comp.device import cpu_bf16_flags
 
 KEYS = {
     "comp", "python", "platform", "torch", "torchvision", "timm", "albumentations", "numpy",
