@@ -37,6 +37,11 @@ class DataConfig(Section):
     image_size: int = Field(32, ge=8)
     cache: Literal["auto", "on", "off"] = "auto"
 
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_switch(cls, value: Any) -> Any:
+        return {True: "on", False: "off"}.get(value, value)  # YAML reads a bare on/off as a boolean
+
 
 class FoldsConfig(Section):
     k: int = Field(5, ge=2)
@@ -69,10 +74,37 @@ class TrainConfig(Section):
     lr: float = Field(0.001, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     optimizer: str = "adamw"
-    scheduler: str = "onecycle"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    scheduler: Literal["onecycle", "cosine", "plateau", "step", "none"] = "onecycle"
+    pct_start: float = Field(0.25, gt=0, lt=1)
+    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr: float = Field(1e-6, ge=0)
+    lr_factor: float = Field(0.1, gt=0, lt=1)
+    lr_patience: int = Field(2, ge=0)
+    step_epochs: int = Field(3, ge=1)
+    freeze_epochs: int = Field(0, ge=0)
+    backbone_lr_scale: float = Field(1.0, gt=0)
+    clip_grad: float | None = Field(None, gt=0)
+    grad_accum_steps: int = Field(1, ge=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    mixup_alpha: float = Field(0.0, ge=0)
+    cutmix_alpha: float = Field(0.0, ge=0)
+    mix_prob: float = Field(1.0, ge=0, le=1)
+    mixup_off_epoch: int | None = Field(None, ge=1)
+    ema: bool = False
+    ema_decay: float = Field(0.999, gt=0, lt=1)
+    monitor: str = "val_loss"
+    patience: int | None = Field(None, ge=1)
+    checkpoint_every_steps: int | None = Field(None, ge=1)
     device: str = "auto"
     amp: bool = True
+    channels_last: bool = False
+    compile: bool = False
     num_workers: int | Literal["auto"] = "auto"
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    tensorboard: bool = False
 
 
 # A preset name (comp.augment.PRESETS) or a list of albumentations transforms, see comp/augment.py.
@@ -86,13 +118,26 @@ class AugConfig(Section):
 
 
 class PredictConfig(Section):
-    tta: list[str] | Literal["auto"] = Field(default_factory=lambda: ["identity", "hflip"])
+    tta: list[str] | Literal["auto"] = "auto"
+    tta_mean: Literal["arithmetic", "geometric"] = "arithmetic"
+    metric: Literal["accuracy", "balanced_accuracy", "log_loss", "macro_f1", "roc_auc"] = "accuracy"
     batch_size: int = Field(256, ge=1)
 
 
 class SubmissionConfig(Section):
     format: Literal["auto", "label", "probabilities", "binary"] = "auto"
     positive_class: str | int | None = None
+
+
+# GridSearchCV's param_grid: one mapping of argument -> candidate values, or a list of them.
+ParamGrid = dict[str, list[Any]] | list[dict[str, list[Any]]]
+
+
+class ProbeConfig(Section):
+    classifier: Literal["svm", "logistic"] = "svm"
+    grid: ParamGrid | None = None
+    cv: int = Field(3, ge=2)
+    n_jobs: int = 1
 
 
 class Config(Section):
@@ -105,6 +150,7 @@ class Config(Section):
     aug: AugConfig = Field(default_factory=AugConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
     submission: SubmissionConfig = Field(default_factory=SubmissionConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -119,7 +165,7 @@ class Config(Section):
 
 
 # Keys whose value is a free-form mapping: their children are not checked against the schema.
-_FREE_FORM = {"model.kwargs"}
+_FREE_FORM = {"model.kwargs", "probe.grid"}
 
 
 def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
@@ -164,7 +210,7 @@ def _check_keys(tree: dict[str, Any], source: str, prefix: str = "") -> None:
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "kwargs":
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in ("kwargs", "grid"):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value
