@@ -81,7 +81,7 @@ def restore_rng(state: dict[str, Any]) -> None:
                          "gauss": numpy_state["gauss"],
                          "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]}})
     torch.set_rng_state(state["torch"])
-    if state["cuda"]:
+    if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 

@@ -98,6 +98,7 @@ class TrainConfig(Section):
     patience: int | None = Field(None, ge=1)
     checkpoint_every_steps: int | None = Field(None, ge=1)
     device: str = "auto"
+    sync_bn: bool = False
     amp: bool = True
     channels_last: bool = False
     compile: bool = False

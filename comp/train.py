@@ -58,6 +58,7 @@ from comp.io import write_csv, write_json
 from comp.metrics import score as metric_score
 from comp.models import check_model_name, count_parameters, create_model, head_parameters, normalization
 from comp.optim import (
+    Scheduler,
     check_monitor,
     check_optimizer,
     check_schedule,
@@ -174,7 +175,7 @@ def make_loaders(config: Config, competition: Competition, folds: pd.DataFrame, 
     targets = np.array([index[label] for label in table["label"]])
     is_val = (folds["fold"] == fold).to_numpy()
     paths = table["path"].to_numpy()
-    cache = should_cache(config.data, len(paths))
+    cache = should_cache(config.data, len(paths), paths[0])
     size = config.data.image_size
     phases = {phase: build_train_transform(getattr(config.aug, f"phase{phase}"), size, mean, std, f"aug.phase{phase}")
               for phase in (1, 2)}
@@ -253,7 +254,7 @@ class Trainer:
     model: nn.Module          # the weights that are checkpointed
     forward: nn.Module        # what runs them: the model, or torch.compile(model)
     optimizer: torch.optim.Optimizer
-    scheduler: object
+    scheduler: Scheduler
     scaler: torch.amp.GradScaler
     ema: ModelEmaV3 | None
     mixup: Mixup | None
@@ -307,23 +308,30 @@ def build_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_cl
 
 
 def restore(trainer: Trainer, state: dict, forced_changes: list[str]) -> Position:
-    """Load last.pt into a freshly built trainer; under changed config values, keep the new ones."""
-    trainer.model.load_state_dict(state["model"])
-    if trainer.ema is not None:
-        trainer.ema.module.load_state_dict(state["ema"] if state["ema"] is not None else state["model"])
-    if state["scaler"] and trainer.scaler.is_enabled():
-        trainer.scaler.load_state_dict(state["scaler"])
-    position = Position(**state["position"])
-    if not forced_changes:
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        trainer.scheduler.load_state_dict(state["scheduler"])
-    else:
-        if state["config"]["train"]["optimizer"] == trainer.config.train.optimizer:
-            # The saved moments, with this config's learning rates, decays and schedule.
+    """Load last.pt into a freshly built trainer; under changed config values (--force), keep the new ones.
+
+    Changed values continue from the saved weights and optimizer moments (unless the optimizer itself
+    changed), with this config's learning rates and decays, its schedule moved to the saved step.
+    """
+    try:
+        trainer.model.load_state_dict(state["model"])
+        if trainer.ema is not None:
+            trainer.ema.module.load_state_dict(state["ema"] if state["ema"] is not None else state["model"])
+        if not forced_changes:
+            trainer.optimizer.load_state_dict(state["optimizer"])
+            trainer.scheduler.load_state_dict(state["scheduler"])
+        elif state["config"]["train"]["optimizer"] == trainer.config.train.optimizer:
             fresh = [{k: v for k, v in g.items() if k != "params"} for g in trainer.optimizer.param_groups]
             trainer.optimizer.load_state_dict(state["optimizer"])
             for group, values in zip(trainer.optimizer.param_groups, fresh, strict=True):
                 group.update(values)
+    except (RuntimeError, ValueError) as exc:
+        raise CompError(f"last.pt does not fit the model and optimizer as now configured: {str(exc).splitlines()[0]}",
+                        hint="Resume with the model settings it was trained with, or retrain with --force.") from None
+    if state["scaler"] and trainer.scaler.is_enabled():
+        trainer.scaler.load_state_dict(state["scaler"])
+    position = Position(**state["position"])
+    if forced_changes:
         fast_forward(trainer.scheduler, position.step)
     restore_rng(state["rng"])
     return position
@@ -337,21 +345,23 @@ def accumulation_size(batch: int, n_batches: int, accum: int) -> int:
     return min(accum, n_batches - first)
 
 
-def record_losses(position: Position, pending: list[torch.Tensor], fold: int, epoch: int, n_batches: int) -> None:
-    """Move the batches' losses to the host (one sync) and stop at the first one that is not finite."""
-    if not pending:
-        return
-    values = torch.stack(pending).float().cpu().tolist()
+def check_finite(trainer: Trainer, position: Position, pending: list[torch.Tensor], fold: int, epoch: int,
+                 n_batches: int) -> None:
+    """A sync point: move the batches' losses to the host; stop at a loss or weight that is inf or nan."""
+    values = torch.stack(pending).float().cpu().tolist() if pending else []
     pending.clear()
-    for i, value in enumerate(values):
-        if not math.isfinite(value):
-            raise CompError(
-                f"Training loss became {value} in fold {fold}, epoch {epoch}, step {len(position.losses) + i + 1} "
-                f"of {n_batches}: training diverged. Nothing of this epoch was saved: last.pt keeps the last good "
-                "checkpoint and best.safetensors the best weights so far.",
-                hint=f"Lower train.lr and continue: comp train --fold {fold} --resume --force --set train.lr=...; "
-                "or set train.clip_grad, or turn train.amp off.",
-            )
+    bad = next((i for i, value in enumerate(values) if not math.isfinite(value)), None)
+    weights_finite = bool(torch.stack([p.isfinite().all() for p in trainer.model.parameters()]).all())
+    if bad is not None or not weights_finite:
+        step = len(position.losses) + (bad + 1 if bad is not None else len(values))
+        what = f"Training loss became {values[bad]}" if bad is not None else "The weights became inf or nan"
+        raise CompError(
+            f"{what} in fold {fold}, epoch {epoch}, {'' if bad is not None else 'by '}step {step} of {n_batches}: "
+            "training diverged. Nothing from "
+            "there on was saved: last.pt keeps the last good checkpoint and best.safetensors the best weights so far.",
+            hint=f"Lower train.lr and continue: comp train --fold {fold} --resume --force --set train.lr=...; "
+            "or set train.clip_grad, or turn train.amp off.",
+        )
     position.losses.extend(values)
 
 
@@ -380,10 +390,10 @@ def train_epoch(trainer: Trainer, loader: DataLoader, position: Position, fold: 
             position.batch = batch
             every = cfg.checkpoint_every_steps
             if every and position.step % every == 0 and batch < n_batches:
-                record_losses(position, pending, fold, epoch, n_batches)
+                check_finite(trainer, position, pending, fold, epoch, n_batches)
                 save_checkpoint()
         advance()
-    record_losses(position, pending, fold, epoch, n_batches)
+    check_finite(trainer, position, pending, fold, epoch, n_batches)
 
 
 @torch.no_grad()
@@ -476,20 +486,7 @@ def train_fold(config: Config, competition: Competition, folds: pd.DataFrame, fo
     steps_per_epoch = math.ceil(batches.batches_per_epoch / cfg.grad_accum_steps)
     trainer = build_trainer(config, model, steps_per_epoch, len(competition.classes))
     prepare_run(config, competition)
-
-    position = Position()
-    if state is not None:
-        changes = config_changes(state["config"], config.to_dict())
-        position = restore(trainer, state, changes)
-        record_resume(folder, config, position.epoch, position.batch, changes)
-        (folder / "summary.json").unlink(missing_ok=True)  # a finished fold continued (--resume --force)
-        console.print(f"fold {fold}: resuming after epoch {position.epoch}"
-                      f"{f', batch {position.batch}' if position.batch else ''}"
-                      f"{' with changed values: ' + '; '.join(changes) if changes else ''}", highlight=False)
-    else:
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        write_record(folder, new_record(config, fold))
+    position = open_fold(config, fold, trainer, state)
     tensorboard = open_tensorboard(folder, position.epoch + 1) if cfg.tensorboard else None
 
     mark = time.perf_counter()
@@ -534,16 +531,7 @@ def train_fold(config: Config, competition: Competition, folds: pd.DataFrame, fo
             lap()
             row = dict(epoch=epoch, phase=phase, lr=position.lr, train_loss=float(np.mean(position.losses)),
                        **metrics, seconds=round(position.seconds, 2))
-            improved = is_better(row[cfg.monitor], position.best_score, cfg.monitor)
-            if improved:
-                position.best_score, position.best_epoch = row[cfg.monitor], epoch
-                save_weights(trainer.evaluated_weights, folder / "best.safetensors", competition.classes, epoch)
-            if not per_step(trainer.scheduler):
-                trainer.scheduler.step(row[cfg.monitor])
-            position.rows.append(row)
-            position.epoch, position.batch, position.losses, position.seconds = epoch, 0, [], 0.0
-            write_csv(folder / "metrics.csv", pd.DataFrame(position.rows))
-            save_state(folder / "last.pt", trainer.state(position, competition.classes))  # the commit point
+            improved = end_epoch(trainer, position, folder, competition.classes, row)
             progress.console.print(epoch_line(row, cfg.monitor, improved), highlight=False)
             if tensorboard is not None:
                 for key in ("train_loss", "val_loss", "val_accuracy", "lr", cfg.monitor):
@@ -558,13 +546,47 @@ def train_fold(config: Config, competition: Competition, folds: pd.DataFrame, fo
     best = next(r for r in position.rows if r["epoch"] == position.best_epoch)
     result = FoldResult(fold, "resumed" if state is not None else "trained", position.best_epoch,
                         best["val_loss"], best["val_accuracy"], round(sum(r["seconds"] for r in position.rows), 2))
-    write_json(folder / "summary.json", asdict(result))
     record = read_record(folder)
     record["finished"] = now()
     write_record(folder, record)
+    write_json(folder / "summary.json", asdict(result))  # the fold is finished once this exists
     console.print(f"fold {fold} done in {time.perf_counter() - started:.1f}s: best epoch {position.best_epoch}, "
                   f"{cfg.monitor} {position.best_score:.4f} -> {folder}", highlight=False)
     return result
+
+
+def open_fold(config: Config, fold: int, trainer: Trainer, state: dict | None) -> Position:
+    """Continue from last.pt (recorded in run.json), or start the fold folder afresh."""
+    folder = fold_dir(config, fold)
+    if state is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        write_record(folder, new_record(config, fold))
+        return Position()
+    changes = config_changes(state["config"], config.to_dict())
+    position = restore(trainer, state, changes)
+    record_resume(folder, config, position.epoch, position.batch, changes)
+    (folder / "summary.json").unlink(missing_ok=True)  # a finished fold continued (--resume --force)
+    console.print(f"fold {fold}: resuming after epoch {position.epoch}"
+                  f"{f', batch {position.batch}' if position.batch else ''}"
+                  f"{' with changed values: ' + '; '.join(changes) if changes else ''}", highlight=False)
+    return position
+
+
+def end_epoch(trainer: Trainer, position: Position, folder: Path, classes: list, row: dict) -> bool:
+    """Keep the best weights, step a per-epoch schedule, write metrics.csv, then last.pt. True: a new best."""
+    monitor = trainer.config.train.monitor
+    improved = is_better(row[monitor], position.best_score, monitor)
+    if improved:
+        position.best_score, position.best_epoch = row[monitor], row["epoch"]
+        save_weights(trainer.evaluated_weights, folder / "best.safetensors", classes, row["epoch"])
+    if not per_step(trainer.scheduler):
+        trainer.scheduler.step(row[monitor])
+    position.rows.append(row)
+    position.epoch, position.batch, position.losses, position.seconds = row["epoch"], 0, [], 0.0
+    write_csv(folder / "metrics.csv", pd.DataFrame(position.rows))
+    save_state(folder / "last.pt", trainer.state(position, classes))  # the commit point
+    return improved
 
 
 def resumable_state(config: Config, competition: Competition, fold: int, force: bool, mmap: bool = False):

@@ -298,6 +298,21 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint
     assert len(pd.read_csv(folder / "metrics.csv")) == 1 and not (folder / "summary.json").exists()
 
 
+def test_weights_going_inf_are_caught_before_they_are_saved(tiny, monkeypatch):
+    real_step = comp.train.Trainer.optimizer_step
+
+    def step_then_break(self, step):
+        real_step(self, step)
+        if step == 8:  # the last step of epoch 2: its loss was finite, the weights are not
+            next(self.model.parameters()).data.fill_(float("inf"))
+
+    monkeypatch.setattr(comp.train.Trainer, "optimizer_step", step_then_break)
+    with pytest.raises(CompError, match=r"The weights became inf or nan in fold 0, epoch 2, by step 4 of 4"):
+        run("train.epochs=3", "model.drop_rate=0.0")
+    state = torch.load(config_with().run_dir / "fold0/last.pt", weights_only=True)
+    assert state["position"]["epoch"] == 1 and all(v.isfinite().all() for v in state["model"].values())
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["train.batch_size=17"], r"train\.batch_size=17 is larger than fold 0's 16 training rows"),
     (["train.optimizer=adamx"], r"Unknown train\.optimizer 'adamx'"),
@@ -325,7 +340,7 @@ def test_weights_file_with_code_in_it_is_refused(tiny):
         def __reduce__(self):
             return (exec, ("open('pwned', 'w').close()",))
 
-    (tiny / "evil.pt").write_bytes(pickle.dumps({"fc.weight": Boom()}))
+    (tiny / "evil.pt").write_bytes(pickle.dumps({"fc.weight": Boom()}, protocol=2))
     with pytest.raises(CompError, match="Refusing to load model.weights evil.pt"):
         run("model.weights=evil.pt")
     assert not (tiny / "pwned").exists() and not (tiny / "runs").exists()

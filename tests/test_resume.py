@@ -1,0 +1,250 @@
+"""Training that survives being killed: exact resume, the fold loop's protections, reproducible and recorded runs."""
+
+import json
+import os
+import pickle
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO, write_csv_competition
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import comp.train
+from comp.cli import app
+from comp.config import load_config
+from comp.data import load_competition
+from comp.errors import CompError
+from comp.folds import make_folds
+from comp.train import train
+
+# EMA, a phase switch at epoch 2, dropout, mixup and random augmentation: every random stream there is.
+# 4 batches an epoch; last.pt is written after batch 2 of each epoch and at its end.
+TINY = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "data.image_size=16",
+        "train.batch_size=4", "train.epochs=3", "folds.k=2", "data.root=data/tiny", "data.competition=tiny",
+        "name=tiny", "train.ema=true", "train.ema_decay=0.9", "aug.phase1=light", "aug.phase2=strong",
+        "aug.phase2_epoch=2", "model.drop_rate=0.3", "train.mixup_alpha=0.4", "train.checkpoint_every_steps=2"]
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_tiny(project):
+    write_csv_competition(project / "data/tiny", n_classes=4, per_class=8)
+    config = config_with()
+    make_folds(config, load_competition(config.data))
+
+
+@pytest.fixture
+def tiny(project):
+    make_tiny(project)
+    return project
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted run, trained once in a folder of its own: (metrics.csv, best weights)."""
+    folder = tmp_path_factory.mktemp("straight")
+    shutil.copytree(REPO / "configs", folder / "configs")
+    cwd, threads = os.getcwd(), torch.get_num_threads()
+    os.chdir(folder)
+    torch.set_num_threads(1)
+    try:
+        make_tiny(folder)
+        run()
+        return metrics(), load_file("runs/tiny/fold0/best.safetensors")
+    finally:
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+
+
+def config_with(*overrides):
+    return load_config("configs/default.yaml", [*TINY, *overrides])
+
+
+def run(*overrides, fold=0, **kwargs):
+    config = config_with(*overrides)
+    return train(config, load_competition(config.data), fold, **kwargs)
+
+
+def cli(*args):
+    return runner.invoke(app, ["train", *(a for o in TINY for a in ("--set", o)), *args])
+
+
+def metrics(fold=0):
+    return pd.read_csv(f"runs/tiny/fold{fold}/metrics.csv")
+
+
+def assert_same_training(reference):
+    """Fold 0 has the reference's metrics.csv values (timing aside) and bit-identical best weights."""
+    reference_metrics, reference_weights = reference
+    pd.testing.assert_frame_equal(metrics().drop(columns="seconds"), reference_metrics.drop(columns="seconds"),
+                                  check_exact=True)
+    weights = load_file("runs/tiny/fold0/best.safetensors")
+    assert weights.keys() == reference_weights.keys()
+    assert all(torch.equal(weights[k], reference_weights[k]) for k in weights)
+
+
+def interrupt_after_checkpoints(monkeypatch, n, *overrides, fold=0):
+    """The process dies right after writing its n-th last.pt (a deterministic kill)."""
+    real, calls = comp.train.save_state, []
+
+    def save_then_die(path, state):
+        real(path, state)
+        calls.append(path)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(comp.train, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(*overrides, fold=fold)
+    monkeypatch.setattr(comp.train, "save_state", real)
+
+
+# ----------------------------------------------------------------------------- exact resume
+
+def test_two_identical_runs_give_identical_metrics_and_weights(tiny, straight):
+    run()
+    assert_same_training(straight)
+
+
+@pytest.mark.parametrize("checkpoints", [1, 2, 5])  # mid-epoch 1; end of epoch 1 (phase switch next); mid-epoch 3
+def test_resume_after_any_checkpoint_equals_the_uninterrupted_run(tiny, straight, monkeypatch, checkpoints):
+    interrupt_after_checkpoints(monkeypatch, checkpoints)
+    assert comp.train.fold_state(config_with(), 0) == "interrupted"
+    (result,) = run(resume=True)
+    assert result.status == "resumed"
+    assert_same_training(straight)
+
+
+def test_sigkill_at_a_random_moment_then_resume_equals_the_uninterrupted_run(tiny, straight):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the threads the uninterrupted run had
+    command = [sys.executable, "-m", "comp", "train", "--fold", "0", *(a for o in TINY for a in ("--set", o))]
+    training_seconds = straight[0]["seconds"].sum()
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    last = tiny / "runs/tiny/fold0/last.pt"
+    for attempt in range(4):  # a loaded machine may finish before the kill: retry, aiming earlier
+        shutil.rmtree(tiny / "runs/tiny", ignore_errors=True)
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not last.exists() and process.poll() is None:  # training has begun
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.7 * training_seconds / 2**attempt))
+        process.send_signal(signal.SIGKILL)
+        if process.wait() == -signal.SIGKILL and comp.train.fold_state(config_with(), 0) == "interrupted":
+            break
+    else:
+        pytest.fail(f"the training process always finished before it was killed (seed {seed})")
+    position = torch.load(last, weights_only=True)["position"]
+    resumed = cli("--fold", "0", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming after epoch {position['epoch']}" in resumed.output, f"seed {seed}"
+    assert_same_training(straight)
+
+
+# ----------------------------------------------------------------------------- the fold loop
+
+def test_fold_all_skips_finished_resumes_interrupted_and_refuses_without_resume(tiny, monkeypatch):
+    run("train.epochs=1", fold=0)
+    interrupt_after_checkpoints(monkeypatch, 2, "train.epochs=1", fold=1)
+
+    refused = cli("--fold", "all", "--set", "train.epochs=1")
+    assert refused.exit_code == 1 and "Fold 1 of run 'tiny' was interrupted" in refused.output
+    assert "fold 0: finished already, skipped" in refused.output and "--resume" in refused.output
+    resumed = cli("--fold", "all", "--resume", "--set", "train.epochs=1")
+    assert resumed.exit_code == 0, resumed.output
+    table = resumed.output[resumed.output.index("Folds"):]
+    assert "│ 0    │ skipped" in table and "│ 1    │ resumed" in table
+    assert resumed.output.strip().splitlines()[-1] == "Results saved to runs/tiny"
+
+    again = cli("--fold", "0", "--set", "train.epochs=1")
+    assert again.exit_code == 1 and "already trained" in again.output and "--force" in again.output
+
+
+def test_changed_config_is_refused_on_resume_and_continued_with_force(tiny, monkeypatch):
+    interrupt_after_checkpoints(monkeypatch, 3)  # mid-epoch 2
+    with pytest.raises(CompError) as refused:
+        run("train.lr=0.0005", "train.epochs=4", resume=True)
+    assert "train.epochs: 3 -> 4; train.lr: 0.001 -> 0.0005" in refused.value.message
+    assert comp.train.fold_state(config_with(), 0) == "interrupted"  # untouched
+
+    run("train.lr=0.0005", "train.epochs=4", resume=True, force=True)
+    assert list(metrics()["epoch"]) == [1, 2, 3, 4]
+    record = json.loads((tiny / "runs/tiny/fold0/run.json").read_text())
+    (resume,) = record["resumes"]
+    assert resume["changes"] == ["train.epochs: 3 -> 4", "train.lr: 0.001 -> 0.0005"] and resume["epoch"] == 1
+    assert record["config"]["train"]["lr"] == 0.0005 and record["finished"]
+    # The one-cycle peak is now the new lr: continuing never exceeds it.
+    assert metrics()["lr"].iloc[2:].max() <= 0.0005
+
+
+def test_a_finished_fold_continues_with_more_epochs_under_resume_force(tiny):
+    run("train.epochs=2", "train.scheduler=none")
+    before = metrics()
+    run("train.epochs=3", "train.scheduler=none", resume=True, force=True)
+    after = metrics()
+    assert list(after["epoch"]) == [1, 2, 3]
+    pd.testing.assert_frame_equal(after.iloc[:2].drop(columns="seconds"), before.drop(columns="seconds"))
+
+
+def test_a_pickle_with_code_placed_as_last_pt_is_refused_without_running_it(tiny):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("open('pwned', 'w').close()",))
+
+    folder = tiny / "runs/tiny/fold0"
+    folder.mkdir(parents=True)
+    torch.save({"model": Boom()}, folder / "last.pt")
+    result = cli("--fold", "0", "--resume")
+    assert result.exit_code == 1 and "Cannot load runs/tiny/fold0/last.pt safely" in result.output
+    assert "Traceback" not in result.output and not (tiny / "pwned").exists()
+    (folder / "last.pt").write_bytes(pickle.dumps({"model": Boom()}, protocol=2))
+    assert cli("--fold", "0", "--resume").exit_code == 1 and not (tiny / "pwned").exists()
+
+
+# ----------------------------------------------------------------------------- records
+
+def test_each_fold_records_config_versions_git_and_fold_file_hash(tiny):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "configs"], check=True)
+    subprocess.run([*git, "commit", "-qm", "configs"], check=True)
+    run("train.epochs=1")
+    record = json.loads((tiny / "runs/tiny/fold0/run.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert record["git"] == {"commit": head, "dirty": True}  # data/, folds/ and runs/ are untracked
+    assert record["config"] == config_with("train.epochs=1").to_dict()
+    assert set(record["versions"]) >= {"torch", "timm", "albumentations", "numpy"} and all(record["versions"].values())
+    assert record["fold_file"] == "folds/tiny_k2_s42.csv" and len(record["fold_file_sha256"]) == 64
+
+
+def test_a_changed_fold_file_is_refused(tiny):
+    run("train.epochs=1")
+    fold_file = tiny / "folds/tiny_k2_s42.csv"
+    table = pd.read_csv(fold_file)
+    swapped = [table.index[table["fold"] == 0][0], table.index[table["fold"] == 1][0]]
+    table.loc[swapped, "fold"] = [1, 0]  # two images trade folds: same ids, another split
+    table.to_csv(fold_file, index=False)
+    with pytest.raises(CompError, match=r"folds/tiny_k2_s42\.csv changed since fold 0 of run 'tiny'"):
+        run("train.epochs=1", fold=1)
+    assert not (tiny / "runs/tiny/fold1").exists()
+
+
+def test_tensorboard_missing_is_a_clear_error(tiny, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # what an absent package looks like
+    with pytest.raises(CompError, match=r"pip install 'comp\[tensorboard\]'"):
+        run("train.tensorboard=true")
+    assert not (tiny / "runs").exists()
