@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import random
 from collections.abc import Sequence
 from typing import Any
 
 import albumentations as A
-import numpy as np
-import torch
 from albumentations.pytorch import ToTensorV2
 from pydantic import ValidationError
 
@@ -111,18 +108,16 @@ def build_train_transform(
     mean: Sequence[float],
     std: Sequence[float],
     where: str = "aug.phase1",
-    seed: int | None = None,
 ) -> A.Compose:
     """The phase's transforms, then resize to image_size, normalise and make a CHW float tensor.
 
     `steps` is a preset name or a list of transforms (module docstring); `where` names the
-    config key in error messages. `seed` makes the augmentation stream reproducible.
+    config key in error messages. For reproducible augmentation, seed it with
+    `set_random_state(np.random.default_rng(seed), random.Random(seed))` (comp.train does, per
+    image): one generator shared by all transforms, where albumentations' Compose(seed=...) would
+    give every transform an identical stream.
     """
-    compose = A.Compose([*build_steps(steps, image_size, where), *_finish(image_size, mean, std)])
-    if seed is not None:
-        # One shared generator: Compose(seed=...) would give every transform an identical stream.
-        compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
-    return compose
+    return A.Compose([*build_steps(steps, image_size, where), *_finish(image_size, mean, std)])
 
 
 def build_eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
@@ -139,17 +134,6 @@ def validate_aug(aug: AugConfig, image_size: int) -> None:
 def phase_at(aug: AugConfig, epoch: int) -> int:
     """1 or 2: phase 2 runs from epoch `aug.phase2_epoch` on (never when it is null)."""
     return 2 if aug.phase2_epoch is not None and epoch >= aug.phase2_epoch else 1
-
-
-def reseed_worker(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: each worker (and each epoch's workers) its own augmentation stream.
-
-    Forked workers otherwise inherit one random state and augment in lockstep. The dataset is
-    expected to hold its albumentations pipeline as `.transform`.
-    """
-    info = torch.utils.data.get_worker_info()
-    seed = info.seed % 2**32
-    info.dataset.transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
 # ----------------------------------------------------------------------------- building one phase
