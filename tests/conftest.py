@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
-
-# The suite trains tiny models, whose steps run faster on one thread than split across two; the
-# subprocesses that tests start inherit this through the environment.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-import torch  # noqa: E402  (after the thread setting)
-
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+
+# The suite trains tiny models, whose steps run faster on one thread than split across two; the
+# subprocesses that tests start inherit the setting through the environment.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
 
