@@ -1,24 +1,64 @@
 """Ensembles and submissions: a blend of runs is itself a run; a run's test predictions become a CSV.
 
 Every run folder, trained or blended, exposes oof.parquet, test.parquet and cv.json, so any runs,
-ensembles included, can be blended again. Tables are aligned by id, never by row order.
+ensembles included, can be blended again. Tables are aligned by id, never by row order. Runs are
+blended only when they share the class list, the test ids, the OOF ids and the fold file (its
+sha256, recorded in cv.json by `comp predict` and by every blend).
+
+Methods: `mean` (weighted arithmetic mean of the probabilities), `weighted` (the same, with
+`--weights auto` by default), `geometric` (weighted mean of the log probabilities, rows renormalised)
+and `rank` (each class column replaced by its rank among the table's rows, scaled to (0, 1],
+averaged, rows renormalised: for rank metrics such as AUC). `--weights auto` fits non-negative
+weights that sum to one by minimising the blend's OOF log loss, whatever `predict.metric` is: log
+loss is smooth and rewards good probabilities, where accuracy-like metrics are step functions an
+optimiser cannot follow. The test set is never looked at. The OOF score (`predict.metric`) and log
+loss of each member and of the blend are reported.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from scipy.stats import rankdata
 
 from comp.config import Config
 from comp.data import Competition, check_same_classes, column_name, save_classes
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
-from comp.predict import accuracy, probability_table, read_predictions, write_predictions
+from comp.metrics import EPS
+from comp.metrics import log_loss as metric_log_loss
+from comp.metrics import score as metric_score
+from comp.predict import probability_table, read_predictions, write_predictions
 from comp.submission import make_submission, write_submission
+
+METHODS = ("mean", "weighted", "geometric", "rank")
+
+
+@dataclass
+class Score:
+    """An OOF table's score in `metric` (predict.metric) and its log loss."""
+
+    metric: str
+    value: float
+    log_loss: float
+
+
+@dataclass
+class Member:
+    """A run being blended: its prediction tables (indexed by id) and its cv.json."""
+
+    run_dir: Path
+    oof: pd.DataFrame
+    test: pd.DataFrame
+    classes: list
+    cv: dict
 
 
 @dataclass
@@ -26,7 +66,9 @@ class SubmissionResult:
     path: Path
     run_dir: Path
     oof_score: float | None
-    member_scores: dict[str, float]
+    member_scores: dict[str, Score]
+    weights: dict[str, float]
+    blend_score: Score | None = None
 
 
 def resolve_run(run: str) -> Path:
@@ -38,51 +80,268 @@ def resolve_run(run: str) -> Path:
                     hint="Run `comp predict` for it first, or check the name with `ls runs/`.")
 
 
-def read_cv(run_dir: Path) -> float | None:
+def read_cv(run_dir: Path) -> dict:
     path = run_dir / "cv.json"
-    return json.loads(path.read_text()).get("oof") if path.exists() else None
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def blend(config: Config, competition: Competition, run_dirs: list[Path], out_dir: Path) -> dict[str, float]:
-    """Mean of the members' OOF and test probabilities, written as the run folder `out_dir`."""
-    members = [(run_dir, *read_predictions(run_dir / "oof.parquet"), read_predictions(run_dir / "test.parquet")[0])
-               for run_dir in run_dirs]
-    classes = members[0][2]
-    for run_dir, oof, member_classes, test in members[1:]:
-        check_same_classes(classes, member_classes, f"Run {run_dir}")
-        if set(oof.index) != set(members[0][1].index) or set(test.index) != set(members[0][3].index):
-            raise CompError(f"Run {run_dir} predicts other ids than {members[0][0]}.",
-                            hint="Blend runs trained on the same fold file and predicted on the same test set.")
+# ----------------------------------------------------------------------------- members
+
+
+def load_member(run_dir: Path) -> Member:
+    oof, classes = read_predictions(run_dir / "oof.parquet")
+    test, test_classes = read_predictions(run_dir / "test.parquet")
+    check_same_classes(classes, test_classes, f"{run_dir / 'test.parquet'} (beside its oof.parquet)")
+    cv = read_cv(run_dir)
+    if not cv.get("fold_file_sha256"):
+        raise CompError(f"{run_dir / 'cv.json'} does not record the fold file its OOF rows came from.",
+                        hint=f"Run `comp predict` for {run_dir.name} again: it records the fold file's sha256.")
+    return Member(run_dir, oof, test, classes, cv)
+
+
+def check_compatible(members: list[Member], classes: list) -> None:
+    """Refuse runs that disagree on classes, test ids, OOF ids or fold file: their blend would mean nothing."""
+    first = members[0]
+    for member in members:
+        check_same_classes(classes, member.classes, f"Run {member.run_dir}")
+    for member in members[1:]:
+        where = f"Runs {first.run_dir} and {member.run_dir}"
+        if member.cv["fold_file_sha256"] != first.cv["fold_file_sha256"]:
+            raise CompError(
+                f"{where} were validated on different fold files ({first.cv.get('fold_file')} "
+                f"sha256 {first.cv['fold_file_sha256'][:12]}, {member.cv.get('fold_file')} sha256 "
+                f"{member.cv['fold_file_sha256'][:12]}): weights fitted on their OOF rows would leak.",
+                hint="Blend runs trained on the same folds (same folds.k, seed and fold file).")
+        if set(member.test.index) != set(first.test.index):
+            raise CompError(f"{where} predicted different test ids.",
+                            hint="Predict both on the same competition's test set (`comp predict`).")
+        if set(member.oof.index) != set(first.oof.index):
+            raise CompError(f"{where} have OOF predictions for different training ids "
+                            f"({len(first.oof)} and {len(member.oof)} rows).",
+                            hint="Train and predict the same folds in both (comp train --fold all; comp predict).")
+
+
+def class_indices(ids: pd.Index, competition: Competition, classes: list) -> np.ndarray:
+    """Each OOF row's true class as an index into `classes`."""
+    labels = competition.train.set_index("id")["label"].reindex(ids)
+    indices = pd.Index(classes).get_indexer(labels)
+    if (indices < 0).any():
+        raise CompError(f"{(indices < 0).sum()} OOF id(s) are not training images of {competition.root} "
+                        f"(first: {', '.join(map(str, ids[indices < 0][:5]))}).",
+                        hint="Blend runs trained on this competition (check data.root).")
+    return indices
+
+
+def score(probs: np.ndarray, y: np.ndarray, metric: str) -> Score:
+    return Score(metric, metric_score(metric, y, probs), metric_log_loss(y, probs))
+
+
+# ----------------------------------------------------------------------------- blending
+
+
+def prepare(method: str, stack: np.ndarray) -> np.ndarray:
+    """The per-member transform that does not depend on the weights (stack: members x rows x classes)."""
+    if method == "geometric":
+        return np.log(np.clip(stack, EPS, 1.0))
+    if method == "rank":
+        return rankdata(stack, axis=1) / stack.shape[1]
+    return stack
+
+
+def mix(method: str, prepared: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weighted blend of prepared members, each row normalised to sum to one."""
+    mixed = np.tensordot(weights, prepared, axes=1)
+    if method == "geometric":
+        mixed = np.exp(mixed - mixed.max(axis=1, keepdims=True))
+    return mixed / mixed.sum(axis=1, keepdims=True)
+
+
+def blend_table(method: str, stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return mix(method, prepare(method, stack), weights)
+
+
+def fit_weights(method: str, oof_stack: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative weights summing to one that minimise the blend's OOF log loss (SLSQP).
+
+    Equal weights and each member alone are candidates too, whatever the optimiser does: with
+    `mean` and `geometric` the blend's OOF log loss is never worse than the best member's.
+    """
+    prepared = prepare(method, oof_stack)
+    n = len(oof_stack)
+
+    def objective(w: np.ndarray) -> float:
+        return metric_log_loss(y, mix(method, prepared, w))
+
+    equal = np.full(n, 1.0 / n)
+    fitted = minimize(objective, equal, method="SLSQP", bounds=[(0.0, 1.0)] * n,
+                      constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}]).x
+    fitted = np.where(fitted < 1e-6, 0.0, fitted)  # no 1e-17 weights from round-off
+    fitted = fitted / fitted.sum() if fitted.sum() > 0 else equal
+    return min([fitted, equal, *np.eye(n)], key=objective)
+
+
+def parse_weights(text: str | None, method: str, n: int) -> str | np.ndarray:
+    """'auto', or explicit weights normalised to sum to one; None: equal, or auto for `weighted`."""
+    if text is None:
+        return "auto" if method == "weighted" else np.full(n, 1.0 / n)
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        weights = np.array([float(w) for w in text.split(",")])
+    except ValueError:
+        raise CompError(f"--weights {text!r} is not 'auto' or a comma-separated list of numbers.",
+                        hint="E.g. --weights auto, or --weights 0.7,0.3 (one per run).") from None
+    if len(weights) != n or not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise CompError(f"--weights {text!r} must be {n} non-negative numbers (one per run, in the same order) "
+                        "with a positive sum.", hint="E.g. --weights " + ",".join(["1"] * n) + ", or --weights auto.")
+    return weights / weights.sum()
+
+
+# ----------------------------------------------------------------------------- the blended run
+
+
+@dataclass
+class Blend:
+    """A blend computed in memory: probability tables indexed by id, weights in the members' order."""
+
+    method: str
+    weights: np.ndarray
+    weights_mode: str  # auto (fitted), given (--weights w1,w2,...) or equal
+    oof: pd.DataFrame
+    test: pd.DataFrame
+    member_scores: dict[str, Score]
+    score: Score
+
+
+def blend_members(competition: Competition, members: list[Member], classes: list, metric: str,
+                  method: str = "mean", weights: str | None = None) -> Blend:
+    """Align the members by id, fit or take the weights, and blend their OOF and test tables alike."""
+    if method not in METHODS:
+        raise CompError(f"--method {method!r} is not one of {', '.join(METHODS)}.")
+    oof_ids, test_ids = members[0].oof.index, members[0].test.index
     columns = [column_name(c) for c in classes]
-    oof_ids, test_ids = members[0][1].index, members[0][3].index
-    oof = np.mean([m[1].loc[oof_ids, columns].to_numpy() for m in members], axis=0)
-    test = np.mean([m[3].loc[test_ids, columns].to_numpy() for m in members], axis=0)
-    labels = competition.train.set_index("id")["label"]
-    oof_table = probability_table(oof_ids, oof, classes)
-    score = accuracy(oof_table.set_index("id"), labels, classes)
-    views = ["blend"]
-    write_predictions(out_dir / "oof.parquet", oof_table, classes, views)
-    write_predictions(out_dir / "test.parquet", probability_table(test_ids, test, classes), classes, views)
-    save_classes(classes, out_dir / "classes.json")
-    write_json(out_dir / "cv.json", {"metric": "accuracy", "oof": score, "folds": {}})
-    scores = {str(m[0]): accuracy(m[1], labels, classes) for m in members}
-    write_json(out_dir / "members.json", {"method": "mean", "members": list(scores), "oof_scores": scores,
-                                          "weights": [1 / len(members)] * len(members)})
-    return scores
+    oof_stack = np.stack([m.oof.loc[oof_ids, columns].to_numpy(np.float64) for m in members])
+    test_stack = np.stack([m.test.loc[test_ids, columns].to_numpy(np.float64) for m in members])
+    y = class_indices(oof_ids, competition, classes)
+    rule = "mean" if method == "weighted" else method
+    parsed = parse_weights(weights, method, len(members))
+    fitted = fit_weights(rule, oof_stack, y) if isinstance(parsed, str) else parsed
+    oof = blend_table(rule, oof_stack, fitted)
+    return Blend(
+        method, fitted, "auto" if isinstance(parsed, str) else ("given" if weights else "equal"),
+        probability_table(oof_ids, oof, classes).set_index("id"),
+        probability_table(test_ids, blend_table(rule, test_stack, fitted), classes).set_index("id"),
+        {str(m.run_dir): score(s, y, metric) for m, s in zip(members, oof_stack, strict=True)},
+        score(oof, y, metric))
+
+
+def _check_name(name: str, run_dirs: list[Path]) -> Path:
+    if not name or name.startswith(".") or Path(name).name != name:
+        raise CompError(f"--name {name!r} must be a plain folder name (no '/', not starting with '.').")
+    out_dir = Path("runs") / name
+    if any(out_dir.resolve() == d.resolve() for d in run_dirs):
+        raise CompError(f"--name {name!r} is one of the runs being blended.", hint="Pick another --name.")
+    return out_dir
+
+
+def _member_record(run_dir: Path, weight: float, member_score: Score | None) -> dict:
+    cv, config_path = read_cv(run_dir), run_dir / "config.yaml"
+    return {"run": str(run_dir), "weight": weight,
+            "oof": None if member_score is None else member_score.value,
+            "log_loss": None if member_score is None else member_score.log_loss,
+            "fold_file_sha256": cv.get("fold_file_sha256"),
+            "config_sha256": sha256_file(config_path) if config_path.exists() else None}
+
+
+def write_blend_run(folder: Path, members: list[Member], classes: list, result: Blend) -> None:
+    """The blend as a run folder: oof/test tables, classes.json, cv.json and members.json."""
+    views = [f"blend:{result.method}"]
+    write_predictions(folder / "oof.parquet", result.oof.reset_index(), classes, views)
+    write_predictions(folder / "test.parquet", result.test.reset_index(), classes, views)
+    save_classes(classes, folder / "classes.json")
+    shared = members[0].cv  # check_compatible made every member's fold file the same
+    write_json(folder / "cv.json", {"metric": result.score.metric, "oof": result.score.value,
+                                    "log_loss": result.score.log_loss, "folds": {},
+                                    "fold_file": shared.get("fold_file"),
+                                    "fold_file_sha256": shared["fold_file_sha256"]})
+    write_json(folder / "members.json", {
+        "method": result.method, "weights": result.weights_mode,
+        "objective": "OOF log loss" if result.weights_mode == "auto" else None,
+        "members": [_member_record(m.run_dir, float(w), result.member_scores[str(m.run_dir)])
+                    for m, w in zip(members, result.weights, strict=True)],
+    })
+
+
+def _move_into_place(folder: Path, out_dir: Path) -> None:
+    """Replace `out_dir` by the finished `folder`: the old run is removed only once the new one is whole."""
+    if out_dir.exists():
+        old = folder.with_name(folder.name + ".old")
+        out_dir.rename(old)
+        folder.rename(out_dir)
+        shutil.rmtree(old)
+    else:
+        folder.rename(out_dir)
+
+
+def blend(config: Config, competition: Competition, run_dirs: list[Path], out_dir: Path,
+          method: str = "mean", weights: str | None = None) -> SubmissionResult:
+    """Blend the runs into the run folder `out_dir` (built aside, then renamed), then write its submission."""
+    if len({d.resolve() for d in run_dirs}) < len(run_dirs):
+        raise CompError("A run is listed twice.", hint="List each run once; use --weights to favour one.")
+    members = [load_member(d) for d in run_dirs]
+    classes = members[0].classes
+    check_same_classes(competition.classes, classes, f"Run {members[0].run_dir}")
+    check_compatible(members, classes)
+    result = blend_members(competition, members, classes, config.predict.metric, method, weights)
+    # The submission is built before anything is written: a format problem leaves nothing behind.
+    frame = submission_frame(config, competition, result.test, classes)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    folder = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp")  # hidden, beside its final place
+    folder.mkdir()
+    try:
+        write_blend_run(folder, members, classes, result)
+        _move_into_place(folder, out_dir)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    path = write_run_submission(config, competition, out_dir, frame)
+    weights_by_run = {str(m.run_dir): float(w) for m, w in zip(members, result.weights, strict=True)}
+    return SubmissionResult(path, out_dir, result.score.value, result.member_scores, weights_by_run, result.score)
+
+
+# ----------------------------------------------------------------------------- submissions
+
+
+def submission_frame(config: Config, competition: Competition, test: pd.DataFrame, classes: list) -> pd.DataFrame:
+    check_same_classes(competition.classes, classes, "The test predictions")
+    return make_submission(competition.sample, test, classes, config.submission.format,
+                           config.submission.positive_class)
+
+
+def _sources(run_dir: Path) -> tuple[str | None, list[dict]]:
+    """The blend method and members of a blended run; a trained run is its own single source."""
+    record_path = run_dir / "members.json"
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        return record["method"], record["members"]
+    return None, [_member_record(run_dir, 1.0, None)]
 
 
 def write_run_submission(config: Config, competition: Competition, run_dir: Path,
-                         sources: dict | None = None) -> Path:
+                         frame: pd.DataFrame | None = None) -> Path:
     """submissions/<run name>.csv from a run's test predictions (never overwriting), plus its sidecar JSON."""
-    test, classes = read_predictions(run_dir / "test.parquet")
-    check_same_classes(classes, competition.classes, f"Run {run_dir}")
-    frame = make_submission(competition.sample, test, classes, config.submission.format,
-                            config.submission.positive_class)
+    if frame is None:
+        test, classes = read_predictions(run_dir / "test.parquet")
+        frame = submission_frame(config, competition, test, classes)
     path = next_submission_path(run_dir.name)
     write_submission(frame, path)
+    cv = read_cv(run_dir)
+    method, sources = _sources(run_dir)
     write_json(path.with_suffix(".json"), {
-        "file": path.name, "run": str(run_dir), "sources": sources or {"runs": [str(run_dir)]},
-        "oof_score": read_cv(run_dir), "sha256": sha256_file(path), "config": config.to_dict(),
+        "file": path.name, "sha256": sha256_file(path), "run": str(run_dir),
+        "metric": cv.get("metric"), "oof_score": cv.get("oof"), "log_loss": cv.get("log_loss"),
+        "fold_file": cv.get("fold_file"), "fold_file_sha256": cv.get("fold_file_sha256"),
+        "method": method, "weights": [s["weight"] for s in sources], "sources": sources,
+        "config": config.to_dict(),
     })
     return path
 
@@ -98,19 +357,18 @@ def next_submission_path(name: str) -> Path:
     return path
 
 
-def ensemble(config: Config, competition: Competition, runs: list[str] | None = None,
-             name: str | None = None, force: bool = False) -> SubmissionResult:
+def ensemble(config: Config, competition: Competition, runs: list[str] | None = None, name: str | None = None,
+             force: bool = False, method: str = "mean", weights: str | None = None) -> SubmissionResult:
     """One run: its submission. Several: blend them into runs/<name>/ first, then its submission."""
-    runs = runs or [config.name]
-    run_dirs = [resolve_run(r) for r in runs]
+    run_dirs = [resolve_run(r) for r in runs or [config.name]]
     if len(run_dirs) == 1:
+        if method != "mean" or weights is not None:
+            raise CompError("--method and --weights blend several runs; one run is submitted as it is.",
+                            hint="List two or more runs to blend them.")
         run_dir = run_dirs[0]
-        return SubmissionResult(write_run_submission(config, competition, run_dir), run_dir, read_cv(run_dir), {})
-    out_dir = Path("runs") / (name or "+".join(d.name for d in run_dirs))
-    if out_dir.exists():
-        if not force:
-            raise CompError(f"{out_dir} already exists.", hint="Pick another --name, or pass --force to replace it.")
-        shutil.rmtree(out_dir)
-    scores = blend(config, competition, run_dirs, out_dir)
-    path = write_run_submission(config, competition, out_dir, {"runs": [str(d) for d in run_dirs]})
-    return SubmissionResult(path, out_dir, read_cv(out_dir), scores)
+        return SubmissionResult(write_run_submission(config, competition, run_dir), run_dir,
+                                read_cv(run_dir).get("oof"), {}, {})
+    out_dir = _check_name(name or "+".join(d.name for d in run_dirs), run_dirs)
+    if out_dir.exists() and not force:
+        raise CompError(f"{out_dir} already exists.", hint="Pick another --name, or pass --force to replace it.")
+    return blend(config, competition, run_dirs, out_dir, method, weights)
