@@ -52,6 +52,21 @@ from comp.config import Config, save_config
 from comp.data import Competition, check_same_classes, load_classes, save_classes
 from comp.dataset import ImageDataset, should_cache
 from comp.device import amp_dtype, autocast, default_num_workers, resolve_device
+from comp.distributed import (
+    broadcast_buffers,
+    check_batch_split,
+    data_parallel,
+    gather_rows,
+    is_main_process,
+    mean_over_processes,
+    prepare_model,
+    quiet_other_ranks,
+    rank_device,
+    shard_batch,
+    unwrap,
+    validation_sampler,
+    world_size,
+)
 from comp.errors import CompError
 from comp.folds import fold_file_hash, load_folds
 from comp.io import write_csv, write_json
@@ -125,7 +140,8 @@ class EpochBatches(Sampler):
     """One epoch's batches of dataset keys (index, phase, augmentation seed), from batch `start` on.
 
     Order and seeds are drawn from (seed, fold, epoch) alone. Batches are full (the remainder of
-    an epoch is dropped), so batch norm never sees a batch of one.
+    an epoch is dropped), so batch norm never sees a batch of one. Under DDP each process takes its
+    share of every batch, so the steps are the same for any number of processes.
     """
 
     def __init__(self, n_images: int, batch_size: int, seed: int, fold: int):
@@ -148,7 +164,7 @@ class EpochBatches(Sampler):
         seeds = rng.integers(2**32, size=self.n_images)
         for b in range(self.start, self.batches_per_epoch):
             rows = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield [(int(i), self.phase, int(seeds[i])) for i in rows]
+            yield [(int(i), self.phase, int(seeds[i])) for i in shard_batch(rows)]
 
 
 class PhasedImages(Dataset):
@@ -190,7 +206,8 @@ def make_loaders(config: Config, competition: Competition, folds: pd.DataFrame, 
                   generator=torch.Generator().manual_seed(config.seed))
     batches = EpochBatches(len(train_set), cfg.batch_size, config.seed, fold)
     return (DataLoader(train_set, batch_sampler=batches, **common),
-            DataLoader(val_set, batch_size=config.predict.batch_size, shuffle=False, **common))
+            DataLoader(val_set, batch_size=config.predict.batch_size, sampler=validation_sampler(len(val_set)),
+                       **common))
 
 
 # ----------------------------------------------------------------------------- loss, freezing, mixing
@@ -252,7 +269,7 @@ class Trainer:
     """One fold's model and everything that updates it."""
     config: Config
     model: nn.Module          # the weights that are checkpointed
-    forward: nn.Module        # what runs them: the model, or torch.compile(model)
+    forward: nn.Module        # what runs them: the model, or torch.compile(model); under DDP, wrapped in it
     optimizer: torch.optim.Optimizer
     scheduler: Scheduler
     scaler: torch.amp.GradScaler
@@ -265,7 +282,7 @@ class Trainer:
     @property
     def evaluated(self) -> nn.Module:
         """What validation runs and best.safetensors keeps: the EMA when there is one."""
-        return self.ema.module if self.ema is not None else self.forward
+        return self.ema.module if self.ema is not None else unwrap(self.forward)
 
     @property
     def evaluated_weights(self) -> dict[str, torch.Tensor]:
@@ -299,8 +316,10 @@ def build_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_cl
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
     optimizer = make_optimizer(config, model)
+    forward = data_parallel(torch.compile(model) if cfg.compile else model,
+                            find_unused_parameters=cfg.freeze_epochs > 0)  # a frozen backbone gets no gradients
     return Trainer(
-        config, model, torch.compile(model) if cfg.compile else model, optimizer,
+        config, model, forward, optimizer,
         make_scheduler(config, optimizer, steps_per_epoch),
         torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),  # fp16 needs loss scaling; bf16 not
         ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None,
@@ -348,7 +367,8 @@ def accumulation_size(batch: int, n_batches: int, accum: int) -> int:
 def check_finite(trainer: Trainer, position: Position, pending: list[torch.Tensor], fold: int, epoch: int,
                  n_batches: int) -> None:
     """A sync point: move the batches' losses to the host; stop at a loss or weight that is inf or nan."""
-    values = torch.stack(pending).float().cpu().tolist() if pending else []
+    # Under DDP, every process gets the whole batch's loss (the mean of the shares), so all stop together.
+    values = mean_over_processes(torch.stack(pending).float()).cpu().tolist() if pending else []
     pending.clear()
     bad = next((i for i, value in enumerate(values) if not math.isfinite(value)), None)
     weights_finite = bool(torch.stack([p.isfinite().all() for p in trainer.model.parameters()]).all())
@@ -399,14 +419,18 @@ def train_epoch(trainer: Trainer, loader: DataLoader, position: Position, fold: 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device, dtype, monitor: str,
              memory_format=torch.contiguous_format) -> dict[str, float]:
-    """val_loss, val_accuracy and, when train.monitor is another metric, that one."""
+    """val_loss, val_accuracy and, when train.monitor is another metric, that one.
+
+    Under DDP each process evaluates its share of the rows with rank 0's weights, and all get the metrics of all rows.
+    """
+    broadcast_buffers(model)
     model.eval()
     logits, targets = [], []
     for images, labels in loader:
         with autocast(device, dtype):
             logits.append(model(images.to(device, non_blocking=True, memory_format=memory_format)).float())
         targets.append(labels)
-    all_logits, all_targets = torch.cat(logits).cpu(), torch.cat(targets)
+    all_logits, all_targets = gather_rows(torch.cat(logits).cpu()), gather_rows(torch.cat(targets))
     scores = {"val_loss": F.cross_entropy(all_logits, all_targets).item(),
               "val_accuracy": (all_logits.argmax(1) == all_targets).double().mean().item()}
     if monitor not in scores:
@@ -479,15 +503,17 @@ def train_fold(config: Config, competition: Competition, folds: pd.DataFrame, fo
     folder = fold_dir(config, fold)
     state = resumable_state(config, competition, fold, force) if resume else None
     seed_everything(config.seed + fold)
-    model = create_model(config.model, len(competition.classes)).to(resolve_device(cfg.device))
+    model = prepare_model(create_model(config.model, len(competition.classes)).to(rank_device(cfg.device)),
+                          cfg.sync_bn)
     mean, std = normalization(model)
     train_loader, val_loader = make_loaders(config, competition, folds, fold, mean, std)
     batches: EpochBatches = train_loader.batch_sampler
     steps_per_epoch = math.ceil(batches.batches_per_epoch / cfg.grad_accum_steps)
     trainer = build_trainer(config, model, steps_per_epoch, len(competition.classes))
-    prepare_run(config, competition)
+    if is_main_process():  # under DDP, rank 0 alone writes files
+        prepare_run(config, competition)
     position = open_fold(config, fold, trainer, state)
-    tensorboard = open_tensorboard(folder, position.epoch + 1) if cfg.tensorboard else None
+    tensorboard = open_tensorboard(folder, position.epoch + 1) if cfg.tensorboard and is_main_process() else None
 
     mark = time.perf_counter()
 
@@ -498,13 +524,15 @@ def train_fold(config: Config, competition: Competition, folds: pd.DataFrame, fo
 
     def save_checkpoint() -> None:
         lap()
-        save_state(folder / "last.pt", trainer.state(position, competition.classes))
+        if is_main_process():
+            save_state(folder / "last.pt", trainer.state(position, competition.classes))
 
     total, trainable = count_parameters(model)
     precision = f", {str(trainer.dtype).replace('torch.', '')}" if trainer.dtype else ""
     console.print(f"[bold]fold {fold}[/]: {config.model.name}, {total:,} parameters ({trainable:,} trainable), "
                   f"{len(train_loader.dataset)} train / "
                   f"{len(val_loader.dataset)} val images, {trainer.device}{precision}"
+                  f"{f', DDP over {world_size()} processes' if world_size() > 1 else ''}"
                   f"{', EMA' if trainer.ema else ''}", highlight=False)
     console.print(header_line(cfg.monitor), style="bold", highlight=False)
     started = time.perf_counter()
@@ -546,10 +574,11 @@ def train_fold(config: Config, competition: Competition, folds: pd.DataFrame, fo
     best = next(r for r in position.rows if r["epoch"] == position.best_epoch)
     result = FoldResult(fold, "resumed" if state is not None else "trained", position.best_epoch,
                         best["val_loss"], best["val_accuracy"], round(sum(r["seconds"] for r in position.rows), 2))
-    record = read_record(folder)
-    record["finished"] = now()
-    write_record(folder, record)
-    write_json(folder / "summary.json", asdict(result))  # the fold is finished once this exists
+    if is_main_process():
+        record = read_record(folder)
+        record["finished"] = now()
+        write_record(folder, record)
+        write_json(folder / "summary.json", asdict(result))  # the fold is finished once this exists
     console.print(f"fold {fold} done in {time.perf_counter() - started:.1f}s: best epoch {position.best_epoch}, "
                   f"{cfg.monitor} {position.best_score:.4f} -> {folder}", highlight=False)
     return result
@@ -559,14 +588,16 @@ def open_fold(config: Config, fold: int, trainer: Trainer, state: dict | None) -
     """Continue from last.pt (recorded in run.json), or start the fold folder afresh."""
     folder = fold_dir(config, fold)
     if state is None:
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        write_record(folder, new_record(config, fold))
+        if is_main_process():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            write_record(folder, new_record(config, fold))
         return Position()
     changes = config_changes(state["config"], config.to_dict())
     position = restore(trainer, state, changes)
-    record_resume(folder, config, position.epoch, position.batch, changes)
-    (folder / "summary.json").unlink(missing_ok=True)  # a finished fold continued (--resume --force)
+    if is_main_process():
+        record_resume(folder, config, position.epoch, position.batch, changes)
+        (folder / "summary.json").unlink(missing_ok=True)  # a finished fold continued (--resume --force)
     console.print(f"fold {fold}: resuming after epoch {position.epoch}"
                   f"{f', batch {position.batch}' if position.batch else ''}"
                   f"{' with changed values: ' + '; '.join(changes) if changes else ''}", highlight=False)
@@ -579,13 +610,15 @@ def end_epoch(trainer: Trainer, position: Position, folder: Path, classes: list,
     improved = is_better(row[monitor], position.best_score, monitor)
     if improved:
         position.best_score, position.best_epoch = row[monitor], row["epoch"]
-        save_weights(trainer.evaluated_weights, folder / "best.safetensors", classes, row["epoch"])
+        if is_main_process():
+            save_weights(trainer.evaluated_weights, folder / "best.safetensors", classes, row["epoch"])
     if not per_step(trainer.scheduler):
         trainer.scheduler.step(row[monitor])
     position.rows.append(row)
     position.epoch, position.batch, position.losses, position.seconds = row["epoch"], 0, [], 0.0
-    write_csv(folder / "metrics.csv", pd.DataFrame(position.rows))
-    save_state(folder / "last.pt", trainer.state(position, classes))  # the commit point
+    if is_main_process():
+        write_csv(folder / "metrics.csv", pd.DataFrame(position.rows))
+        save_state(folder / "last.pt", trainer.state(position, classes))  # the commit point
     return improved
 
 
@@ -637,6 +670,7 @@ def check_before_training(config: Config, competition: Competition, folds: pd.Da
     check_model_name(config.model.name)
     check_optimizer(cfg.optimizer)
     check_monitor(cfg.monitor)
+    check_batch_split(cfg.batch_size, world_size())
     validate_aug(config.aug, config.data.image_size)
     check_run_classes(config, competition)
     if (cfg.mixup_alpha or cfg.cutmix_alpha) and cfg.batch_size % 2:
@@ -665,9 +699,9 @@ def check_before_training(config: Config, competition: Competition, folds: pd.Da
             )
 
 
-def train(config: Config, competition: Competition, fold: int | str = "all",
-          force: bool = False, resume: bool = False) -> list[FoldResult]:
-    """Train one fold (`fold=K`) or every fold in order (`fold="all"`), protecting finished work."""
+def plan_training(config: Config, competition: Competition, fold: int | str,
+                  force: bool, resume: bool) -> tuple[pd.DataFrame, dict[int, str]]:
+    """The fold table and what to do with each wanted fold (train | resume | skip), after every check."""
     folds = load_folds(config, competition)
     n_folds = int(folds["fold"].max()) + 1
     wanted = list(range(n_folds)) if fold == "all" else [int(fold)]
@@ -676,6 +710,14 @@ def train(config: Config, competition: Competition, fold: int | str = "all",
             raise CompError(f"--fold {k} is out of range: {config.fold_file} has folds 0..{n_folds - 1}.")
     plan = {k: plan_fold(config, k, fold != "all", force, resume) for k in wanted}
     check_before_training(config, competition, folds, plan, force)
+    return folds, plan
+
+
+def train(config: Config, competition: Competition, fold: int | str = "all",
+          force: bool = False, resume: bool = False) -> list[FoldResult]:
+    """Train one fold (`fold=K`) or every fold in order (`fold="all"`), protecting finished work."""
+    quiet_other_ranks(console)  # under DDP, rank 0 reports
+    folds, plan = plan_training(config, competition, fold, force, resume)
     results = []
     for k, action in plan.items():
         if action == "skip":
