@@ -34,7 +34,7 @@ class DataConfig(Section):
     image_suffix: str = ".png"
     test_dir: str = "test"
     sample_submission: str = "sample_submission.csv"
-    image_size: int = Field(32, ge=8)
+    image_size: int = Field(16, ge=8)
     cache: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("cache", mode="before")
@@ -69,7 +69,7 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(6, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.001, gt=0)
     weight_decay: float = Field(0.05, ge=0)
