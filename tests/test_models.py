@@ -126,6 +126,8 @@ def test_max_params_refusal_reaches_the_cli_as_a_clean_error(project):
             "model.name=resnet9",
             "--set",
             "model.max_params=1000",
+            "--set",
+            "train.batch_size=2",
             *data,
         ],
     )
