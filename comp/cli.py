@@ -126,32 +126,108 @@ def train(
     fold: Annotated[str, typer.Option("--fold", "-f", help="Fold number, or 'all'.")] = "all",
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Retrain finished folds from scratch.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted folds.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Retrain from scratch; with --resume: continue under changed config values.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted folds from last.pt.")] = False,
+    devices: Annotated[int, typer.Option(
+        "--devices", min=1, help="Train each fold data-parallel over N processes (a GPU each, or the CPU), "
+        "through torchrun.")] = 1,
+    parallel: Annotated[int | None, typer.Option(
+        "--parallel", min=1, help="With --fold all: train N folds at a time, each in its own process on its own "
+        "device.")] = None,
+    gpus: Annotated[str | None, typer.Option(
+        "--gpus", help="With --parallel: the GPUs to spread the folds over, e.g. 0,1,2,3 (default: all visible).",
+    )] = None,
 ) -> None:
+    from comp.distributed import launch_training, process_group, quiet_other_ranks, under_torchrun
+    from comp.parallel import outcomes_table, parse_gpus, train_arguments, train_parallel
+    from comp.train import results_table
     from comp.train import train as train_folds
 
     if fold != "all" and not fold.isdigit():
         raise typer.BadParameter(f"--fold must be a fold number or 'all', not {fold!r}.")
     cfg = _config(config, set_)
-    results = train_folds(cfg, _competition(cfg), fold if fold == "all" else int(fold), force=force, resume=resume)
-    for r in results:
-        console.print(f"fold {r.fold} ({r.status}): best epoch {r.best_epoch}, val loss {r.val_loss:.4f}, "
-                      f"val accuracy {r.val_accuracy:.4f}, {r.seconds:.0f}s")
+    if parallel or gpus:
+        if fold != "all" or devices > 1:
+            raise typer.BadParameter("--parallel and --gpus spread the folds of --fold all, one process per fold; "
+                                     "--devices alone trains one fold over several devices.")
+        outcomes = train_parallel(cfg, _competition(cfg), config, set_ or [], parallel, gpus and parse_gpus(gpus),
+                                  force=force, resume=resume)
+        console.print(outcomes_table(outcomes))
+        failed = [str(o.fold) for o in outcomes if o.status == "failed"]
+        if failed:
+            raise CompError(f"Fold(s) {', '.join(failed)} failed; the other folds are saved in {cfg.run_dir}.",
+                            hint=f"Fix the cause ({cfg.run_dir / 'logs'} has each fold's output), then run the same "
+                            "command with --resume: finished folds are skipped, interrupted ones continue.")
+    elif devices > 1 and not under_torchrun():
+        launch_training(cfg, _competition(cfg), devices, fold,
+                        train_arguments(fold, config, set_ or [], force, resume), force=force, resume=resume)
+        return
+    else:
+        with process_group(cfg.train.device, devices):
+            quiet_other_ranks(console)
+            results = train_folds(cfg, _competition(cfg), fold if fold == "all" else int(fold), force=force,
+                                  resume=resume)
+            console.print(results_table(results))
     console.print(f"Results saved to {cfg.run_dir}")
 
 
-@command(help="Predict each trained fold's out-of-fold rows and the test set; write cv.json.")
+@command(help="Predict each trained fold's out-of-fold rows and the test set, write cv.json; or a folder (--images).")
 def predict(
-    tta: Annotated[bool, typer.Option("--tta", help="Average the views listed in predict.tta.")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="Average the views of predict.tta (auto: chosen on OOF).")] = False,
+    images: Annotated[Path | None, typer.Option(
+        "--images", help="Predict this folder of images instead: runs/<name>/predictions/<folder>.csv.")] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
     from comp.predict import predict as predict_run
+    from comp.predict import predict_folder
 
     cfg = _config(config, set_)
+    if images is not None:
+        done = predict_folder(cfg, images, tta=tta)
+        console.print(f"{done.n_images} images, folds {', '.join(map(str, done.folds))}, views "
+                      f"{', '.join(done.views)} -> {done.path}", highlight=False)
+        return
     result = predict_run(cfg, _competition(cfg), tta=tta)
-    console.print(f"CV accuracy (OOF, views {', '.join(result.views)}): {result.oof_score:.4f}  -> {result.run_dir}")
+    if result.choice:
+        kept = [s["view"] for s in result.choice.steps if s["kept"]]
+        dropped = [s["view"] for s in result.choice.steps if not s["kept"]]
+        console.print(f"TTA auto ({result.metric} on OOF): kept {', '.join(kept)}; dropped {', '.join(dropped) or '-'}")
+    for fold, fold_score in result.folds.items():
+        console.print(f"fold {fold}: OOF {result.metric} {fold_score:.4f}")
+    if result.missing_folds:
+        console.print(f"[yellow]folds {', '.join(map(str, result.missing_folds))} are not trained: the OOF score "
+                      f"covers {len(result.folds)} of {len(result.folds) + len(result.missing_folds)} folds[/]")
+    console.print(f"CV {result.metric} (OOF, views {', '.join(result.views)}): {result.oof_score:.4f}  "
+                  f"-> {result.run_dir}", highlight=False)
+
+
+@command(help="Score a run's OOF predictions every way, update its cv.json, draw its reports (report/*.png).")
+def evaluate(
+    run: Annotated[str | None, typer.Argument(help="Run name or folder (default: the configured one).")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    from rich.table import Table
+
+    from comp.evaluate import evaluate_run
+
+    cfg = _config(config, set_)
+    result = evaluate_run(cfg, _competition(cfg), run)
+    scores = Table("metric", "OOF", *result.folds, title=f"{result.run_dir} (folds: {result.metric} only)")
+    for name, value in result.scores.items():
+        per_fold = [f"{v:.4f}" for v in result.folds.values()] if name == result.metric else [""] * len(result.folds)
+        scores.add_row(f"[bold]{name}[/]" if name == result.metric else name, f"{value:.4f}", *per_fold)
+    console.print(scores)
+    per_class = Table("class", "precision", "recall", "f1", "support", title="per class (OOF)")
+    for row in result.per_class.itertuples():
+        per_class.add_row(str(row[1]), f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}", str(row.support))
+    console.print(per_class)
+    for path in result.reports:
+        console.print(f"report: {path}", highlight=False)
+    console.print(f"Updated {result.run_dir / 'cv.json'}: {result.metric} {result.scores[result.metric]:.4f}",
+                  highlight=False)
 
 
 @command(help="Write a submission from one run, or blend several runs into a new run and submit that.")
@@ -159,17 +235,24 @@ def ensemble(
     runs: Annotated[Optional[list[str]], typer.Argument(help="Run names or run folders.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Name of the blended run.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing blended run.")] = False,
+    method: Annotated[str, typer.Option("--method", help="mean | weighted | geometric | rank.")] = "mean",
+    weights: Annotated[Optional[str], typer.Option(
+        "--weights", help="auto (fitted on the OOF log loss) or w1,w2,... (one per run).")] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
     from comp.ensemble import ensemble as make_ensemble
 
     cfg = _config(config, set_)
-    result = make_ensemble(cfg, _competition(cfg), runs, name=name, force=force)
+    result = make_ensemble(cfg, _competition(cfg), runs, name=name, force=force, method=method, weights=weights)
     for member, score in result.member_scores.items():
-        console.print(f"member {member}: OOF accuracy {score:.4f}")
+        console.print(f"member {member}: weight {result.weights[member]:.3f}, OOF {score.metric} {score.value:.4f}, "
+                      f"log loss {score.log_loss:.4f}", highlight=False)
+    if result.blend_score:
+        console.print(f"blend -> {result.run_dir}: OOF {result.blend_score.metric} {result.blend_score.value:.4f}, "
+                      f"log loss {result.blend_score.log_loss:.4f}", highlight=False)
     score = "n/a" if result.oof_score is None else f"{result.oof_score:.4f}"
-    console.print(f"OOF accuracy {score}  submission -> {result.path}")
+    console.print(f"OOF score {score}  submission -> {result.path}")
 
 
 @command(help="Check a submission CSV against the sample submission; exit 1 when anything is wrong.")
@@ -255,6 +338,53 @@ def demo(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
     cv = "n/a" if result.cv_score is None else f"{result.cv_score:.4f}"
     console.print(f"Submission: {result.submission}")
     console.print(f"CV accuracy (OOF): {cv}   test accuracy (held-back labels): [bold]{result.test_accuracy:.4f}[/]")
+
+
+@command(help="What a config amounts to: parameters, input size, mean/std, classes, fold file, finished folds.")
+def info(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
+    from comp.info import describe_run, info_report
+
+    cfg = _config(config, set_)
+    for part in info_report(cfg.name, describe_run(cfg, _competition(cfg))):
+        console.print(part, highlight=False)
+
+
+@command("lr-find", help="Learning-rate range test on one fold's training rows: suggested lr and report/lr_find.png.")
+def lr_find(
+    fold: Annotated[int, typer.Option("--fold", "-f", min=0, help="Whose training rows to sweep on.")] = 0,
+    start_lr: Annotated[float, typer.Option("--start-lr", help="First learning rate of the sweep.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option("--end-lr", help="Last learning rate of the sweep.")] = 10.0,
+    steps: Annotated[int, typer.Option("--steps", help="Batches in the sweep (one learning rate each).")] = 200,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    from comp.lr_find import lr_find as range_test
+
+    cfg = _config(config, set_)
+    result = range_test(cfg, _competition(cfg), fold=fold, start_lr=start_lr, end_lr=end_lr, steps=steps)
+    low, high = result.fastest_range
+    stop = "stopped on divergence" if result.diverged else "no divergence"
+    console.print(f"{len(result.curve)} steps ({stop}); the smoothed loss falls fastest between {low:.2e} and "
+                  f"{high:.2e}")
+    console.print(f"Suggested learning rate: [bold]{result.suggested_lr:.2e}[/] (--set train.lr="
+                  f"{result.suggested_lr:.2g})  plot -> {result.plot}", highlight=False)
+
+
+@command(help="Backbone features + an SVM or logistic regression (grid-searched per fold), written as a run.")
+def probe(
+    from_run: Annotated[str | None, typer.Option(
+        "--from-run", help="Featurise each fold with this trained run's own fold weights.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The probe's run name (default: name).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the probe run's earlier predictions.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    from comp.probe import probe as fit_probe
+
+    cfg = _config(config, set_)
+    result = fit_probe(cfg, _competition(cfg), from_run=from_run, name=name, force=force)
+    console.print(f"CV {result.metric} (OOF) of the {cfg.probe.classifier} probe: {result.oof_score:.4f}  "
+                  f"-> {result.run_dir}", highlight=False)
 
 
 @command("env", help="Versions, GPUs, bf16 and channels_last support: what to paste into a bug report.")

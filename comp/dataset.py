@@ -1,8 +1,11 @@
-"""The training dataset: images by path, optionally decoded once into memory."""
+"""The training dataset: images by path, optionally decoded once into memory (augmented every epoch)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,6 +13,10 @@ from torch.utils.data import Dataset
 
 from comp.config import DataConfig
 from comp.data import read_image
+from comp.device import usable_cpu_count
+
+# The in-memory cache may take up to this share of the memory available when it is built.
+CACHE_MEMORY_SHARE = 0.25
 
 
 class ImageDataset(Dataset):
@@ -19,7 +26,7 @@ class ImageDataset(Dataset):
         self.paths = list(paths)
         self.targets = None if targets is None else torch.as_tensor(list(targets), dtype=torch.long)
         self.transform = transform
-        self.images = [read_image(p) for p in self.paths] if cache else None
+        self.images = decode_all(self.paths) if cache else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -34,8 +41,38 @@ class ImageDataset(Dataset):
         return tensor, self.targets[index]
 
 
-def should_cache(cfg: DataConfig, n_images: int) -> bool:
-    """Cache decoded images when they plainly fit in memory (an estimate at 3x image_size^2 bytes)."""
+def decode_all(paths: Sequence[str]) -> list[np.ndarray]:
+    """Every image decoded, in order, on one thread per core (OpenCV decodes without holding the GIL)."""
+    with ThreadPoolExecutor(usable_cpu_count()) as pool:
+        return list(pool.map(read_image, paths))
+
+
+def available_memory() -> int | None:
+    """Bytes that can be allocated now: the system's available memory, or less under a cgroup (container) limit."""
+    candidates = []
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                candidates.append(int(line.split()[1]) * 1024)
+    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:  # macOS: the physical total
+        candidates.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    cgroup = Path("/sys/fs/cgroup")
+    limit, used = cgroup / "memory.max", cgroup / "memory.current"
+    if limit.exists() and used.exists() and limit.read_text().strip().isdigit():
+        candidates.append(int(limit.read_text()) - int(used.read_text()))
+    return min(candidates) if candidates else None
+
+
+def should_cache(cfg: DataConfig, n_images: int, sample: str | Path | None = None) -> bool:
+    """data.cache, with `auto`: cache when the decoded images take under a quarter of the available memory.
+
+    The size of a decoded image is the `sample` image's when given (a competition's images are
+    often far larger than image_size), otherwise at least 3 x image_size^2 bytes.
+    """
     if cfg.cache != "auto":
         return cfg.cache == "on"
-    return n_images * 3 * max(cfg.image_size, 64) ** 2 < 2 * 1024**3
+    per_image = read_image(sample).nbytes if sample is not None else 3 * max(cfg.image_size, 64) ** 2
+    budget = available_memory()
+    budget = CACHE_MEMORY_SHARE * budget if budget is not None else 2 * 1024**3
+    return n_images * per_image < budget

@@ -1,31 +1,46 @@
-"""Prediction: each trained fold predicts its out-of-fold rows and the test set, with the same views."""
+"""Prediction: each trained fold predicts its out-of-fold rows and the test set, with the same TTA views.
+
+Images stream from disk in batches (DataLoader workers, pinned memory on CUDA) and test predictions
+are written to parquet as they come, so memory does not grow with the test set beyond the run-level
+table itself. Every file is written into a scratch folder and moved into the run only once all of
+them succeeded: a failure leaves the previous predictions as they were. The model and the image size
+are the run's own (runs/<name>/config.yaml); views, batch size and device come from the current config.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from rich.console import Console
 from rich.progress import Progress
 from safetensors import safe_open
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from comp.augment import build_eval_transform
-from comp.config import Config
-from comp.data import Competition, check_same_classes, column_name, load_classes
-from comp.dataset import ImageDataset
-from comp.device import amp_dtype, autocast, resolve_device
+from comp.checkpoint import read_record
+from comp.config import Config, load_config
+from comp.data import IMAGE_SUFFIXES, Competition, check_same_classes, column_name, load_classes, read_image
+from comp.device import amp_dtype, autocast, default_num_workers, resolve_device
 from comp.errors import CompError
-from comp.folds import load_folds
-from comp.io import read_parquet_metadata, write_json, write_parquet
+from comp.folds import fold_file_hash, load_folds
+from comp.io import read_parquet_metadata, write_csv, write_json, write_parquet
+from comp.metrics import score
 from comp.models import create_model, normalization
 from comp.train import fold_dir, fold_state
-from comp.tta import predict_views, resolve_views
+from comp.tta import AUTO_CANDIDATES, ViewChoice, choose_views, combine, resolve_views, view_log_probs
 
 console = Console()
 
@@ -34,8 +49,19 @@ console = Console()
 class PredictResult:
     run_dir: Path
     views: list[str]
+    metric: str
     folds: dict[int, float]
     oof_score: float
+    missing_folds: list[int]
+    choice: ViewChoice | None  # what `predict.tta: auto` measured
+
+
+@dataclass
+class FolderPrediction:
+    path: Path
+    n_images: int
+    views: list[str]
+    folds: list[int]
 
 
 # ----------------------------------------------------------------------------- prediction tables
@@ -46,9 +72,13 @@ def probability_table(ids, probs: np.ndarray, classes: list) -> pd.DataFrame:
     return table
 
 
+def _table_metadata(classes: list, views: list[str]) -> dict[str, str]:
+    return {"classes": json.dumps(classes), "views": json.dumps(views)}
+
+
 def write_predictions(path: Path, table: pd.DataFrame, classes: list, views: list[str]) -> None:
     """Prediction files carry their class list, so they can never be read against other classes."""
-    write_parquet(path, table, metadata={"classes": json.dumps(classes), "views": json.dumps(views)})
+    write_parquet(path, table, metadata=_table_metadata(classes, views))
 
 
 def read_predictions(path: Path) -> tuple[pd.DataFrame, list]:
@@ -65,82 +95,298 @@ def accuracy(table: pd.DataFrame, labels: pd.Series, classes: list) -> float:
     return float((predicted == labels.reindex(table.index).to_numpy()).mean())
 
 
-# ----------------------------------------------------------------------------- models
+class TableWriter:
+    """A prediction table written to parquet batch by batch, never held whole in memory."""
 
-def load_fold_model(config: Config, fold: int, classes: list, device: torch.device) -> torch.nn.Module:
-    path = fold_dir(config, fold) / "best.safetensors"
-    with safe_open(str(path), framework="pt") as f:
-        saved_classes = json.loads(f.metadata()["classes"])
-    check_same_classes(saved_classes, classes, f"Checkpoint {path}")
-    local = config.model.model_copy(update={"pretrained": False, "weights": None})
-    model = create_model(local, len(classes))
-    model.load_state_dict(load_file(str(path)))
+    ROWS_PER_GROUP = 16384  # rows held before a row group is written: memory stays bounded
+
+    def __init__(self, path: Path, classes: list, views: list[str]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fields = [pa.field("id", pa.string()), *(pa.field(column_name(c), pa.float64()) for c in classes)]
+        self.schema = pa.schema(fields, metadata=_table_metadata(classes, views))
+        self.writer = pq.ParquetWriter(path, self.schema)
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+
+    def append(self, ids, probs: np.ndarray) -> None:
+        arrays = [pa.array([str(i) for i in ids], pa.string()), *(pa.array(col) for col in probs.T)]
+        self.pending.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        self.pending_rows += len(probs)
+        if self.pending_rows >= self.ROWS_PER_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.Table.from_batches(self.pending, schema=self.schema))
+        self.pending, self.pending_rows = [], 0
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._flush()
+        self.writer.close()
+
+
+@contextmanager
+def staged_outputs(run_dir: Path) -> Iterator[Path]:
+    """A scratch folder mirroring `run_dir`: its files replace the run's only when the block succeeds."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".predict-", dir=run_dir))
+    try:
+        yield stage
+        files = sorted((p for p in stage.rglob("*") if p.is_file()), key=lambda p: (p.name == "cv.json", str(p)))
+        for path in files:  # cv.json last: whoever sees the new score finds the new tables
+            target = run_dir / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the trained run
+
+@dataclass
+class TrainedRun:
+    config: Config  # the run's own config: the model and image size it was trained with
+    classes: list
+    folds: list[int]  # finished folds
+
+
+def open_run(config: Config) -> TrainedRun:
+    """The run's config, class map and finished folds, each fold's checkpoint checked before anything runs."""
+    run_dir = config.run_dir
+    finished = sorted(int(p.name[4:]) for p in run_dir.glob("fold*")
+                      if p.name[4:].isdigit() and fold_state(config, int(p.name[4:])) == "finished")
+    if not finished:
+        raise CompError(f"Run '{config.name}' has no trained folds in {run_dir}.",
+                        hint="Train first: comp train --fold all (or check `name` in the config).")
+    classes = load_classes(run_dir / "classes.json")
+    for k in finished:
+        path = fold_dir(config, k) / "best.safetensors"
+        if not path.exists():
+            raise CompError(f"Fold {k} of run '{config.name}' is finished but {path} is missing.",
+                            hint=f"Retrain it: comp train --fold {k} --force.")
+        with safe_open(str(path), framework="pt") as f:
+            check_same_classes(classes, json.loads(f.metadata()["classes"]), f"Checkpoint {path}")
+    saved = run_dir / "config.yaml"
+    return TrainedRun(load_config(saved) if saved.exists() else config, classes, finished)
+
+
+def load_fold_model(run: TrainedRun, fold: int, device: torch.device) -> torch.nn.Module:
+    path = fold_dir(run.config, fold) / "best.safetensors"
+    local = run.config.model.model_copy(update={"pretrained": False, "weights": None})
+    model = create_model(local, len(run.classes))
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as exc:
+        raise CompError(f"{path} does not fit model '{local.name}' of {run.config.run_dir / 'config.yaml'}: "
+                        f"{str(exc).splitlines()[0]}",
+                        hint="Retrain the fold (comp train --force), or restore the run's config.yaml.") from None
     return model.to(device).eval()
 
 
-@torch.no_grad()
-def predict_images(model, paths, transform, views, config: Config, device, progress=None, label="") -> np.ndarray:
-    dataset = ImageDataset(paths, None, transform)
-    loader = DataLoader(dataset, batch_size=config.predict.batch_size, shuffle=False,
-                        pin_memory=device.type == "cuda")
-    dtype = amp_dtype(device, config.train.amp)
-    task = progress.add_task(label, total=len(loader)) if progress else None
-    out = []
-    for images in loader:
-        with autocast(device, dtype):
-            out.append(predict_views(model, images.to(device, non_blocking=True), views).cpu())
-        if progress:
-            progress.advance(task)
-    if progress:
-        progress.remove_task(task)
-    return torch.cat(out).numpy().astype(np.float64)
+# ----------------------------------------------------------------------------- streaming images through a model
+
+class PredictImages(Dataset):
+    """(image tensor, "") by path under the eval transform; an unreadable file gives (blank, its message)
+    instead, so that the error is raised in the main process as itself, not as a worker's traceback."""
+
+    def __init__(self, paths, transform):
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.transform(image=read_image(self.paths[index]))["image"], ""
+        except CompError as exc:
+            return self.transform(image=np.zeros((8, 8, 3), dtype=np.uint8))["image"], exc.message
+
+
+def image_loader(paths, transform, config: Config, device: torch.device) -> DataLoader:
+    workers = config.train.num_workers
+    workers = default_num_workers(device) if workers == "auto" else workers
+    return DataLoader(PredictImages(paths, transform), batch_size=config.predict.batch_size, shuffle=False,
+                      num_workers=workers, pin_memory=config.train.pin_memory and device.type == "cuda")
+
+
+@dataclass
+class Streamer:
+    """Streams images through a fold's model: the run's model and image size, the current config's
+    batch size, workers, device, precision and TTA mean."""
+
+    run: TrainedRun
+    config: Config
+    progress: Progress
+
+    def __post_init__(self):
+        self.device = resolve_device(self.config.train.device)
+        self.dtype = amp_dtype(self.device, self.config.train.amp)
+
+    def __call__(self, fold: int, paths, views: list[str], label: str) -> Iterator[torch.Tensor]:
+        """Per-view log-probabilities (views x batch x classes) of each batch, on the CPU, in `paths` order."""
+        model = load_fold_model(self.run, fold, self.device)
+        transform = build_eval_transform(self.run.config.data.image_size, *normalization(model))
+        loader = image_loader(list(paths), transform, self.config, self.device)
+        return self._batches(model, loader, views, f"fold {fold} {label}")
+
+    @torch.no_grad()
+    def _batches(self, model, loader: DataLoader, views: list[str], label: str) -> Iterator[torch.Tensor]:
+        task = self.progress.add_task(label, total=len(loader))
+        for images, problems in loader:
+            if any(problems):
+                raise CompError(next(p for p in problems if p), hint="Replace or remove the file, then predict again.")
+            with autocast(self.device, self.dtype):
+                log_probs = view_log_probs(model, images.to(self.device, non_blocking=True), views,
+                                           self.config.predict.tta_mean)
+            yield log_probs.cpu()
+            self.progress.advance(task)
+        self.progress.remove_task(task)
+
+
+def collect(batches: Iterator[torch.Tensor], n_rows: int) -> np.ndarray:
+    """The batches of a Streamer as one views x rows x classes array."""
+    out, start = None, 0
+    for batch in batches:
+        if out is None:
+            out = np.empty((batch.shape[0], n_rows, batch.shape[2]), dtype=np.float32)
+        out[:, start:start + batch.shape[1]] = batch.numpy()
+        start += batch.shape[1]
+    return out
+
+
+def mean_probs(log_probs: np.ndarray | torch.Tensor, mean: str) -> np.ndarray:
+    """Probabilities (rows x classes, float64) averaged over the first axis of per-view log-probabilities."""
+    return combine(torch.as_tensor(log_probs), mean).exp().double().numpy()
+
+
+def class_indices(ids, competition: Competition, classes: list) -> np.ndarray:
+    labels = competition.train.set_index("id").loc[list(ids), "label"]
+    return pd.Index(classes).get_indexer(labels)
 
 
 # ----------------------------------------------------------------------------- a run
 
-def trained_folds(config: Config) -> list[int]:
-    folds = sorted(int(p.name[4:]) for p in config.run_dir.glob("fold*") if p.name[4:].isdigit())
-    return [k for k in folds if fold_state(config, k) == "finished"]
+def check_fold_file(config: Config, run: TrainedRun, folds: pd.DataFrame) -> list[int]:
+    """Refuse OOF rows a fold's model was trained on; return the fold file's folds that are not trained."""
+    in_file = set(int(k) for k in folds["fold"])
+    if not set(run.folds) <= in_file:
+        raise CompError(f"Run '{config.name}' has trained folds {run.folds}, but {config.fold_file} has folds "
+                        f"{sorted(in_file)}: the run was trained on another fold file.",
+                        hint="Set folds.k and seed as they were when the run was trained.")
+    digest = fold_file_hash(config)
+    for k in run.folds:
+        record = read_record(fold_dir(config, k))
+        if record and record.get("fold_file_sha256") not in (None, digest):
+            raise CompError(f"{config.fold_file} changed since fold {k} of run '{config.name}' was trained on it: "
+                            "its OOF rows would include images the model trained on.",
+                            hint="Restore the fold file the run was trained on, or retrain: comp train --fold all "
+                                 "--force.")
+    return sorted(in_file - set(run.folds))
 
 
 def predict(config: Config, competition: Competition, tta: bool = False) -> PredictResult:
     """Write every trained fold's oof/test tables, then the run's oof.parquet, test.parquet and cv.json."""
-    run_dir = config.run_dir
-    folds_done = trained_folds(config)
-    if not folds_done:
-        raise CompError(f"Run '{config.name}' has no trained folds in {run_dir}.",
-                        hint="Train first: comp train --fold all.")
-    classes = load_classes(run_dir / "classes.json")
-    check_same_classes(classes, competition.classes, f"Run {run_dir}")
-    views = resolve_views(config.predict.tta, tta)
+    setting = resolve_views(config.predict.tta, tta)
+    run = open_run(config)
+    run_dir, mean, metric = config.run_dir, config.predict.tta_mean, config.predict.metric
+    check_same_classes(run.classes, competition.classes, f"Run {run_dir}")
     folds = load_folds(config, competition)
+    missing = check_fold_file(config, run, folds)
+    candidates = AUTO_CANDIDATES if setting == "auto" else setting
     train = competition.train.set_index("id")
-    device = resolve_device(config.train.device)
 
-    oof_tables, test_probs, fold_scores = [], [], {}
+    with Progress(console=console, transient=True) as progress, staged_outputs(run_dir) as stage:
+        stream = Streamer(run, config, progress)
+        oof_ids = {k: folds.loc[folds["fold"] == k, "id"].to_numpy() for k in run.folds}
+        oof_log_probs = {k: collect(stream(k, train.loc[oof_ids[k], "path"], candidates, "oof"), len(oof_ids[k]))
+                         for k in run.folds}
+        targets = {k: class_indices(oof_ids[k], competition, run.classes) for k in run.folds}
+        choice = None
+        if setting == "auto":
+            choice = choose_views(np.concatenate(list(oof_log_probs.values()), axis=1), candidates,
+                                  np.concatenate(list(targets.values())), metric, mean)
+        views = choice.views if choice else candidates
+        picked = [candidates.index(v) for v in views]
+
+        oof_tables, fold_scores = [], {}
+        for k in run.folds:
+            probs = mean_probs(oof_log_probs.pop(k)[picked], mean)
+            fold_scores[k] = score(metric, targets[k], probs)
+            oof_tables.append(probability_table(oof_ids[k], probs, run.classes))
+            write_predictions(stage / f"fold{k}" / "oof.parquet", oof_tables[-1], run.classes, views)
+        test_probs = fold_mean(stream, competition.test["path"], competition.test["id"], views, "test", stage)
+
+        oof = pd.concat(oof_tables, ignore_index=True)
+        all_targets, oof_probs = np.concatenate(list(targets.values())), oof.iloc[:, 1:].to_numpy()
+        oof_score = score(metric, all_targets, oof_probs)
+        write_predictions(stage / "oof.parquet", oof, run.classes, views)
+        write_predictions(stage / "test.parquet", probability_table(competition.test["id"], test_probs, run.classes),
+                          run.classes, views)
+        cv = {"metric": metric, "oof": oof_score, "folds": {str(k): v for k, v in fold_scores.items()},
+              "log_loss": score("log_loss", all_targets, oof_probs), "views": views, "tta_mean": mean,
+              # which fold file the OOF rows came from: comp ensemble blends only equal ones
+              "fold_file": str(config.fold_file), "fold_file_sha256": fold_file_hash(config)}
+        if choice:
+            cv["tta_auto"] = asdict(choice)
+        write_json(stage / "cv.json", cv)
+    return PredictResult(run_dir, views, metric, fold_scores, oof_score, missing, choice)
+
+
+def fold_mean(stream: Streamer, paths, ids, views: list[str], label: str, tables: Path | None = None) -> np.ndarray:
+    """The folds' mean probabilities for the images at `paths`; with `tables`, each fold's table is also
+    written there (fold<k>/test.parquet) as its batches come."""
+    ids = np.asarray(ids)
+    total = np.zeros((len(ids), len(stream.run.classes)))
+    for k in stream.run.folds:
+        start = 0
+        table = tables / f"fold{k}" / "test.parquet" if tables else None
+        with TableWriter(table, stream.run.classes, views) if table else nullcontext() as writer:
+            for batch in stream(k, paths, views, label):
+                probs = mean_probs(batch, stream.config.predict.tta_mean)
+                if writer:
+                    writer.append(ids[start:start + len(probs)], probs)
+                total[start:start + len(probs)] += probs
+                start += len(probs)
+    return total / len(stream.run.folds)
+
+
+# ----------------------------------------------------------------------------- any folder of images
+
+def folder_images(image_dir: Path) -> list[Path]:
+    if not image_dir.is_dir():
+        raise CompError(f"Images folder {image_dir} does not exist.", hint="Pass an existing folder to --images.")
+    paths = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise CompError(f"No images in {image_dir}: no files ending in {', '.join(sorted(IMAGE_SUFFIXES))}.",
+                        hint="Point --images at the folder that holds the image files themselves.")
+    return paths
+
+
+def recorded_views(config: Config) -> list[str]:
+    """The views `predict.tta: auto` chose for this run the last time `comp predict --tta` ran."""
+    path = config.run_dir / "cv.json"
+    cv = json.loads(path.read_text()) if path.exists() else {}
+    if "tta_auto" not in cv:
+        raise CompError(f"predict.tta is auto, but {path} records no views chosen on the OOF rows.",
+                        hint="Run `comp predict --tta` first (it chooses them), or list the views in predict.tta.")
+    return cv["views"]
+
+
+def predict_folder(config: Config, image_dir: str | Path, tta: bool = False) -> FolderPrediction:
+    """runs/<name>/predictions/<folder name>.csv: id (file name), label, and the folds' mean probabilities."""
+    image_dir = Path(image_dir).resolve()
+    paths = folder_images(image_dir)
+    setting = resolve_views(config.predict.tta, tta)
+    views = recorded_views(config) if setting == "auto" else setting
+    run = open_run(config)
     with Progress(console=console, transient=True) as progress:
-        for k in folds_done:
-            model = load_fold_model(config, k, classes, device)
-            transform = build_eval_transform(config.data.image_size, *normalization(model))
-            val_ids = folds.loc[folds["fold"] == k, "id"]
-            oof = probability_table(val_ids, predict_images(
-                model, train.loc[val_ids, "path"], transform, views, config, device, progress, f"fold {k} oof"),
-                classes)
-            test = probability_table(competition.test["id"], predict_images(
-                model, competition.test["path"], transform, views, config, device, progress, f"fold {k} test"),
-                classes)
-            write_predictions(fold_dir(config, k) / "oof.parquet", oof, classes, views)
-            write_predictions(fold_dir(config, k) / "test.parquet", test, classes, views)
-            fold_scores[k] = accuracy(oof.set_index("id"), train["label"], classes)
-            console.print(f"fold {k}: OOF accuracy {fold_scores[k]:.4f} ({len(oof)} rows, views {', '.join(views)})")
-            oof_tables.append(oof)
-            test_probs.append(test.iloc[:, 1:].to_numpy())
-
-    oof = pd.concat(oof_tables, ignore_index=True)
-    test = probability_table(competition.test["id"], np.mean(test_probs, axis=0), classes)
-    write_predictions(run_dir / "oof.parquet", oof, classes, views)
-    write_predictions(run_dir / "test.parquet", test, classes, views)
-    score = accuracy(oof.set_index("id"), train["label"], classes)
-    write_json(run_dir / "cv.json", {"metric": "accuracy", "oof": score,
-                                     "folds": {str(k): v for k, v in fold_scores.items()}, "views": views})
-    return PredictResult(run_dir, views, fold_scores, score)
+        names = [p.name for p in paths]
+        probs = fold_mean(Streamer(run, config, progress), [str(p) for p in paths], names, views, image_dir.name)
+    table = probability_table(names, probs, run.classes)
+    table.insert(1, "label", pd.Series(np.asarray(run.classes, dtype=object)[probs.argmax(1)], dtype=object))
+    out = config.run_dir / "predictions" / f"{image_dir.name}.csv"
+    write_csv(out, table)
+    return FolderPrediction(out, len(paths), views, run.folds)

@@ -1,0 +1,152 @@
+"""Fashion-MNIST time to accuracy: a Kaggle-style competition from the official files, trained and scored by comp.
+
+    apt-get install dataset-fashion-mnist                    # the files, in /usr/share/datasets/fashion-mnist
+    python benchmarks/fashion_mnist.py --tta                 # one model (fold 0): about 20 minutes on 2 cores
+    python benchmarks/fashion_mnist.py --folds all --tta     # the 5-fold ensemble
+    python benchmarks/fashion_mnist.py --limit 3000 --set train.epochs=2    # a quick end-to-end check
+
+The competition is written once under the working folder: data/fashion-mnist/ holds train.csv +
+train/*.png (the 60,000 training images) and sample_submission.csv + test/*.png (the 10,000
+official test images); their labels are held back in data/fashion-mnist-solution.csv, outside
+what comp reads. Then, with configs/fashion_mnist.yaml: comp folds, comp train (fold 0, or every
+fold), comp predict, comp ensemble, and the submission scored against the held-back labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from comp.config import Config, load_config
+from comp.data import load_competition
+from comp.demo import score_submission
+from comp.device import usable_cpu_count
+from comp.ensemble import ensemble
+from comp.folds import make_folds
+from comp.predict import predict
+from comp.train import fold_state, train
+
+SOURCE = Path("/usr/share/datasets/fashion-mnist")
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist.yaml"
+TEST_SHARE = 1 / 6  # --limit keeps the official 60,000 : 10,000 proportion
+
+
+# ----------------------------------------------------------------------------- the competition
+
+def read_split(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n x 28 x 28 uint8) and labels of the official `train` or `t10k` files."""
+    with gzip.open(SOURCE / f"{kind}-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), dtype=np.uint8, offset=8)
+    with gzip.open(SOURCE / f"{kind}-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(len(labels), 28, 28)
+    return images, labels
+
+
+def write_pngs(folder: Path, ids: list[str], images: np.ndarray) -> None:
+    folder.mkdir(parents=True)
+    with ThreadPoolExecutor(usable_cpu_count()) as pool:  # cv2 releases the GIL
+        list(pool.map(lambda i: cv2.imwrite(str(folder / f"{ids[i]}.png"), images[i]), range(len(ids))))
+
+
+def build_competition(root: Path, solution: Path, limit: int | None) -> None:
+    """The competition folder and the held-back solution, written once (in a staging folder, then renamed)."""
+    if (root / "sample_submission.csv").exists() and solution.exists():
+        return
+    if not SOURCE.is_dir():
+        raise SystemExit(f"Fashion-MNIST is not in {SOURCE}: apt-get install dataset-fashion-mnist")
+    started = time.perf_counter()
+    train_images, train_labels = read_split("train")
+    test_images, test_labels = read_split("t10k")
+    if limit:
+        n_test = max(1, round(limit * TEST_SHARE))
+        train_images, train_labels = train_images[:limit], train_labels[:limit]
+        test_images, test_labels = test_images[:n_test], test_labels[:n_test]
+    train_ids = [f"train_{i:05d}" for i in range(len(train_labels))]
+    test_ids = [f"test_{i:05d}" for i in range(len(test_labels))]
+    staging = root.with_name(f".{root.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    write_pngs(staging / "train", train_ids, train_images)
+    write_pngs(staging / "test", test_ids, test_images)
+    pd.DataFrame({"id": train_ids, "label": train_labels}).to_csv(staging / "train.csv", index=False)
+    pd.DataFrame({"id": test_ids, "label": 0}).to_csv(staging / "sample_submission.csv", index=False)
+    shutil.rmtree(root, ignore_errors=True)
+    staging.rename(root)
+    pd.DataFrame({"id": test_ids, "label": test_labels}).to_csv(solution, index=False)
+    print(f"wrote {root}: {len(train_ids)} training and {len(test_ids)} test images "
+          f"({time.perf_counter() - started:.0f}s); labels held back in {solution}")
+
+
+# ----------------------------------------------------------------------------- the run
+
+def recipe(args: argparse.Namespace) -> Config:
+    suffix = f"-{args.limit}" if args.limit else ""
+    where = [f"data.root=data/fashion-mnist{suffix}", f"data.competition=fashion-mnist{suffix}",
+             f"name=fashion_mnist{suffix.replace('-', '_')}"]
+    return load_config(args.config, where + args.overrides)
+
+
+def train_folds(config: Config, competition, folds: str) -> tuple[list, float]:
+    """Train fold 0 or every fold (finished folds are kept, interrupted ones continued); results and wall time."""
+    started = time.perf_counter()
+    if folds == "all":
+        results = train(config, competition, "all", resume=True)
+    elif fold_state(config, 0) == "finished":
+        print("fold 0: finished already, kept")
+        results = []
+    else:
+        results = train(config, competition, 0, resume=fold_state(config, 0) == "interrupted")
+    return results, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--folds", choices=["0", "all"], default="0", help="one model (fold 0) or every fold")
+    parser.add_argument("--tta", action="store_true", help="predict with the views of predict.tta")
+    parser.add_argument("--limit", type=int, help="use the first N training images (and N/6 test images)")
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override (repeatable), e.g. train.epochs=12")
+    parser.add_argument("--workdir", type=Path, default=Path("."), help="where data/, folds/, runs/ go")
+    args = parser.parse_args()
+
+    args.config = args.config.resolve()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(args.workdir)
+    config = recipe(args)
+    root = Path(config.data.root)
+    solution = root.with_name(f"{root.name}-solution.csv")
+    build_competition(root, solution, args.limit)
+    competition = load_competition(config.data)
+    make_folds(config, competition)
+
+    started = time.perf_counter()
+    results, train_seconds = train_folds(config, competition, args.folds)
+    predict_start = time.perf_counter()
+    predicted = predict(config, competition, tta=args.tta)
+    submission = ensemble(config, competition)
+    predict_seconds = time.perf_counter() - predict_start
+    accuracy = score_submission(submission.path, solution)
+
+    print(f"\nFashion-MNIST: {len(competition.train)} training / {len(competition.test)} test images, "
+          f"{config.model.name} {config.model.kwargs or ''}, folds {', '.join(map(str, predicted.folds))}, "
+          f"views {', '.join(predicted.views)}")
+    for r in results:
+        print(f"  fold {r.fold} ({r.status}): {r.seconds / 60:.1f} min of epochs, best epoch {r.best_epoch}, "
+              f"val accuracy {r.val_accuracy:.4f}")
+    print(f"training {train_seconds / 60:.1f} min, prediction and submission {predict_seconds / 60:.1f} min, "
+          f"in all {(time.perf_counter() - started) / 60:.1f} min")
+    print(f"CV accuracy (OOF) {predicted.oof_score:.4f}   test accuracy {accuracy:.4f}   -> {submission.path}")
+
+
+if __name__ == "__main__":
+    main()

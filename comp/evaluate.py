@@ -1,0 +1,92 @@
+"""`comp evaluate`: a run's OOF predictions scored every way, a per-class table, cv.json updated, reports.
+
+Works on any run folder with oof.parquet, trained or blended. The true labels come from the
+competition's training table, aligned by id. `predict.metric` decides cv.json's "metric" and "oof";
+every metric is recorded under "metrics".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import precision_recall_fscore_support
+
+from comp.config import Config
+from comp.data import Competition, check_same_classes, column_name
+from comp.ensemble import resolve_run
+from comp.errors import CompError
+from comp.io import write_json
+from comp.metrics import all_scores, score
+from comp.predict import read_predictions
+from comp.report import write_reports
+
+
+@dataclass
+class OOF:
+    """A run's OOF rows: ids, true class indices, probabilities (rows x classes) and the class list."""
+
+    ids: np.ndarray
+    targets: np.ndarray
+    probs: np.ndarray
+    classes: list
+
+
+@dataclass
+class Evaluation:
+    run_dir: Path
+    metric: str
+    scores: dict[str, float]  # every metric of comp.metrics
+    folds: dict[str, float]  # the configured metric per fold (trained runs)
+    per_class: pd.DataFrame  # class, precision, recall, f1, support
+    reports: list[Path]
+
+
+def load_oof(run_dir: Path, competition: Competition) -> OOF:
+    path = run_dir / "oof.parquet"
+    table, classes = read_predictions(path)
+    check_same_classes(competition.classes, classes, str(path))
+    labels = competition.train.set_index("id")["label"]
+    unknown = table.index[~table.index.isin(labels.index)]
+    if len(unknown):
+        raise CompError(f"{len(unknown)} id(s) of {path} are not training images of {competition.root} "
+                        f"(first: {', '.join(map(str, unknown[:5]))}).",
+                        hint="Evaluate the run against the competition it was trained on (check data.root).")
+    targets = pd.Index(classes).get_indexer(labels.loc[table.index])
+    probs = table[[column_name(c) for c in classes]].to_numpy(dtype=np.float64)
+    return OOF(table.index.to_numpy(), targets, probs, classes)
+
+
+def fold_scores(run_dir: Path, oof: OOF, metric: str) -> dict[str, float]:
+    """The metric on each fold's rows (the ids of fold<k>/oof.parquet); empty for a blended run."""
+    scores = {}
+    for path in sorted(run_dir.glob("fold*/oof.parquet")):
+        rows = np.isin(oof.ids, pd.read_parquet(path, columns=["id"])["id"].to_numpy())
+        scores[path.parent.name[4:]] = score(metric, oof.targets[rows], oof.probs[rows])
+    return dict(sorted(scores.items(), key=lambda item: int(item[0])))
+
+
+def per_class_table(oof: OOF) -> pd.DataFrame:
+    precision, recall, f1, support = precision_recall_fscore_support(
+        oof.targets, oof.probs.argmax(1), labels=range(len(oof.classes)), zero_division=0)
+    return pd.DataFrame({"class": oof.classes, "precision": precision, "recall": recall, "f1": f1,
+                         "support": support})
+
+
+def evaluate_run(config: Config, competition: Competition, run: str | None = None) -> Evaluation:
+    """Score RUN's OOF predictions (default: the configured experiment), update its cv.json, draw its reports."""
+    run_dir = resolve_run(run or config.name)
+    oof = load_oof(run_dir, competition)
+    metric = config.predict.metric
+    scores = all_scores(oof.targets, oof.probs)
+    folds = fold_scores(run_dir, oof, metric)
+    cv_path = run_dir / "cv.json"
+    cv = json.loads(cv_path.read_text()) if cv_path.exists() else {}
+    cv.update(metric=metric, oof=scores[metric], folds=folds, log_loss=scores["log_loss"], metrics=scores)
+    image_paths = competition.train.set_index("id")["path"]
+    reports = write_reports(run_dir, oof.ids, oof.targets, oof.probs, oof.classes, image_paths)
+    write_json(cv_path, cv)
+    return Evaluation(run_dir, metric, scores, folds, per_class_table(oof), reports)

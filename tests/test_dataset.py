@@ -1,0 +1,67 @@
+"""The training dataset's in-memory cache: same images as from disk, and when `auto` turns it on."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from comp import dataset
+from comp.augment import build_eval_transform
+from comp.config import DataConfig, load_config
+from comp.data import read_image
+from comp.dataset import ImageDataset, available_memory, should_cache
+
+
+@pytest.fixture
+def pngs(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(7):
+        path = tmp_path / f"{i}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (12 + i, 10, 3), dtype=np.uint8))  # sizes differ
+        paths.append(str(path))
+    return paths
+
+
+def test_cached_dataset_gives_the_same_items_in_the_same_order_as_reading_from_disk(pngs):
+    transform = build_eval_transform(8, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    cached = ImageDataset(pngs, list(range(7)), transform, cache=True)
+    from_disk = ImageDataset(pngs, list(range(7)), transform, cache=False)
+    assert [image.shape for image in cached.images] == [read_image(p).shape for p in pngs]
+    for i in range(len(pngs)):
+        (a, label_a), (b, label_b) = cached[i], from_disk[i]
+        assert torch.equal(a, b) and label_a == label_b == i
+
+
+def test_cache_on_and_off_are_obeyed_whatever_the_size():
+    assert should_cache(DataConfig(cache="on"), 10**9)
+    assert not should_cache(DataConfig(cache="off"), 1)
+
+
+def test_auto_caches_what_fits_in_a_quarter_of_the_available_memory(pngs, monkeypatch):
+    per_image = read_image(pngs[0]).nbytes  # 12 x 10 x 3
+    monkeypatch.setattr(dataset, "available_memory", lambda: 4 * 100 * per_image)
+    auto = DataConfig(cache="auto", image_size=8)
+    assert should_cache(auto, 99, pngs[0])
+    assert not should_cache(auto, 101, pngs[0])
+
+
+def test_auto_sizes_decoded_images_by_a_sample_not_by_image_size(tmp_path, monkeypatch):
+    large = tmp_path / "large.png"
+    cv2.imwrite(str(large), np.zeros((512, 512, 3), np.uint8))
+    monkeypatch.setattr(dataset, "available_memory", lambda: 4 * 1000 * 3 * 64 * 64)
+    auto = DataConfig(cache="auto", image_size=32)
+    assert should_cache(auto, 999)  # estimated at 64 x 64 pixels
+    assert not should_cache(auto, 999, large)  # 512 x 512 pixels each
+
+
+def test_available_memory_is_known_here():
+    assert available_memory() > 0
+
+
+@pytest.mark.parametrize("written, read", [("off", "off"), ("on", "on"), ("auto", "auto")])
+def test_yaml_on_and_off_read_as_the_cache_setting(project, written, read):
+    config = load_config(overrides=[f"data.cache={written}"])  # YAML reads a bare on/off as a boolean
+    assert config.data.cache == read
