@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -28,7 +29,7 @@ ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="Experiment config (YAML).", show_default=True)
 ]
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override a config key, e.g. --set train.epochs=3 (repeatable)."),
 ]
 DEFAULT_CONFIG = Path("configs/default.yaml")
@@ -71,7 +72,7 @@ def root(
     _state["debug"] = debug
 
 
-def _config(config: Path, overrides: Optional[list[str]]):
+def _config(config: Path, overrides: list[str] | None):
     from comp.config import load_config
 
     return load_config(config, overrides or [])
@@ -85,7 +86,7 @@ def _competition(cfg):
 
 @command(help="Fetch a competition into data/<slug>/ and survey it; `download demo` builds the offline demo.")
 def download(
-    slug: Annotated[Optional[str], typer.Argument(help="Kaggle slug (default: data.competition).")] = None,
+    slug: Annotated[str | None, typer.Argument(help="Kaggle slug (default: data.competition).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Download (or rebuild) even if present.")] = False,
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
@@ -232,11 +233,11 @@ def evaluate(
 
 @command(help="Write a submission from one run, or blend several runs into a new run and submit that.")
 def ensemble(
-    runs: Annotated[Optional[list[str]], typer.Argument(help="Run names or run folders.")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Name of the blended run.")] = None,
+    runs: Annotated[list[str] | None, typer.Argument(help="Run names or run folders.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Name of the blended run.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing blended run.")] = False,
     method: Annotated[str, typer.Option("--method", help="mean | weighted | geometric | rank.")] = "mean",
-    weights: Annotated[Optional[str], typer.Option(
+    weights: Annotated[str | None, typer.Option(
         "--weights", help="auto (fitted on the OOF log loss) or w1,w2,... (one per run).")] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,

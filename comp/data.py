@@ -189,7 +189,7 @@ def _train_from_folders(cfg: DataConfig, root: Path) -> pd.DataFrame:
                 rows.append((f"{class_dir.name}/{image.name}", class_dir.name, str(image)))
     if not rows:
         raise CompError(f"No images found under the class folders of {train_dir}.")
-    ids, labels, paths = zip(*rows)
+    ids, labels, paths = zip(*rows, strict=True)
     return pd.DataFrame({"id": list(ids), "label": pd.Series(normalise_labels(labels), dtype=object),
                          "path": list(paths)})
 
@@ -202,7 +202,7 @@ def _test_from_sample(cfg: DataConfig, root: Path) -> tuple[pd.DataFrame, pd.Dat
     test_dir = root / cfg.test_dir
     ids = sample.iloc[:, 0].astype(str)
     paths = [resolve_image(test_dir, i, cfg.image_suffix) for i in ids]
-    missing = [i for i, p in zip(ids, paths) if p is None]
+    missing = [i for i, p in zip(ids, paths, strict=True) if p is None]
     if missing:
         raise CompError(
             f"{len(missing)} test image(s) for ids in {sample_path} are missing from {test_dir} "

@@ -27,7 +27,7 @@ class DemoSummary:
 
 def _write_images(folder: Path, ids: list[str], images: np.ndarray) -> None:
     folder.mkdir(parents=True)
-    for image_id, image in zip(ids, images):
+    for image_id, image in zip(ids, images, strict=True):
         pixels = np.round(image * (255 / 16)).astype(np.uint8)  # digits are 8x8, values 0..16
         cv2.imwrite(str(folder / f"{image_id}.png"), pixels)
 

@@ -42,7 +42,7 @@ def write_folders_competition(root: Path, n_classes: int = 12, per_class: int = 
     (root / "test").mkdir()
     test_labels = [i % n_classes for i in range(n_test)]
     ids = [f"t{i:03d}" for i in range(n_test)]
-    for image_id, label in zip(ids, test_labels):
+    for image_id, label in zip(ids, test_labels, strict=True):
         cv2.imwrite(str(root / "test" / f"{image_id}.png"), pattern_image(label, rng))
     pd.DataFrame({"id": ids, "label": 0}).to_csv(root / "sample_submission.csv", index=False)
     return pd.DataFrame({"id": ids, "label": test_labels})
