@@ -34,13 +34,6 @@ TINY = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_tiny(project):
     write_csv_competition(project / "data/tiny", n_classes=4, per_class=8)

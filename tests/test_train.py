@@ -28,14 +28,6 @@ TINY = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "
         "data.root=data/tiny", "data.competition=tiny"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def config_with(*overrides):
     return load_config("configs/default.yaml", [*TINY, *overrides])
