@@ -1,7 +1,7 @@
 """Prediction at scale: peak memory for 1k vs 20k test images, and throughput with 1 vs N TTA views.
 
 Not part of the test suite. It builds a competition of generated 32x32 PNGs (a 20k-image test set,
-cached in --workdir) and a run of the default model (resnet18, untrained weights: speed and memory do
+cached in --workdir) and a run of the reference model (resnet18, untrained weights: speed and memory do
 not depend on them), then measures, side by side in one run:
 
 - peak RSS of `comp predict` (one fold, the real code path, each case in a fresh process) on the
@@ -55,7 +55,7 @@ def build_data(root: Path) -> None:
 
 
 # The memory run uses a small model (what is measured is the data path, and 20k images must pass quickly);
-# the speed run uses the default config's resnet18, whose forward pass TTA multiplies.
+# the speed run uses the reference case's resnet18, whose forward pass TTA multiplies.
 RUNS = {"memory": ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "data.image_size=16"],
         "speed": ["model.name=resnet18"]}
 

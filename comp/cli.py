@@ -96,10 +96,7 @@ def download(
     if slug == "demo":
         from comp.demo import build_demo
 
-        built = build_demo(Path("data/demo"), force)
-        state = "Built" if built.created else "Already there (--force rebuilds):"
-        console.print(f"{state} {built.root}: {built.n_train} train images, {built.n_test} test, "
-                      f"{built.n_classes} classes")
+        console.print(build_demo(Path("data/demo"), force).summary_line())
         return
     from comp.kaggle import download_competition
 
@@ -113,13 +110,10 @@ def folds(
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a fold file that differs.")] = False,
 ) -> None:
-    from comp.folds import make_folds
+    from comp.folds import folds_summary, make_folds
 
     cfg = _config(config, set_)
-    path, table, written = make_folds(cfg, _competition(cfg), force=force)
-    sizes = table["fold"].value_counts().sort_index()
-    console.print(f"{'Wrote' if written else 'Unchanged:'} {path}: {len(table)} rows in {len(sizes)} folds "
-                  f"({', '.join(str(n) for n in sizes)})")
+    console.print(folds_summary(*make_folds(cfg, _competition(cfg), force=force)))
 
 
 @command(help="Train one fold (--fold K) or every fold (--fold all) of the configured experiment.")
@@ -190,18 +184,8 @@ def predict(
         console.print(f"{done.n_images} images, folds {', '.join(map(str, done.folds))}, views "
                       f"{', '.join(done.views)} -> {done.path}", highlight=False)
         return
-    result = predict_run(cfg, _competition(cfg), tta=tta)
-    if result.choice:
-        kept = [s["view"] for s in result.choice.steps if s["kept"]]
-        dropped = [s["view"] for s in result.choice.steps if not s["kept"]]
-        console.print(f"TTA auto ({result.metric} on OOF): kept {', '.join(kept)}; dropped {', '.join(dropped) or '-'}")
-    for fold, fold_score in result.folds.items():
-        console.print(f"fold {fold}: OOF {result.metric} {fold_score:.4f}")
-    if result.missing_folds:
-        console.print(f"[yellow]folds {', '.join(map(str, result.missing_folds))} are not trained: the OOF score "
-                      f"covers {len(result.folds)} of {len(result.folds) + len(result.missing_folds)} folds[/]")
-    console.print(f"CV {result.metric} (OOF, views {', '.join(result.views)}): {result.oof_score:.4f}  "
-                  f"-> {result.run_dir}", highlight=False)
+    for line in predict_run(cfg, _competition(cfg), tta=tta).summary_lines():
+        console.print(line, highlight=False)
 
 
 @command(help="Score a run's OOF predictions every way, update its cv.json, draw its reports (report/*.png).")

@@ -54,7 +54,7 @@ class HeadConfig(Section):
 
 
 class ModelConfig(Section):
-    name: str = "resnet18"
+    name: str = "resnet9_tiny"
     kwargs: dict[str, Any] = Field(default_factory=dict)
     pretrained: bool = False
     weights: str | None = None

@@ -24,6 +24,10 @@ class DemoSummary:
     n_classes: int
     created: bool
 
+    def summary_line(self) -> str:
+        state = "Built" if self.created else "Already there (--force rebuilds):"
+        return f"{state} {self.root}: {self.n_train} train images, {self.n_test} test, {self.n_classes} classes"
+
 
 def _write_images(folder: Path, ids: list[str], images: np.ndarray) -> None:
     folder.mkdir(parents=True)

@@ -11,7 +11,7 @@ from comp.config import load_config
 from comp.data import load_competition
 from comp.demo import SOLUTION_FILE, build_demo, score_submission
 from comp.ensemble import ensemble
-from comp.folds import make_folds
+from comp.folds import folds_summary, make_folds
 from comp.predict import predict
 from comp.train import train
 
@@ -31,14 +31,15 @@ def run_demo(config_path: Path, overrides: list[str] | None = None) -> DemoResul
     if config.data.competition != "demo":
         config = load_config(config_path, [*(overrides or []), "data.competition=demo", "data.root=data/demo"])
     console.rule("[bold]comp download demo")
-    build_demo(Path(config.data.root))
+    console.print(build_demo(Path(config.data.root)).summary_line())
     competition = load_competition(config.data)
     console.rule("[bold]comp folds")
-    make_folds(config, competition)
+    console.print(folds_summary(*make_folds(config, competition)))
     console.rule("[bold]comp train --fold all")
     train(config, competition, "all", resume=True)
     console.rule("[bold]comp predict --tta")
-    predict(config, competition, tta=True)
+    for line in predict(config, competition, tta=True).summary_lines():
+        console.print(line, highlight=False)
     console.rule("[bold]comp ensemble")
     result = ensemble(config, competition)
     return DemoResult(result.path, result.oof_score,

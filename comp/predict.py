@@ -55,6 +55,20 @@ class PredictResult:
     missing_folds: list[int]
     choice: ViewChoice | None  # what `predict.tta: auto` measured
 
+    def summary_lines(self) -> list[str]:
+        lines = []
+        if self.choice:
+            kept = [s["view"] for s in self.choice.steps if s["kept"]]
+            dropped = [s["view"] for s in self.choice.steps if not s["kept"]]
+            lines.append(f"TTA auto ({self.metric} on OOF): kept {', '.join(kept)}; "
+                         f"dropped {', '.join(dropped) or '-'}")
+        lines += [f"fold {fold}: OOF {self.metric} {score:.4f}" for fold, score in self.folds.items()]
+        if self.missing_folds:
+            lines.append(f"[yellow]folds {', '.join(map(str, self.missing_folds))} are not trained: the OOF score "
+                         f"covers {len(self.folds)} of {len(self.folds) + len(self.missing_folds)} folds[/]")
+        lines.append(f"CV {self.metric} (OOF, views {', '.join(self.views)}): {self.oof_score:.4f}  -> {self.run_dir}")
+        return lines
+
 
 @dataclass
 class FolderPrediction:

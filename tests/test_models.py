@@ -29,6 +29,7 @@ SMALL = {"widths": [8, 16, 32, 64]}  # comp's architectures at a width that keep
     ("name", "kwargs", "expected"),
     [
         ("resnet9", {}, 6_573_130),
+        ("resnet9_tiny", {}, 412_954),  # resnet9 at widths 16, 32, 64, 128
         ("resnet18_cifar", {"widths": [64, 128, 256, 512]}, 11_173_962),
         ("resnet18_cifar", {"widths": [42, 84, 168, 336]}, 4_815_940),
     ],
