@@ -70,7 +70,7 @@ def main() -> None:
             root = write_competition(project / f"data{n}", n, n)
             print(f"{n} images: generated {2 * n} PNGs in {time.perf_counter() - start:.0f}s", flush=True)
             model = SMALL_MODEL if args.config is None else []
-            base = [*model, "train.epochs=1", f"name=n{n}", *args.overrides]
+            base = [*model, "train.epochs=1", f"name=n{n}", f"data.competition=bench{n}", *args.overrides]
             for task, extra in (("train", ["data.cache=on"]), ("train", ["data.cache=off"]), ("predict", [])):
                 figures = run_child(task, root, base + extra, args.config)
                 label = f"{task} (cache {extra[0].split('=')[1]})" if extra else f"{task} ({n} test + OOF)"
