@@ -177,12 +177,13 @@ class ModelAlone:
     Precision (train.amp), memory format (train.channels_last) and torch.compile (train.compile)
     follow the config, as in comp's loop; `dtype` overrides the autocast dtype ("none": full precision,
     "bfloat16", "float16"). `sync_every_step` adds a `loss.item()` per step, the host synchronisation
-    a loop that logs every step pays. `clock` times the steps: wall time, or time.process_time (the
+    a loop that logs every step pays. `fused` overrides comp's choice of torch's fused optimizer kernel
+    (False: torch's default per-tensor update). `clock` times the steps: wall time, or time.process_time (the
     CPU time of this process: on one thread, the compute's cost, far less disturbed by a busy machine).
     """
 
     def __init__(self, config: Config, n_classes: int, sync_every_step: bool = False, dtype: str = "auto",
-                 clock: Callable[[], float] = time.perf_counter):
+                 fused: bool | None = None, clock: Callable[[], float] = time.perf_counter):
         cfg = config.train
         self.clock = clock
         self.device = resolve_device(cfg.device)
@@ -193,7 +194,7 @@ class ModelAlone:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = create_model(config.model, n_classes).to(self.device, memory_format=self.memory_format)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
-        self.optimizer = make_optimizer(config, self.model)
+        self.optimizer = make_optimizer(config, self.model, fused=fused)
         # A schedule long enough never to run out during a benchmark.
         self.scheduler = make_scheduler(config, self.optimizer, steps_per_epoch=10**7)
         self.sync_every_step = sync_every_step
@@ -208,7 +209,8 @@ class ModelAlone:
         precision = str(self.dtype).replace("torch.", "") if self.dtype else "fp32"
         layout = "channels_last" if self.memory_format == torch.channels_last else "contiguous"
         compiled = "compiled" if self.forward is not self.model else "eager"
-        return f"{type(self.model).__name__}, {precision}, {layout}, {compiled}, {self.device}"
+        fused = "fused" if self.optimizer.defaults.get("fused") else "per-tensor"
+        return f"{type(self.model).__name__}, {precision}, {layout}, {compiled}, {fused} optimizer, {self.device}"
 
     def train_seconds(self, steps: int) -> float:
         self.model.train()

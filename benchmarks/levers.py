@@ -7,6 +7,7 @@ images, batch 128, in the precision and memory format comp would choose) with on
   bf16            bf16 autocast, whatever comp.device.amp_dtype would choose here
   fp32            no autocast, whatever comp.device.amp_dtype would choose here
   item            a loss.item() after every step: the host synchronisation of per-step logging
+  unfused         torch's default per-tensor optimizer update instead of the fused kernel comp picks
   compile         train.compile: torch.compile(model) (compiled once before the rounds, not timed)
 
     python benchmarks/levers.py                               # about 2 minutes on a quiet 2-core CPU
@@ -34,13 +35,14 @@ LEVERS = {
     "bf16": ([], {"dtype": "bfloat16"}),
     "fp32": ([], {"dtype": "none"}),
     "item": ([], {"sync_every_step": True}),
+    "unfused": ([], {"fused": False}),
     "compile": (["train.compile=true"], {}),
 }
 
 
 def main() -> None:
     parser = argument_parser(__doc__.splitlines()[0])
-    parser.add_argument("--levers", nargs="+", choices=list(LEVERS), default=["channels_last", "item"])
+    parser.add_argument("--levers", nargs="+", choices=list(LEVERS), default=["channels_last", "item", "unfused"])
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each case in each round")
     parser.add_argument("--classes", type=int, default=10)
     args = parser.parse_args()

@@ -229,7 +229,7 @@ def image_loader(paths, transform, config: Config, device: torch.device) -> Data
 @dataclass
 class Streamer:
     """Streams images through a fold's model: the run's model and image size, the current config's
-    batch size, workers, device, precision and TTA mean."""
+    batch size, workers, device, precision, memory format and TTA mean."""
 
     run: TrainedRun
     config: Config
@@ -238,10 +238,11 @@ class Streamer:
     def __post_init__(self):
         self.device = resolve_device(self.config.train.device)
         self.dtype = amp_dtype(self.device, self.config.train.amp)
+        self.memory_format = torch.channels_last if self.config.train.channels_last else torch.contiguous_format
 
     def __call__(self, fold: int, paths, views: list[str], label: str) -> Iterator[torch.Tensor]:
         """Per-view log-probabilities (views x batch x classes) of each batch, on the CPU, in `paths` order."""
-        model = load_fold_model(self.run, fold, self.device)
+        model = load_fold_model(self.run, fold, self.device).to(memory_format=self.memory_format)
         transform = build_eval_transform(self.run.config.data.image_size, *normalization(model))
         loader = image_loader(list(paths), transform, self.config, self.device)
         return self._batches(model, loader, views, f"fold {fold} {label}")
@@ -253,8 +254,8 @@ class Streamer:
             if any(problems):
                 raise CompError(next(p for p in problems if p), hint="Replace or remove the file, then predict again.")
             with autocast(self.device, self.dtype):
-                log_probs = view_log_probs(model, images.to(self.device, non_blocking=True), views,
-                                           self.config.predict.tta_mean)
+                images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+                log_probs = view_log_probs(model, images, views, self.config.predict.tta_mean)
             yield log_probs.cpu()
             self.progress.advance(task)
         self.progress.remove_task(task)

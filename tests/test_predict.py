@@ -128,9 +128,11 @@ def test_the_configured_metric_is_the_cv_score(project):
     assert set(cv["folds"]) == {"0", "1"} and sorted(oof.index) == sorted(labels.index)
 
 
-def test_predictions_come_from_best_safetensors_with_the_runs_own_model(project):
+@pytest.mark.parametrize("channels_last", [False, True])  # the memory format changes speed, not predictions
+def test_predictions_come_from_best_safetensors_with_the_runs_own_model(project, channels_last):
     config = make_run(project, folds=(0,))
-    changed = load_config("configs/default.yaml", [*FAST, "model.name=resnet9", "data.image_size=24"])
+    changed = load_config("configs/default.yaml", [*FAST, "model.name=resnet9", "data.image_size=24",
+                                                   f"train.channels_last={channels_last}"])
     result = predict(changed, load_competition(changed.data))
     folds = pd.read_csv(config.fold_file)
     assert result.missing_folds == [1]

@@ -142,6 +142,29 @@ def test_each_optimizer_lowers_the_loss_on_a_learnable_problem(project, name):
     assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_the_fused_update_comp_picks_equals_torchs_per_tensor_update(project, name):
+    config = config_with(f"train.optimizer={name}", "train.lr=0.05", "train.weight_decay=0.05")
+    torch.manual_seed(0)
+    fused_model = TinyNet()
+    # Without the batch norm, whose preceding bias gets no gradient: Adam's step on a zero gradient
+    # is rounding noise divided by rounding noise, different in any two implementations.
+    fused_model.body[1] = nn.Identity()
+    plain_model = copy.deepcopy(fused_model)
+    fused, plain = make_optimizer(config, fused_model), make_optimizer(config, plain_model, fused=False)
+    assert fused.defaults["fused"] and not plain.defaults.get("fused")
+    x = torch.randn(32, 8)
+    y = (x @ torch.randn(8, 3)).argmax(1)
+    for _ in range(5):
+        for model, optimizer in ((fused_model, fused), (plain_model, plain)):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not make_optimizer(config_with("train.optimizer=rmsprop"), TinyNet()).defaults.get("fused")
+
+
 def test_sgd_takes_momentum_and_nesterov_from_the_config(project):
     optimizer = make_optimizer(config_with("train.optimizer=sgd", "train.momentum=0.8", "train.nesterov=false"),
                                TinyNet())
