@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from comp.config import Config, load_config
 from comp.data import Competition, load_competition
-from comp.device import amp_dtype, autocast, resolve_device, usable_cpu_count
+from comp.device import amp_dtype, autocast, model_memory_format, resolve_device, usable_cpu_count
 from comp.folds import make_folds
 from comp.models import create_model
 from comp.optim import make_optimizer, make_scheduler
@@ -191,7 +191,7 @@ class ModelAlone:
             self.dtype = amp_dtype(self.device, cfg.amp)
         else:
             self.dtype = None if dtype == "none" else getattr(torch, dtype)
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.memory_format = model_memory_format(cfg.channels_last)
         self.model = create_model(config.model, n_classes).to(self.device, memory_format=self.memory_format)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = make_optimizer(config, self.model, fused=fused)

@@ -76,6 +76,11 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     return None
 
 
+def model_memory_format(channels_last: bool) -> torch.memory_format:
+    """train.channels_last as the format the model and its batches take, in training and prediction alike."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 

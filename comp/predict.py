@@ -33,7 +33,7 @@ from comp.augment import build_eval_transform
 from comp.checkpoint import read_record
 from comp.config import Config, load_config
 from comp.data import IMAGE_SUFFIXES, Competition, check_same_classes, column_name, load_classes, read_image
-from comp.device import amp_dtype, autocast, default_num_workers, resolve_device
+from comp.device import amp_dtype, autocast, default_num_workers, model_memory_format, resolve_device
 from comp.errors import CompError
 from comp.folds import fold_file_hash, load_folds
 from comp.io import read_parquet_metadata, write_csv, write_json, write_parquet
@@ -238,7 +238,7 @@ class Streamer:
     def __post_init__(self):
         self.device = resolve_device(self.config.train.device)
         self.dtype = amp_dtype(self.device, self.config.train.amp)
-        self.memory_format = torch.channels_last if self.config.train.channels_last else torch.contiguous_format
+        self.memory_format = model_memory_format(self.config.train.channels_last)
 
     def __call__(self, fold: int, paths, views: list[str], label: str) -> Iterator[torch.Tensor]:
         """Per-view log-probabilities (views x batch x classes) of each batch, on the CPU, in `paths` order."""

@@ -51,7 +51,7 @@ from comp.checkpoint import (
 from comp.config import Config, save_config
 from comp.data import Competition, check_same_classes, load_classes, save_classes
 from comp.dataset import ImageDataset, should_cache
-from comp.device import amp_dtype, autocast, default_num_workers, resolve_device
+from comp.device import amp_dtype, autocast, default_num_workers, model_memory_format, resolve_device
 from comp.distributed import (
     broadcast_buffers,
     check_batch_split,
@@ -313,7 +313,7 @@ def build_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_cl
     cfg = config.train
     device = next(model.parameters()).device
     dtype = amp_dtype(device, cfg.amp)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    memory_format = model_memory_format(cfg.channels_last)
     model.to(memory_format=memory_format)
     optimizer = make_optimizer(config, model)
     forward = data_parallel(torch.compile(model) if cfg.compile else model,
