@@ -334,20 +334,29 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
             write_predictions(stage / f"fold{k}" / "oof.parquet", oof_tables[-1], run.classes, views)
         test_probs = fold_mean(stream, competition.test["path"], competition.test["id"], views, "test", stage)
 
-        oof = pd.concat(oof_tables, ignore_index=True)
-        all_targets, oof_probs = np.concatenate(list(targets.values())), oof.iloc[:, 1:].to_numpy()
-        oof_score = score(metric, all_targets, oof_probs)
-        write_predictions(stage / "oof.parquet", oof, run.classes, views)
-        write_predictions(stage / "test.parquet", probability_table(competition.test["id"], test_probs, run.classes),
-                          run.classes, views)
-        cv = {"metric": metric, "oof": oof_score, "folds": {str(k): v for k, v in fold_scores.items()},
-              "log_loss": score("log_loss", all_targets, oof_probs), "views": views, "tta_mean": mean,
-              # which fold file the OOF rows came from: comp ensemble blends only equal ones
-              "fold_file": str(config.fold_file), "fold_file_sha256": fold_file_hash(config)}
-        if choice:
-            cv["tta_auto"] = asdict(choice)
-        write_json(stage / "cv.json", cv)
+        extra = {"tta_mean": mean, **({"tta_auto": asdict(choice)} if choice else {})}
+        oof_score = write_run_predictions(stage, oof_tables, test_probs, competition, run.classes, views, metric,
+                                          fold_scores, config, **extra)
     return PredictResult(run_dir, views, metric, fold_scores, oof_score, missing, choice)
+
+
+def write_run_predictions(stage: Path, oof_tables: list[pd.DataFrame], test_probs: np.ndarray,
+                          competition: Competition, classes: list, views: list[str], metric: str,
+                          fold_scores: dict[int, float], fold_config: Config, **extra) -> float:
+    """A run's oof.parquet, test.parquet and cv.json (plus `extra` keys), from its folds' OOF tables and
+    mean test probabilities; returns the OOF score."""
+    oof = pd.concat(oof_tables, ignore_index=True)
+    targets, oof_probs = class_indices(oof["id"], competition, classes), oof.iloc[:, 1:].to_numpy()
+    oof_score = score(metric, targets, oof_probs)
+    write_predictions(stage / "oof.parquet", oof, classes, views)
+    write_predictions(stage / "test.parquet", probability_table(competition.test["id"], test_probs, classes),
+                      classes, views)
+    write_json(stage / "cv.json", {
+        "metric": metric, "oof": oof_score, "folds": {str(k): v for k, v in fold_scores.items()},
+        "log_loss": score("log_loss", targets, oof_probs), "views": views,
+        # which fold file the OOF rows came from: comp ensemble blends only equal ones
+        "fold_file": str(fold_config.fold_file), "fold_file_sha256": fold_file_hash(fold_config), **extra})
+    return oof_score
 
 
 def fold_mean(stream: Streamer, paths, ids, views: list[str], label: str, tables: Path | None = None) -> np.ndarray:

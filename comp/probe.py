@@ -41,7 +41,7 @@ from comp.config import Config, ProbeConfig, save_config
 from comp.data import Competition, check_same_classes, save_classes
 from comp.device import amp_dtype, autocast, resolve_device
 from comp.errors import CompError
-from comp.folds import fold_file_hash, load_folds
+from comp.folds import load_folds
 from comp.io import atomic_path, sha256_file, write_json
 from comp.metrics import score
 from comp.models import create_model, normalization
@@ -54,6 +54,7 @@ from comp.predict import (
     probability_table,
     staged_outputs,
     write_predictions,
+    write_run_predictions,
 )
 from comp.train import fold_dir
 
@@ -282,21 +283,13 @@ def probe(config: Config, competition: Competition, from_run: str | None = None,
             write_json(stage / f"fold{k}" / "probe.json", {"best_params": best, "search_score": search_score})
             console.print(f"fold {k}: {_params(best)} (inner CV {search_score:.4f}), OOF {metric} "
                           f"{results[k].score:.4f}", highlight=False)
-        oof = pd.concat(oof_tables, ignore_index=True)
-        targets, oof_probs = class_indices(oof["id"], competition, classes), oof.iloc[:, 1:].to_numpy()
-        oof_score = score(metric, targets, oof_probs)
-        write_predictions(stage / "oof.parquet", oof, classes, VIEWS)
-        write_predictions(stage / "test.parquet", probability_table(competition.test["id"], np.mean(test_probs, 0),
-                                                                     classes), classes, VIEWS)
+        oof_score = write_run_predictions(
+            stage, oof_tables, np.mean(test_probs, 0), competition, classes, VIEWS, metric,
+            {k: r.score for k, r in results.items()}, source,
+            probe={"classifier": out.probe.classifier, "from_run": from_run, "model": out.model.name,
+                   "best_params": {str(k): r.best_params for k, r in results.items()}})
         save_classes(classes, stage / "classes.json")
         save_config(out, stage / "config.yaml")
-        write_json(stage / "cv.json", {
-            "metric": metric, "oof": oof_score, "folds": {str(k): r.score for k, r in results.items()},
-            "log_loss": score("log_loss", targets, oof_probs), "views": VIEWS,
-            "fold_file": str(source.fold_file), "fold_file_sha256": fold_file_hash(source),
-            "probe": {"classifier": out.probe.classifier, "from_run": from_run, "model": out.model.name,
-                      "best_params": {str(k): r.best_params for k, r in results.items()}},
-        })
     return ProbeResult(out.run_dir, metric, results, oof_score)
 
 
