@@ -18,7 +18,7 @@ from common import argument_parser, begin, bench_config, interleaved, prepare, p
 from common import write_competition as write_png_competition
 from torch.utils.data import default_collate
 
-from comp.augment import build_train_transform
+from comp.augment import ModelInput, build_train_transform
 from comp.data import read_image
 from comp.device import usable_cpu_count
 from comp.models import create_model, normalization
@@ -33,26 +33,29 @@ def per_image_microseconds(fn, n: int) -> float:
     return (time.process_time() - start) / n * 1e6
 
 
-def stage_costs(config, competition, folds, mean, std, n: int = 300) -> list[tuple[str, str]]:
+def stage_costs(config, competition, folds, n: int = 300) -> list[tuple[str, str]]:
     """CPU microseconds per image of each stage, on one thread."""
     paths = competition.train["path"].to_numpy()[:n]
     images = [read_image(p) for p in paths]
-    transform = build_train_transform(config.aug.phase1, config.data.image_size, mean, std)
+    augment = build_train_transform(config.aug.phase1, config.data.image_size)
     cached = config.model_copy(update={"data": config.data.model_copy(update={"cache": "on"}),
                                        "train": config.train.model_copy(update={"num_workers": 0})})
-    dataset = make_loaders(cached, competition, folds, 0, mean, std)[0].dataset
+    dataset = make_loaders(cached, competition, folds, 0)[0].dataset
     n = min(n, len(dataset))
-    tensors = [dataset[(i, 1, i)] for i in range(config.train.batch_size)]
+    rows = [dataset[(i, 1, i)] for i in range(config.train.batch_size)]
+    batch = default_collate(rows)[0]
+    inputs = ModelInput(*normalization(create_model(config.model, len(competition.classes))), torch.device("cpu"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         costs = [
             ("decode (read_image)", per_image_microseconds(lambda i: read_image(paths[i]), n)),
-            ("augment (aug.phase1 transform, with normalise + tensor)",
-             per_image_microseconds(lambda i: transform(image=images[i])["image"], n)),
-            ("comp's dataset item from the cache (seeding + augment)",
+            ("augment (aug.phase1, seeded, fitted to image_size)",
+             per_image_microseconds(lambda i: augment(images[i], i), n)),
+            ("comp's dataset item from the cache (augment + tensor)",
              per_image_microseconds(lambda i: dataset[(i, 1, i)], n)),
-            ("collate into a batch", per_image_microseconds(lambda i: default_collate(tensors), 20) / len(tensors)),
+            ("collate into a uint8 batch", per_image_microseconds(lambda i: default_collate(rows), 20) / len(rows)),
+            ("normalise the batch (ModelInput)", per_image_microseconds(lambda i: inputs(batch), 20) / len(rows)),
         ]
     finally:
         torch.set_num_threads(threads)
@@ -70,8 +73,7 @@ def main() -> None:
         root = write_png_competition(project / "data", args.images, n_test=64)
         config = bench_config(root, args.overrides, args.config)
         competition, folds = prepare(config)
-        mean, std = normalization(create_model(config.model, len(competition.classes)))
-        print_table("Per image, one thread (CPU microseconds)", stage_costs(config, competition, folds, mean, std),
+        print_table("Per image, one thread (CPU microseconds)", stage_costs(config, competition, folds),
                     ("stage", "us"))
 
         loaders, build_seconds = {}, {}
@@ -81,7 +83,7 @@ def main() -> None:
                     "data": config.data.model_copy(update={"cache": cache}),
                     "train": config.train.model_copy(update={"num_workers": workers})})
                 start = time.perf_counter()
-                loader = make_loaders(case, competition, folds, 0, mean, std)[0]
+                loader = make_loaders(case, competition, folds, 0)[0]
                 build_seconds[cache] = time.perf_counter() - start
                 next(iter(loader))  # start the workers
                 loaders[f"cache {cache}, {workers} workers"] = loader

@@ -9,20 +9,23 @@ a list of albumentations transforms. A list item is written either way:
 
 Size arguments left out default to `data.image_size` (`size` of RandomResizedCrop, `height` and
 `width` of Resize, RandomCrop, CenterCrop). Compositions nest: `{name: OneOf, transforms: [...]}`.
-After the phase's transforms every image is resized to exactly image_size x image_size,
-normalised with the model's mean/std and turned into a CHW float tensor, so a list holds
-neither Normalize nor ToTensorV2.
+After the phase's transforms every image is resized to exactly image_size x image_size (unless
+it already is) and stays uint8; `ModelInput` normalises whole batches with the model's mean/std
+on its device, so a list holds neither Normalize nor ToTensorV2.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
+import random
 from collections.abc import Sequence
 from typing import Any
 
 import albumentations as A
-from albumentations.pytorch import ToTensorV2
+import cv2
+import numpy as np
+import torch
 from pydantic import ValidationError
 
 from comp.config import AugConfig, AugSteps
@@ -102,27 +105,69 @@ _TRANSFORMS = _transform_classes()
 # ----------------------------------------------------------------------------- public API
 
 
-def build_train_transform(
-    steps: AugSteps,
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    where: str = "aug.phase1",
-) -> A.Compose:
-    """The phase's transforms, then resize to image_size, normalise and make a CHW float tensor.
+def build_train_transform(steps: AugSteps, image_size: int, where: str = "aug.phase1") -> Augment:
+    """A phase's transforms (a preset name or a list, module docstring) as an `Augment`; `where` names the
+    config key in error messages."""
+    return Augment(build_steps(steps, image_size, where), image_size)
 
-    `steps` is a preset name or a list of transforms (module docstring); `where` names the
-    config key in error messages. For reproducible augmentation, seed it with
-    `set_random_state(np.random.default_rng(seed), random.Random(seed))` (comp.train does, per
-    image): one generator shared by all transforms, where albumentations' Compose(seed=...) would
-    give every transform an identical stream.
+
+class Augment:
+    """One phase's transforms applied to an image from a seed, then fitted to image_size (uint8 in, uint8 out).
+
+    The same seed gives the same augmentation on any DataLoader worker and under any number of DDP
+    processes: every transform draws from one numpy generator (the stream of np.random.Philox(key=seed))
+    and one random.Random(seed), both reseeded in place per image. That costs about 12 µs an image,
+    against 45 µs for new generators handed to every transform; and one stream for all transforms,
+    where albumentations' Compose(seed=...) would give every transform an identical one.
     """
-    return A.Compose([*build_steps(steps, image_size, where), *_finish(image_size, mean, std)])
+
+    def __init__(self, transforms: list, image_size: int):
+        self.compose = A.Compose(transforms) if transforms else None
+        self.image_size = image_size
+        self._numpy_bits, self._python = np.random.Philox(), random.Random()
+        if self.compose is not None:
+            self.compose.set_random_state(np.random.Generator(self._numpy_bits), self._python)
+
+    def __call__(self, image: np.ndarray, seed: int) -> np.ndarray:
+        if self.compose is not None:
+            self._numpy_bits.state = philox_state(seed)
+            self._python.seed(seed)
+            image = self.compose(image=image)["image"]
+        return fit_size(image, self.image_size)
 
 
-def build_eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
-    """Resize to image_size x image_size, normalise, CHW float tensor: no randomness."""
-    return A.Compose(_finish(image_size, mean, std))
+def philox_state(seed: int) -> dict:
+    """The state np.random.Philox(key=seed) starts in, set without building a new generator."""
+    start = {"counter": np.zeros(4, np.uint64), "key": np.array([seed, 0], np.uint64)}
+    return {"bit_generator": "Philox", "state": start, "buffer": np.zeros(4, np.uint64), "buffer_pos": 4,
+            "has_uint32": 0, "uinteger": 0}
+
+
+def fit_size(image: np.ndarray, size: int) -> np.ndarray:
+    """The image at size x size: resized bilinearly (as albumentations' Resize does), unless it already is."""
+    if image.shape[:2] != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    return image
+
+
+class ModelInput:
+    """Loader batches (uint8, N x H x W x C) as a model's input: float N x C x H x W on its device, in its memory
+    format, normalised with its mean and std.
+
+    One op per batch replaces albumentations' Normalize and ToTensorV2 on every image (80 µs of the 250 µs
+    a 28 px training image took on a CPU core), and batches travel to a GPU as uint8: a quarter of the bytes.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device,
+                 memory_format: torch.memory_format = torch.contiguous_format):
+        mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.scale, self.shift = 1 / (255 * std), -mean / std
+        self.device, self.memory_format = device, memory_format
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        return images.to(torch.float32, memory_format=self.memory_format).mul_(self.scale).add_(self.shift)
 
 
 def validate_aug(aug: AugConfig, image_size: int) -> None:
@@ -243,6 +288,3 @@ def _signature_hint(cls: type) -> str:
     params = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
     return f"{cls.__name__} takes: {', '.join(params)} (see albumentations {A.__version__}'s documentation)."
 
-
-def _finish(image_size: int, mean: Sequence[float], std: Sequence[float]) -> list:
-    return [A.Resize(image_size, image_size), A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]

@@ -1,4 +1,4 @@
-"""The training dataset: images by path, optionally decoded once into memory (augmented every epoch)."""
+"""Datasets of images by path, optionally decoded once into memory (augmented every epoch)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from comp.augment import fit_size
 from comp.config import DataConfig
 from comp.data import read_image
 from comp.device import usable_cpu_count
@@ -20,25 +21,28 @@ CACHE_MEMORY_SHARE = 0.25
 
 
 class ImageDataset(Dataset):
-    """Images by path, decoded once into memory when `cache` is set (augmented every epoch)."""
+    """(image, target) rows: images by path as uint8 H x W x C tensors at image_size, decoded once into memory
+    when `cache` is set. Normalisation happens per batch, on the device (comp.augment.ModelInput)."""
 
-    def __init__(self, paths: Sequence[str], targets: Sequence[int] | None, transform, cache: bool = False):
+    def __init__(self, paths: Sequence[str], targets: Sequence[int], image_size: int, cache: bool = False):
         self.paths = list(paths)
-        self.targets = None if targets is None else torch.as_tensor(list(targets), dtype=torch.long)
-        self.transform = transform
+        self.targets = torch.as_tensor(list(targets), dtype=torch.long)
+        self.image_size = image_size
         self.images = decode_all(self.paths) if cache else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def image(self, index: int) -> np.ndarray:
+        """The decoded image at its own size."""
         return self.images[index] if self.images is not None else read_image(self.paths[index])
 
     def __getitem__(self, index: int):
-        tensor = self.transform(image=self.image(index))["image"]
-        if self.targets is None:
-            return tensor
-        return tensor, self.targets[index]
+        return self.sample(index, fit_size(self.image(index), self.image_size))
+
+    def sample(self, index: int, image: np.ndarray):
+        """The row `index` with this image (sized image_size) in place of the stored one."""
+        return torch.from_numpy(np.ascontiguousarray(image)), self.targets[index]
 
 
 def decode_all(paths: Sequence[str]) -> list[np.ndarray]:

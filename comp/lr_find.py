@@ -28,7 +28,7 @@ from comp.device import autocast, resolve_device
 from comp.errors import CompError
 from comp.folds import load_folds
 from comp.io import atomic_path, write_csv
-from comp.models import create_model, normalization
+from comp.models import create_model
 from comp.train import Trainer, build_trainer, make_loaders, seed_everything, train_mode, training_loss
 
 console = Console()
@@ -79,7 +79,7 @@ def sweep(trainer: Trainer, loader, lrs: np.ndarray, progress=None) -> tuple[pd.
     for step, (lr, (images, targets)) in enumerate(zip(lrs, endless(loader), strict=False)):
         for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
             group["lr"] = lr * ratio
-        images = images.to(trainer.device, non_blocking=True, memory_format=trainer.memory_format)
+        images = trainer.inputs(images)
         targets = targets.to(trainer.device, non_blocking=True)
         with autocast(trainer.device, trainer.dtype):
             loss = training_loss(trainer.forward(images), targets, config.label_smoothing)
@@ -153,7 +153,7 @@ def lr_find(config: Config, competition: Competition, fold: int = 0, start_lr: f
         raise CompError(f"--fold {fold} is not in {config.fold_file}: its folds are 0..{folds['fold'].max()}.")
     seed_everything(config.seed + fold)
     model = create_model(config.model, len(competition.classes)).to(resolve_device(config.train.device))
-    train_loader, _ = make_loaders(config, competition, folds, fold, *normalization(model))
+    train_loader, _ = make_loaders(config, competition, folds, fold)
     # The training step itself (amp, gradient scaling and clipping, channels_last), with a constant
     # schedule and no EMA: the sweep sets the learning rate before every step.
     plain = config.model_copy(update={"train": config.train.model_copy(update={"scheduler": "none", "ema": False})})

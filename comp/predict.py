@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
-from comp.augment import build_eval_transform
+from comp.augment import ModelInput, fit_size
 from comp.checkpoint import read_record
 from comp.config import Config, load_config
 from comp.data import IMAGE_SUFFIXES, Competition, check_same_classes, column_name, load_classes, read_image
@@ -203,26 +203,27 @@ def load_fold_model(run: TrainedRun, fold: int, device: torch.device) -> torch.n
 # ----------------------------------------------------------------------------- streaming images through a model
 
 class PredictImages(Dataset):
-    """(image tensor, "") by path under the eval transform; an unreadable file gives (blank, its message)
-    instead, so that the error is raised in the main process as itself, not as a worker's traceback."""
+    """(uint8 image tensor at image_size, "") by path; an unreadable file gives (blank, its message) instead, so
+    that the error is raised in the main process as itself, not as a worker's traceback."""
 
-    def __init__(self, paths, transform):
-        self.paths, self.transform = list(paths), transform
+    def __init__(self, paths, image_size: int):
+        self.paths, self.image_size = list(paths), image_size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
         try:
-            return self.transform(image=read_image(self.paths[index]))["image"], ""
+            image, problem = read_image(self.paths[index]), ""
         except CompError as exc:
-            return self.transform(image=np.zeros((8, 8, 3), dtype=np.uint8))["image"], exc.message
+            image, problem = np.zeros((8, 8, 3), dtype=np.uint8), exc.message
+        return torch.from_numpy(fit_size(image, self.image_size)), problem
 
 
-def image_loader(paths, transform, config: Config, device: torch.device) -> DataLoader:
+def image_loader(paths, image_size: int, config: Config, device: torch.device) -> DataLoader:
     workers = config.train.num_workers
     workers = default_num_workers(device) if workers == "auto" else workers
-    return DataLoader(PredictImages(paths, transform), batch_size=config.predict.batch_size, shuffle=False,
+    return DataLoader(PredictImages(paths, image_size), batch_size=config.predict.batch_size, shuffle=False,
                       num_workers=workers, pin_memory=config.train.pin_memory and device.type == "cuda")
 
 
@@ -243,19 +244,19 @@ class Streamer:
     def __call__(self, fold: int, paths, views: list[str], label: str) -> Iterator[torch.Tensor]:
         """Per-view log-probabilities (views x batch x classes) of each batch, on the CPU, in `paths` order."""
         model = load_fold_model(self.run, fold, self.device).to(memory_format=self.memory_format)
-        transform = build_eval_transform(self.run.config.data.image_size, *normalization(model))
-        loader = image_loader(list(paths), transform, self.config, self.device)
-        return self._batches(model, loader, views, f"fold {fold} {label}")
+        inputs = ModelInput(*normalization(model), self.device, self.memory_format)
+        loader = image_loader(list(paths), self.run.config.data.image_size, self.config, self.device)
+        return self._batches(model, inputs, loader, views, f"fold {fold} {label}")
 
     @torch.no_grad()
-    def _batches(self, model, loader: DataLoader, views: list[str], label: str) -> Iterator[torch.Tensor]:
+    def _batches(self, model, inputs: ModelInput, loader: DataLoader, views: list[str],
+                 label: str) -> Iterator[torch.Tensor]:
         task = self.progress.add_task(label, total=len(loader))
         for images, problems in loader:
             if any(problems):
                 raise CompError(next(p for p in problems if p), hint="Replace or remove the file, then predict again.")
             with autocast(self.device, self.dtype):
-                images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
-                log_probs = view_log_probs(model, images, views, self.config.predict.tta_mean)
+                log_probs = view_log_probs(model, inputs(images), views, self.config.predict.tta_mean)
             yield log_probs.cpu()
             self.progress.advance(task)
         self.progress.remove_task(task)

@@ -36,7 +36,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from comp.augment import build_eval_transform
+from comp.augment import ModelInput
 from comp.config import Config, ProbeConfig, save_config
 from comp.data import Competition, check_same_classes, save_classes
 from comp.device import amp_dtype, autocast, resolve_device
@@ -147,8 +147,8 @@ def plan(config: Config, competition: Competition, from_run: str | None) -> tupl
 def extract_features(model: torch.nn.Module, paths, image_size: int, config: Config, device: torch.device,
                      progress: Progress, label: str) -> np.ndarray:
     """Pooled pre-logits features (rows x features, float32) of the images, in `paths` order."""
-    transform = build_eval_transform(image_size, *normalization(model))
-    loader = image_loader(list(paths), transform, config, device)
+    inputs = ModelInput(*normalization(model), device)
+    loader = image_loader(list(paths), image_size, config, device)
     dtype = amp_dtype(device, config.train.amp)
     task = progress.add_task(label, total=len(loader))
     out = []
@@ -156,8 +156,7 @@ def extract_features(model: torch.nn.Module, paths, image_size: int, config: Con
         if any(problems):
             raise CompError(next(p for p in problems if p), hint="Replace or remove the file, then probe again.")
         with autocast(device, dtype):
-            features = model.forward_head(model.forward_features(images.to(device, non_blocking=True)),
-                                          pre_logits=True)
+            features = model.forward_head(model.forward_features(inputs(images)), pre_logits=True)
         out.append(features.float().flatten(1).cpu())
         progress.advance(task)
     progress.remove_task(task)

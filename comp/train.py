@@ -34,7 +34,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from comp.augment import build_eval_transform, build_train_transform, phase_at, validate_aug
+from comp.augment import Augment, ModelInput, build_train_transform, phase_at, validate_aug
 from comp.checkpoint import (
     config_changes,
     load_state,
@@ -168,24 +168,22 @@ class EpochBatches(Sampler):
 
 
 class PhasedImages(Dataset):
-    """Training images under their phase's transform, each augmented from its own seed."""
+    """Training images under their phase's augmentation, each augmented from its own seed."""
 
-    def __init__(self, images: ImageDataset, transforms: dict):
-        self.images, self.transforms = images, transforms
+    def __init__(self, images: ImageDataset, augments: dict[int, Augment]):
+        self.images, self.augments = images, augments
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, key: tuple[int, int, int]):
         index, phase, seed = key
-        transform = self.transforms[phase]
-        transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
-        self.images.transform = transform
-        return self.images[index]
+        return self.images.sample(index, self.augments[phase](self.images.image(index), seed))
 
 
-def make_loaders(config: Config, competition: Competition, folds: pd.DataFrame, fold: int, mean, std):
-    """(train, val) DataLoaders of a fold; the train loader's batch_sampler is an EpochBatches."""
+def make_loaders(config: Config, competition: Competition, folds: pd.DataFrame, fold: int):
+    """(train, val) DataLoaders of a fold, giving uint8 image batches; the train loader's batch_sampler is an
+    EpochBatches."""
     index = {c: i for i, c in enumerate(competition.classes)}
     table = competition.train.set_index("id").loc[folds["id"]]
     targets = np.array([index[label] for label in table["label"]])
@@ -193,10 +191,10 @@ def make_loaders(config: Config, competition: Competition, folds: pd.DataFrame, 
     paths = table["path"].to_numpy()
     cache = should_cache(config.data, len(paths), paths[0])
     size = config.data.image_size
-    phases = {phase: build_train_transform(getattr(config.aug, f"phase{phase}"), size, mean, std, f"aug.phase{phase}")
+    phases = {phase: build_train_transform(getattr(config.aug, f"phase{phase}"), size, f"aug.phase{phase}")
               for phase in (1, 2)}
-    train_set = PhasedImages(ImageDataset(paths[~is_val], targets[~is_val], phases[1], cache), phases)
-    val_set = ImageDataset(paths[is_val], targets[is_val], build_eval_transform(size, mean, std), cache)
+    train_set = PhasedImages(ImageDataset(paths[~is_val], targets[~is_val], size, cache), phases)
+    val_set = ImageDataset(paths[is_val], targets[is_val], size, cache)
     cfg = config.train
     device = resolve_device(cfg.device)
     workers = default_num_workers(device) if cfg.num_workers == "auto" else cfg.num_workers
@@ -277,7 +275,7 @@ class Trainer:
     mixup: Mixup | None
     device: torch.device
     dtype: torch.dtype | None
-    memory_format: torch.memory_format
+    inputs: ModelInput        # loader batches to the model's normalised input, on its device and memory format
 
     @property
     def evaluated(self) -> nn.Module:
@@ -323,7 +321,8 @@ def build_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_cl
         make_scheduler(config, optimizer, steps_per_epoch),
         torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),  # fp16 needs loss scaling; bf16 not
         ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None,
-        make_mixup(config, num_classes), device, dtype, memory_format)
+        make_mixup(config, num_classes), device, dtype,
+        ModelInput(*normalization(model), device, memory_format))
 
 
 def restore(trainer: Trainer, state: dict, forced_changes: list[str]) -> Position:
@@ -395,7 +394,7 @@ def train_epoch(trainer: Trainer, loader: DataLoader, position: Position, fold: 
     pending: list[torch.Tensor] = []  # losses stay on the device until a sync point
     batch = position.batch
     for images, targets in loader:
-        images = images.to(trainer.device, non_blocking=True, memory_format=trainer.memory_format)
+        images = trainer.inputs(images)
         targets = targets.to(trainer.device, non_blocking=True)
         if mixing:
             images, targets = trainer.mixup(images, targets)
@@ -417,8 +416,7 @@ def train_epoch(trainer: Trainer, loader: DataLoader, position: Position, fold: 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device, dtype, monitor: str,
-             memory_format=torch.contiguous_format) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: DataLoader, inputs: ModelInput, dtype, monitor: str) -> dict[str, float]:
     """val_loss, val_accuracy and, when train.monitor is another metric, that one.
 
     Under DDP each process evaluates its share of the rows with rank 0's weights, and all get the metrics of all rows.
@@ -427,8 +425,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device, dtype, monitor: str,
     model.eval()
     logits, targets = [], []
     for images, labels in loader:
-        with autocast(device, dtype):
-            logits.append(model(images.to(device, non_blocking=True, memory_format=memory_format)).float())
+        with autocast(inputs.device, dtype):
+            logits.append(model(inputs(images)).float())
         targets.append(labels)
     all_logits, all_targets = gather_rows(torch.cat(logits).cpu()), gather_rows(torch.cat(targets))
     scores = {"val_loss": F.cross_entropy(all_logits, all_targets).item(),
@@ -505,8 +503,7 @@ def train_fold(config: Config, competition: Competition, folds: pd.DataFrame, fo
     seed_everything(config.seed + fold)
     model = prepare_model(create_model(config.model, len(competition.classes)).to(rank_device(cfg.device)),
                           cfg.sync_bn)
-    mean, std = normalization(model)
-    train_loader, val_loader = make_loaders(config, competition, folds, fold, mean, std)
+    train_loader, val_loader = make_loaders(config, competition, folds, fold)
     batches: EpochBatches = train_loader.batch_sampler
     steps_per_epoch = math.ceil(batches.batches_per_epoch / cfg.grad_accum_steps)
     trainer = build_trainer(config, model, steps_per_epoch, len(competition.classes))
@@ -553,8 +550,7 @@ def train_fold(config: Config, competition: Competition, folds: pd.DataFrame, fo
                                      total=batches.batches_per_epoch, completed=position.batch)
             train_epoch(trainer, train_loader, position, fold, epoch, save_checkpoint,
                         lambda task=task: progress.advance(task))
-            metrics = evaluate(trainer.evaluated, val_loader, trainer.device, trainer.dtype, cfg.monitor,
-                               trainer.memory_format)
+            metrics = evaluate(trainer.evaluated, val_loader, trainer.inputs, trainer.dtype, cfg.monitor)
             progress.remove_task(task)
             lap()
             row = dict(epoch=epoch, phase=phase, lr=position.lr, train_loss=float(np.mean(position.losses)),

@@ -1,4 +1,5 @@
-"""Augmentation: presets and YAML transform lists build, give exact-size tensors, and fail clearly."""
+"""Augmentation: presets and YAML transform lists build, give exact-size images, normalise per batch, and fail
+clearly."""
 
 import random
 
@@ -10,9 +11,10 @@ import yaml
 
 from comp.augment import (
     PRESETS,
-    build_eval_transform,
+    ModelInput,
     build_steps,
     build_train_transform,
+    fit_size,
     phase_at,
     validate_aug,
 )
@@ -37,26 +39,30 @@ def images():
 
 
 @pytest.mark.parametrize("steps", [*PRESETS, yaml.safe_load(YAML_LIST)])
-def test_presets_and_yaml_lists_give_exact_size_float_tensors(steps):
-    transform = build_train_transform(steps, 32, MEAN, STD)
+def test_presets_and_yaml_lists_give_exact_size_uint8_images(steps):
+    augment = build_train_transform(steps, 32)
     for image in images():
-        for _ in range(3):
-            out = transform(image=image)["image"]
-            assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (3, 32, 32)
+        for seed in range(3):
+            out = augment(image, seed)
+            assert out.dtype == np.uint8 and out.shape == (32, 32, 3)
 
 
-def test_eval_transform_resizes_and_normalises_with_the_given_statistics():
+def test_fit_size_resizes_only_what_needs_it():
     image = np.full((40, 24, 3), (255, 0, 128), dtype=np.uint8)
-    out = build_eval_transform(16, MEAN, STD)(image=image)["image"]
-    expected = (torch.tensor([255, 0, 128]) / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
-    assert out.shape == (3, 16, 16)
-    assert torch.allclose(out, expected[:, None, None].expand(3, 16, 16), atol=1e-5)
+    assert np.array_equal(fit_size(image, 16), np.full((16, 16, 3), (255, 0, 128), dtype=np.uint8))
+    sized = images()[2]
+    assert fit_size(sized, 32) is sized
 
 
-def test_train_transform_normalises_the_same_way():
-    image = np.full((16, 16, 3), 200, dtype=np.uint8)
-    train = build_train_transform("none", 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))(image=image)["image"]
-    assert torch.allclose(train, torch.full((3, 16, 16), (200 / 255 - 0.5) / 0.25), atol=1e-5)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_model_input_normalises_a_uint8_batch_with_the_given_statistics(memory_format):
+    batch = torch.from_numpy(np.stack([np.full((16, 16, 3), (255, 0, 128), np.uint8), np.zeros((16, 16, 3), np.uint8)]))
+    out = ModelInput(MEAN, STD, torch.device("cpu"), memory_format)(batch)
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 16, 16)
+    assert out.is_contiguous(memory_format=memory_format)
+    for image, pixel in zip(out, ([255, 0, 128], [0, 0, 0]), strict=True):
+        expected = (torch.tensor(pixel) / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
+        assert torch.allclose(image, expected[:, None, None].expand(3, 16, 16), atol=1e-5)
 
 
 def test_light_preset_never_flips():
@@ -124,25 +130,31 @@ def test_phase_switches_at_phase2_epoch():
     assert {phase_at(AugConfig(), epoch) for epoch in range(1, 100)} == {1}
 
 
-def _flips(transform, n=300):
+def _flips(augment, seeds):
     image = np.zeros((4, 4, 3), dtype=np.uint8)
     image[0, 0] = 255
     outcomes = []
-    for _ in range(n):
-        out = transform(image=image)["image"][0]
+    for seed in seeds:
+        out = augment(image, seed)[..., 0]
         outcomes.append((bool(out[0, -1] > 0 or out[-1, -1] > 0), bool(out[-1, 0] > 0 or out[-1, -1] > 0)))
     return outcomes
 
 
-def _seeded(steps, seed):
-    transform = build_train_transform(steps, 4, MEAN, STD)
-    transform.set_random_state(np.random.default_rng(seed), random.Random(seed))  # as comp.train seeds it
-    return transform
-
-
-def test_seed_repeats_the_stream_and_keeps_transforms_independent():
+def test_a_seed_repeats_its_augmentation_and_the_transforms_draw_independently():
     steps = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "VerticalFlip", "p": 0.5}]
-    first = _flips(_seeded(steps, 7))
-    assert first == _flips(_seeded(steps, 7))
-    assert first != _flips(_seeded(steps, 8))
+    seeds = list(range(300))
+    first = _flips(build_train_transform(steps, 4), seeds)
+    assert first == _flips(build_train_transform(steps, 4), seeds[::-1])[::-1]  # whatever came before
+    assert first != _flips(build_train_transform(steps, 4), [s + 1000 for s in seeds])
     assert set(first) == {(False, False), (True, False), (False, True), (True, True)}
+
+
+def test_an_augment_draws_the_streams_its_docstring_names():
+    """The in-place reseeding gives exactly the generators a seed would build anew."""
+    augment = build_train_transform([{"name": "HorizontalFlip", "p": 0.5}], 4)
+    augment(np.zeros((4, 4, 3), np.uint8), 12345)
+    fresh_numpy, fresh_python = np.random.Generator(np.random.Philox(key=12345)), random.Random(12345)
+    fresh_python.random()  # the draws this image used: Compose's p, HorizontalFlip's p
+    fresh_python.random()
+    assert augment.compose.random_generator.random() == fresh_numpy.random()
+    assert augment.compose.py_random.random() == fresh_python.random()

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from comp import dataset
-from comp.augment import build_eval_transform
 from comp.config import DataConfig, load_config
 from comp.data import read_image
 from comp.dataset import ImageDataset, available_memory, should_cache
@@ -26,13 +25,12 @@ def pngs(tmp_path):
 
 
 def test_cached_dataset_gives_the_same_items_in_the_same_order_as_reading_from_disk(pngs):
-    transform = build_eval_transform(8, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    cached = ImageDataset(pngs, list(range(7)), transform, cache=True)
-    from_disk = ImageDataset(pngs, list(range(7)), transform, cache=False)
+    cached = ImageDataset(pngs, list(range(7)), 8, cache=True)
+    from_disk = ImageDataset(pngs, list(range(7)), 8, cache=False)
     assert [image.shape for image in cached.images] == [read_image(p).shape for p in pngs]
     for i in range(len(pngs)):
         (a, label_a), (b, label_b) = cached[i], from_disk[i]
-        assert torch.equal(a, b) and label_a == label_b == i
+        assert a.shape == (8, 8, 3) and torch.equal(a, b) and label_a == label_b == i
 
 
 def test_cache_on_and_off_are_obeyed_whatever_the_size():

@@ -11,6 +11,7 @@ from conftest import write_csv_competition
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from comp.augment import ModelInput
 from comp.cli import app
 from comp.config import load_config
 from comp.data import load_competition
@@ -96,10 +97,11 @@ def test_two_processes_write_once_from_rank_0_and_validate_like_one(shapes, tmp_
     competition = load_competition(config.data)
     model = create_model(config.model, len(competition.classes))
     model.load_state_dict(load_file(folder / "best.safetensors"))
-    _, val_loader = make_loaders(config, competition, load_folds(config, competition), 0, *normalization(model))
+    _, val_loader = make_loaders(config, competition, load_folds(config, competition), 0)
     assert len(val_loader.dataset) == 11
     cpu = torch.device("cpu")
-    single = evaluate(model, val_loader, cpu, amp_dtype(cpu, config.train.amp), config.train.monitor)
+    single = evaluate(model, val_loader, ModelInput(*normalization(model), cpu), amp_dtype(cpu, config.train.amp),
+                      config.train.monitor)
     row = pd.read_csv(folder / "metrics.csv").iloc[0]
     assert single["val_accuracy"] == row["val_accuracy"]
     assert single["val_loss"] == pytest.approx(row["val_loss"], rel=1e-5)

@@ -16,7 +16,7 @@ from conftest import write_csv_competition
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from comp.augment import build_eval_transform
+from comp.augment import ModelInput, fit_size
 from comp.cli import app
 from comp.config import load_config, save_config
 from comp.data import load_competition, read_image, save_classes
@@ -141,9 +141,9 @@ def test_predictions_come_from_best_safetensors_with_the_runs_own_model(project,
     model = create_model(config.model, 3).eval()  # resnet18_cifar at 16 px, as the run was trained
     model.load_state_dict(load_file(str(config.run_dir / "fold0/best.safetensors")))
     image = read_image(project / "data/shapes/test/x0.png")
-    tensor = build_eval_transform(16, *normalization(model))(image=image)["image"]
+    batch = ModelInput(*normalization(model), torch.device("cpu"))(torch.from_numpy(fit_size(image, 16))[None])
     with torch.no_grad():
-        expected = model(tensor[None]).softmax(1)[0].numpy()
+        expected = model(batch).softmax(1)[0].numpy()
     test, _ = read_predictions(config.run_dir / "fold0/test.parquet")
     np.testing.assert_allclose(test.loc["x0"].to_numpy(), expected, rtol=1e-4, atol=1e-6)
 

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 import comp.probe
-from comp.augment import build_eval_transform
+from comp.augment import ModelInput, fit_size
 from comp.checkpoint import save_weights
 from comp.cli import app
 from comp.config import load_config, save_config
@@ -57,9 +57,10 @@ def fold_features(config, fold: int, image_path: str) -> np.ndarray:
     model = create_model(config.model, 3)
     with safe_open(str(config.run_dir / f"fold{fold}/best.safetensors"), framework="pt") as f:
         model.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
-    image = build_eval_transform(16, *normalization(model))(image=read_image(image_path))["image"]
+    image = torch.from_numpy(fit_size(read_image(image_path), 16))
+    batch = ModelInput(*normalization(model), torch.device("cpu"))(image[None])
     with torch.no_grad():
-        return model.eval().forward_head(model.forward_features(image[None]), pre_logits=True)[0].numpy()
+        return model.eval().forward_head(model.forward_features(batch), pre_logits=True)[0].numpy()
 
 
 def test_probe_from_run_is_a_run_that_ensemble_blends(source):

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import comp.train
-from comp.augment import build_eval_transform
+from comp.augment import fit_size
 from comp.config import load_config
 from comp.data import load_competition
 from comp.errors import CompError
@@ -206,11 +206,10 @@ def test_epoch_batches_depend_on_seed_and_epoch_only_and_resume_mid_epoch(tiny):
     config = config_with("aug.phase1=[{name: InvertImg, p: 0.5}]", "aug.phase2=[{name: InvertImg, p: 1.0}]")
     competition = load_competition(config.data)
     folds = pd.read_csv(config.fold_file)
-    mean, std = (0.5,) * 3, (0.25,) * 3
 
     def loader_with(workers):
         loader, _ = make_loaders(config.model_copy(update={"train": config.train.model_copy(
-            update={"num_workers": workers})}), competition, folds, 0, mean, std)
+            update={"num_workers": workers})}), competition, folds, 0)
         return loader
 
     def epoch_batches(loader, epoch=1, phase=1, start=0):
@@ -228,12 +227,11 @@ def test_epoch_batches_depend_on_seed_and_epoch_only_and_resume_mid_epoch(tiny):
     # Phase 1 inverts about half the images, phase 2 all of them: the same rows, the other transform.
     loader.batch_sampler.set_epoch(1, 1)
     rows = [index for batch in loader.batch_sampler for index, _, _ in batch]
-    plain = build_eval_transform(16, mean, std)
-    originals = torch.stack([plain(image=loader.dataset.images.image(i))["image"] for i in rows])
+    originals = torch.stack([torch.from_numpy(fit_size(loader.dataset.images.image(i), 16)) for i in rows])
     phase1, phase2 = torch.cat(first), torch.cat(epoch_batches(loader, phase=2))
-    assert torch.allclose(phase2, -originals, atol=1e-5)
-    inverted = [torch.allclose(a, -b, atol=1e-5) for a, b in zip(phase1, originals, strict=True)]
-    kept = [torch.allclose(a, b, atol=1e-5) for a, b in zip(phase1, originals, strict=True)]
+    assert phase1.dtype == torch.uint8 and torch.equal(phase2, 255 - originals)
+    inverted = [torch.equal(a, 255 - b) for a, b in zip(phase1, originals, strict=True)]
+    kept = [torch.equal(a, b) for a, b in zip(phase1, originals, strict=True)]
     assert all(i or k for i, k in zip(inverted, kept, strict=True)) and 0 < sum(inverted) < len(rows)
 
 
