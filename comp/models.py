@@ -80,7 +80,11 @@ def _four_widths(widths: Sequence[int], model: str) -> list[int]:
 
 
 class ResNet9(ClassifierMixin, nn.Module):
-    """The small ResNet of the fast CIFAR-10 trainers (Myrtle.ai, airbench): prep, 3 stages, pool, linear."""
+    """The small ResNet of the fast CIFAR-10 trainers (Myrtle.ai, airbench): prep, 3 stages, pool, linear.
+
+    Its max-pools round up, so that an odd-sized map keeps its last row and column: at 28 px (Fashion-MNIST)
+    the last stage pools 7x7 to 4x4, where rounding down would drop the features along the bottom and right.
+    """
 
     def __init__(
         self,
@@ -96,13 +100,13 @@ class ResNet9(ClassifierMixin, nn.Module):
         self.stem = conv_bn(in_chans, w[0])
         self.layer1 = nn.Sequential(
             conv_bn(w[0], w[1]),
-            nn.MaxPool2d(2),
+            nn.MaxPool2d(2, ceil_mode=True),
             Residual(nn.Sequential(conv_bn(w[1], w[1]), conv_bn(w[1], w[1]))),
         )
-        self.layer2 = nn.Sequential(conv_bn(w[1], w[2]), nn.MaxPool2d(2))
+        self.layer2 = nn.Sequential(conv_bn(w[1], w[2]), nn.MaxPool2d(2, ceil_mode=True))
         self.layer3 = nn.Sequential(
             conv_bn(w[2], w[3]),
-            nn.MaxPool2d(2),
+            nn.MaxPool2d(2, ceil_mode=True),
             Residual(nn.Sequential(conv_bn(w[3], w[3]), conv_bn(w[3], w[3]))),
         )
         self.feature_info = [

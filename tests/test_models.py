@@ -53,6 +53,13 @@ def test_registered_models_follow_timms_classifier_interface(name):
     assert [f.shape[1] for f in stages] == [8, 16, 32, 64]
 
 
+def test_resnet9_keeps_the_last_row_and_column_of_odd_sized_maps():
+    """28 px: 28 -> 14 -> 7 -> 4, where pools rounding down would leave 3x3 and drop the bottom and right."""
+    model = timm.create_model("resnet9_tiny", num_classes=10).eval()
+    assert model.forward_features(torch.randn(1, 3, 28, 28)).shape[2:] == (4, 4)
+    assert model.forward_features(torch.randn(1, 3, 32, 32)).shape[2:] == (4, 4)
+
+
 @pytest.mark.parametrize("name", ["resnet18", "mobilenetv3_small_050", "resnet9"])
 def test_any_timm_model_builds_with_the_class_count(name):
     model = create_model(ModelConfig(name=name), num_classes=7).eval()
