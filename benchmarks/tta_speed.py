@@ -10,7 +10,7 @@ training set. Then, interleaved round by round:
                  predict.batch_size images, all the views' copies of a batch in one pass
 
 comp's images are the test images plus fold 0's out-of-fold rows (it predicts both); its time
-covers reading and decoding the PNGs, the eval transform, the views, averaging and writing the
+covers reading and decoding the PNGs, sizing and normalising them, the views, averaging and writing the
 prediction tables. The TTA cost is comp's N-view time / (N x its 1-view time): 1.05 means 5% over N views.
 
     python benchmarks/tta_speed.py                        # about 3 minutes on a quiet 2-core CPU
