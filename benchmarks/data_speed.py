@@ -21,7 +21,7 @@ from torch.utils.data import default_collate
 from comp.augment import ModelInput, build_train_transform
 from comp.data import read_image
 from comp.device import usable_cpu_count
-from comp.models import create_model, normalization
+from comp.models import create_model
 from comp.train import make_loaders
 
 
@@ -44,7 +44,7 @@ def stage_costs(config, competition, folds, n: int = 300) -> list[tuple[str, str
     n = min(n, len(dataset))
     rows = [dataset[(i, 1, i)] for i in range(config.train.batch_size)]
     batch = default_collate(rows)[0]
-    inputs = ModelInput(*normalization(create_model(config.model, len(competition.classes))), torch.device("cpu"))
+    inputs = ModelInput.of(create_model(config.model, len(competition.classes)), torch.device("cpu"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from comp.config import AugConfig, AugSteps
 from comp.errors import CompError
+from comp.models import normalization
 
 FORMAT_HINT = "Write each transform as {name: HorizontalFlip, p: 0.5} (or HorizontalFlip: {p: 0.5})."
 
@@ -164,6 +165,12 @@ class ModelInput:
         std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.scale, self.shift = 1 / (255 * std), -mean / std
         self.device, self.memory_format = device, memory_format
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, device: torch.device,
+           memory_format: torch.memory_format = torch.contiguous_format) -> ModelInput:
+        """The input of this model: normalised with the mean and std its weights were trained with."""
+        return cls(*normalization(model), device, memory_format)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)

@@ -38,7 +38,7 @@ from comp.errors import CompError
 from comp.folds import fold_file_hash, load_folds
 from comp.io import read_parquet_metadata, write_csv, write_json, write_parquet
 from comp.metrics import score
-from comp.models import create_model, normalization
+from comp.models import create_model
 from comp.train import fold_dir, fold_state
 from comp.tta import AUTO_CANDIDATES, ViewChoice, choose_views, combine, resolve_views, view_log_probs
 
@@ -244,7 +244,7 @@ class Streamer:
     def __call__(self, fold: int, paths, views: list[str], label: str) -> Iterator[torch.Tensor]:
         """Per-view log-probabilities (views x batch x classes) of each batch, on the CPU, in `paths` order."""
         model = load_fold_model(self.run, fold, self.device).to(memory_format=self.memory_format)
-        inputs = ModelInput(*normalization(model), self.device, self.memory_format)
+        inputs = ModelInput.of(model, self.device, self.memory_format)
         loader = image_loader(list(paths), self.run.config.data.image_size, self.config, self.device)
         return self._batches(model, inputs, loader, views, f"fold {fold} {label}")
 

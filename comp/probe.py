@@ -44,7 +44,7 @@ from comp.errors import CompError
 from comp.folds import load_folds
 from comp.io import atomic_path, sha256_file, write_json
 from comp.metrics import score
-from comp.models import create_model, normalization
+from comp.models import create_model
 from comp.predict import (
     TrainedRun,
     class_indices,
@@ -147,7 +147,7 @@ def plan(config: Config, competition: Competition, from_run: str | None) -> tupl
 def extract_features(model: torch.nn.Module, paths, image_size: int, config: Config, device: torch.device,
                      progress: Progress, label: str) -> np.ndarray:
     """Pooled pre-logits features (rows x features, float32) of the images, in `paths` order."""
-    inputs = ModelInput(*normalization(model), device)
+    inputs = ModelInput.of(model, device)
     loader = image_loader(list(paths), image_size, config, device)
     dtype = amp_dtype(device, config.train.amp)
     task = progress.add_task(label, total=len(loader))

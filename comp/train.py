@@ -71,7 +71,7 @@ from comp.errors import CompError
 from comp.folds import fold_file_hash, load_folds
 from comp.io import write_csv, write_json
 from comp.metrics import score as metric_score
-from comp.models import check_model_name, count_parameters, create_model, head_parameters, normalization
+from comp.models import check_model_name, count_parameters, create_model, head_parameters
 from comp.optim import (
     Scheduler,
     check_monitor,
@@ -322,7 +322,7 @@ def build_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_cl
         torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),  # fp16 needs loss scaling; bf16 not
         ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None,
         make_mixup(config, num_classes), device, dtype,
-        ModelInput(*normalization(model), device, memory_format))
+        ModelInput.of(model, device, memory_format))
 
 
 def restore(trainer: Trainer, state: dict, forced_changes: list[str]) -> Position:

@@ -18,7 +18,7 @@ from comp.data import load_competition
 from comp.device import amp_dtype
 from comp.distributed import ShardSampler, shard_batch
 from comp.folds import load_folds
-from comp.models import create_model, normalization
+from comp.models import create_model
 from comp.train import evaluate, make_loaders
 
 runner = CliRunner()
@@ -100,7 +100,7 @@ def test_two_processes_write_once_from_rank_0_and_validate_like_one(shapes, tmp_
     _, val_loader = make_loaders(config, competition, load_folds(config, competition), 0)
     assert len(val_loader.dataset) == 11
     cpu = torch.device("cpu")
-    single = evaluate(model, val_loader, ModelInput(*normalization(model), cpu), amp_dtype(cpu, config.train.amp),
+    single = evaluate(model, val_loader, ModelInput.of(model, cpu), amp_dtype(cpu, config.train.amp),
                       config.train.monitor)
     row = pd.read_csv(folder / "metrics.csv").iloc[0]
     assert single["val_accuracy"] == row["val_accuracy"]

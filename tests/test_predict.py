@@ -22,7 +22,7 @@ from comp.config import load_config, save_config
 from comp.data import load_competition, read_image, save_classes
 from comp.errors import CompError
 from comp.folds import make_folds
-from comp.models import create_model, normalization
+from comp.models import create_model
 from comp.predict import TableWriter, predict, read_predictions
 from comp.tta import AUTO_CANDIDATES
 
@@ -141,7 +141,7 @@ def test_predictions_come_from_best_safetensors_with_the_runs_own_model(project,
     model = create_model(config.model, 3).eval()  # resnet18_cifar at 16 px, as the run was trained
     model.load_state_dict(load_file(str(config.run_dir / "fold0/best.safetensors")))
     image = read_image(project / "data/shapes/test/x0.png")
-    batch = ModelInput(*normalization(model), torch.device("cpu"))(torch.from_numpy(fit_size(image, 16))[None])
+    batch = ModelInput.of(model, torch.device("cpu"))(torch.from_numpy(fit_size(image, 16))[None])
     with torch.no_grad():
         expected = model(batch).softmax(1)[0].numpy()
     test, _ = read_predictions(config.run_dir / "fold0/test.parquet")

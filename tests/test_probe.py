@@ -22,7 +22,7 @@ from comp.cli import app
 from comp.config import load_config, save_config
 from comp.data import load_competition, read_image, save_classes
 from comp.folds import make_folds
-from comp.models import create_model, normalization
+from comp.models import create_model
 
 runner = CliRunner()
 FAST = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "data.image_size=16", "folds.k=2",
@@ -58,7 +58,7 @@ def fold_features(config, fold: int, image_path: str) -> np.ndarray:
     with safe_open(str(config.run_dir / f"fold{fold}/best.safetensors"), framework="pt") as f:
         model.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
     image = torch.from_numpy(fit_size(read_image(image_path), 16))
-    batch = ModelInput(*normalization(model), torch.device("cpu"))(image[None])
+    batch = ModelInput.of(model, torch.device("cpu"))(image[None])
     with torch.no_grad():
         return model.eval().forward_head(model.forward_features(batch), pre_logits=True)[0].numpy()
 
