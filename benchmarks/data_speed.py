@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import torch
 from common import argument_parser, begin, bench_config, interleaved, prepare, print_table, scratch_project, spread
 from common import write_competition as write_png_competition
@@ -45,8 +46,9 @@ def stage_costs(config, competition, folds, n: int = 300) -> list[tuple[str, str
     rows = [dataset[(i, 1, i)] for i in range(config.train.batch_size)]
     batch = default_collate(rows)[0]
     inputs = ModelInput.of(create_model(config.model, len(competition.classes)), torch.device("cpu"))
-    threads = torch.get_num_threads()
+    threads, opencv_threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)
+    cv2.setNumThreads(0)  # as in a DataLoader worker; the CPU clock would also count OpenCV's waiting threads
     try:
         costs = [
             ("decode (read_image)", per_image_microseconds(lambda i: read_image(paths[i]), n)),
@@ -59,6 +61,7 @@ def stage_costs(config, competition, folds, n: int = 300) -> list[tuple[str, str
         ]
     finally:
         torch.set_num_threads(threads)
+        cv2.setNumThreads(opencv_threads)
     return [(name, f"{us:.0f}") for name, us in costs]
 
 

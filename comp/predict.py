@@ -33,7 +33,8 @@ from comp.augment import ModelInput, fit_size
 from comp.checkpoint import read_record
 from comp.config import Config, load_config
 from comp.data import IMAGE_SUFFIXES, Competition, check_same_classes, column_name, load_classes, read_image
-from comp.device import amp_dtype, autocast, default_num_workers, model_memory_format, resolve_device
+from comp.dataset import loader_options
+from comp.device import amp_dtype, autocast, model_memory_format, resolve_device
 from comp.errors import CompError
 from comp.folds import fold_file_hash, load_folds
 from comp.io import read_parquet_metadata, write_csv, write_json, write_parquet
@@ -221,10 +222,8 @@ class PredictImages(Dataset):
 
 
 def image_loader(paths, image_size: int, config: Config, device: torch.device) -> DataLoader:
-    workers = config.train.num_workers
-    workers = default_num_workers(device) if workers == "auto" else workers
     return DataLoader(PredictImages(paths, image_size), batch_size=config.predict.batch_size, shuffle=False,
-                      num_workers=workers, pin_memory=config.train.pin_memory and device.type == "cuda")
+                      **loader_options(config.train, device))
 
 
 @dataclass

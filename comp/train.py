@@ -50,8 +50,8 @@ from comp.checkpoint import (
 )
 from comp.config import Config, save_config
 from comp.data import Competition, check_same_classes, load_classes, save_classes
-from comp.dataset import ImageDataset, should_cache
-from comp.device import amp_dtype, autocast, default_num_workers, model_memory_format, resolve_device
+from comp.dataset import ImageDataset, loader_options, should_cache
+from comp.device import amp_dtype, autocast, model_memory_format, resolve_device
 from comp.distributed import (
     broadcast_buffers,
     check_batch_split,
@@ -196,10 +196,8 @@ def make_loaders(config: Config, competition: Competition, folds: pd.DataFrame, 
     train_set = PhasedImages(ImageDataset(paths[~is_val], targets[~is_val], size, cache), phases)
     val_set = ImageDataset(paths[is_val], targets[is_val], size, cache)
     cfg = config.train
-    device = resolve_device(cfg.device)
-    workers = default_num_workers(device) if cfg.num_workers == "auto" else cfg.num_workers
-    common = dict(num_workers=workers, pin_memory=cfg.pin_memory and device.type == "cuda",
-                  persistent_workers=cfg.persistent_workers and workers > 0,
+    common = loader_options(cfg, resolve_device(cfg.device))
+    common.update(persistent_workers=cfg.persistent_workers and common["num_workers"] > 0,
                   # Iterators draw a seed from this, not from torch's global generator (which resume restores).
                   generator=torch.Generator().manual_seed(config.seed))
     batches = EpochBatches(len(train_set), cfg.batch_size, config.seed, fold)

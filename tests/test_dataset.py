@@ -6,11 +6,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from comp import dataset
 from comp.config import DataConfig, load_config
 from comp.data import read_image
-from comp.dataset import ImageDataset, available_memory, should_cache
+from comp.dataset import ImageDataset, available_memory, loader_options, should_cache
 
 
 @pytest.fixture
@@ -63,3 +64,24 @@ def test_available_memory_is_known_here():
 def test_yaml_on_and_off_read_as_the_cache_setting(project, written, read):
     config = load_config(overrides=[f"data.cache={written}"])  # YAML reads a bare on/off as a boolean
     assert config.data.cache == read
+
+
+class OpenCVThreads(torch.utils.data.Dataset):
+    """Each item: the number of threads OpenCV would use where the item is made."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        return cv2.getNumThreads()
+
+
+def test_loader_workers_run_opencv_on_one_thread_each():
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(4)  # a many-core machine's pool, which forked workers would inherit
+    try:
+        options = loader_options(load_config(None, ["train.num_workers=2"]).train, torch.device("cpu"))
+        assert list(DataLoader(OpenCVThreads(), batch_size=None, **options)) == [1, 1]
+        assert cv2.getNumThreads() == 4  # the main process keeps its pool: with no workers it augments there
+    finally:
+        cv2.setNumThreads(before)
