@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from comp import dataset
 from comp.config import DataConfig, load_config
@@ -66,7 +66,7 @@ def test_yaml_on_and_off_read_as_the_cache_setting(project, written, read):
     assert config.data.cache == read
 
 
-class OpenCVThreads(torch.utils.data.Dataset):
+class OpenCVThreads(Dataset):
     """Each item: the number of threads OpenCV would use where the item is made."""
 
     def __len__(self) -> int:
@@ -80,7 +80,7 @@ def test_loader_workers_run_opencv_on_one_thread_each():
     before = cv2.getNumThreads()
     cv2.setNumThreads(4)  # a many-core machine's pool, which forked workers would inherit
     try:
-        options = loader_options(load_config(None, ["train.num_workers=2"]).train, torch.device("cpu"))
+        options = loader_options(load_config(overrides=["train.num_workers=2"]).train, torch.device("cpu"))
         assert list(DataLoader(OpenCVThreads(), batch_size=None, **options)) == [1, 1]
         assert cv2.getNumThreads() == 4  # the main process keeps its pool: with no workers it augments there
     finally:
