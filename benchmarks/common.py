@@ -39,6 +39,7 @@ REFERENCE = ["model.name=resnet18", "data.image_size=32", "train.batch_size=128"
 
 # ----------------------------------------------------------------------------- a competition on disk
 
+
 def class_image(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
     """A smooth noisy BGR image tinted by its class: decodes like a photo, not like white noise."""
     tint = np.array([(label * 37) % 256, (label * 91) % 256, (label * 151) % 256], dtype=np.float32)
@@ -101,6 +102,7 @@ def prepare(config: Config) -> tuple[Competition, pd.DataFrame]:
 
 # ----------------------------------------------------------------------------- timing
 
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -114,8 +116,7 @@ def interleaved(cases: dict[str, Callable[[], float]], rounds: int) -> dict[str,
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             results[name].append(cases[name]())
-        print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {results[n][-1]:.3g}" for n in names),
-              flush=True)
+        print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {results[n][-1]:.3g}" for n in names), flush=True)
     return results
 
 
@@ -139,27 +140,41 @@ def print_table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]
 def machine_line() -> str:
     threads = torch.get_num_threads()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{usable_cpu_count()} usable cores, torch {torch.__version__} with {threads} threads, "
-            f"load average {load:.1f} (timings from a busy machine are slower, their ratios less so)")
+    return (
+        f"{usable_cpu_count()} usable cores, torch {torch.__version__} with {threads} threads, "
+        f"load average {load:.1f} (timings from a busy machine are slower, their ratios less so)"
+    )
 
 
 def argument_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every case")
-    parser.add_argument("--config", type=lambda path: Path(path).resolve(),
-                        help="start from this config file instead of the reference case")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override applied to every case (repeatable), e.g. model.name=resnet9")
+    parser.add_argument(
+        "--config",
+        type=lambda path: Path(path).resolve(),
+        help="start from this config file instead of the reference case",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override applied to every case (repeatable), e.g. model.name=resnet9",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch project folder")
     parser.add_argument("--threads", type=int, help="torch's intra-op threads (default: torch's choice)")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="cpu: this process's CPU time; with --threads 1, the work itself on a busy machine")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: this process's CPU time; with --threads 1, the work itself on a busy machine",
+    )
     return parser
 
 
 def clock_of(args: argparse.Namespace) -> Callable[[], float]:
     return time.process_time if args.clock == "cpu" else time.perf_counter
-
 
 
 def begin(title: str, args: argparse.Namespace) -> None:
@@ -170,6 +185,7 @@ def begin(title: str, args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------- the model alone
+
 
 class ModelAlone:
     """comp's model, optimizer and schedule stepping on one batch already in memory: the hardware's limit.
@@ -182,8 +198,15 @@ class ModelAlone:
     CPU time of this process: on one thread, the compute's cost, far less disturbed by a busy machine).
     """
 
-    def __init__(self, config: Config, n_classes: int, sync_every_step: bool = False, dtype: str = "auto",
-                 fused: bool | None = None, clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        config: Config,
+        n_classes: int,
+        sync_every_step: bool = False,
+        dtype: str = "auto",
+        fused: bool | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         cfg = config.train
         self.clock = clock
         self.device = resolve_device(cfg.device)
@@ -199,11 +222,11 @@ class ModelAlone:
         self.scheduler = make_scheduler(config, self.optimizer, steps_per_epoch=10**7)
         self.sync_every_step = sync_every_step
         size, batch = config.data.image_size, cfg.batch_size
-        self.images = torch.randn(batch, 3, size, size, device=self.device).contiguous(
-            memory_format=self.memory_format)
+        self.images = torch.randn(batch, 3, size, size, device=self.device).contiguous(memory_format=self.memory_format)
         self.targets = torch.randint(0, n_classes, (batch,), device=self.device)
         self.eval_images = torch.randn(config.predict.batch_size, 3, size, size, device=self.device).contiguous(
-            memory_format=self.memory_format)
+            memory_format=self.memory_format
+        )
 
     def describe(self) -> str:
         precision = str(self.dtype).replace("torch.", "") if self.dtype else "fp32"

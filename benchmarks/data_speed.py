@@ -39,8 +39,12 @@ def stage_costs(config, competition, folds, n: int = 300) -> list[tuple[str, str
     paths = competition.train["path"].to_numpy()[:n]
     images = [read_image(p) for p in paths]
     augment = build_train_transform(config.aug.phase1, config.data.image_size)
-    cached = config.model_copy(update={"data": config.data.model_copy(update={"cache": "on"}),
-                                       "train": config.train.model_copy(update={"num_workers": 0})})
+    cached = config.model_copy(
+        update={
+            "data": config.data.model_copy(update={"cache": "on"}),
+            "train": config.train.model_copy(update={"num_workers": 0}),
+        }
+    )
     dataset = make_loaders(cached, competition, folds, 0)[0].dataset
     n = min(n, len(dataset))
     rows = [dataset[(i, 1, i)] for i in range(config.train.batch_size)]
@@ -52,10 +56,14 @@ def stage_costs(config, competition, folds, n: int = 300) -> list[tuple[str, str
     try:
         costs = [
             ("decode (read_image)", per_image_microseconds(lambda i: read_image(paths[i]), n)),
-            ("augment (aug.phase1, seeded, fitted to image_size)",
-             per_image_microseconds(lambda i: augment(images[i], i), n)),
-            ("comp's dataset item from the cache (augment + tensor)",
-             per_image_microseconds(lambda i: dataset[(i, 1, i)], n)),
+            (
+                "augment (aug.phase1, seeded, fitted to image_size)",
+                per_image_microseconds(lambda i: augment(images[i], i), n),
+            ),
+            (
+                "comp's dataset item from the cache (augment + tensor)",
+                per_image_microseconds(lambda i: dataset[(i, 1, i)], n),
+            ),
             ("collate into a uint8 batch", per_image_microseconds(lambda i: default_collate(rows), 20) / len(rows)),
             ("normalise the batch (ModelInput)", per_image_microseconds(lambda i: inputs(batch), 20) / len(rows)),
         ]
@@ -76,15 +84,19 @@ def main() -> None:
         root = write_png_competition(project / "data", args.images, n_test=64)
         config = bench_config(root, args.overrides, args.config)
         competition, folds = prepare(config)
-        print_table("Per image, one thread (CPU microseconds)", stage_costs(config, competition, folds),
-                    ("stage", "us"))
+        print_table(
+            "Per image, one thread (CPU microseconds)", stage_costs(config, competition, folds), ("stage", "us")
+        )
 
         loaders, build_seconds = {}, {}
         for cache in ("on", "off"):
             for workers in args.workers:
-                case = config.model_copy(update={
-                    "data": config.data.model_copy(update={"cache": cache}),
-                    "train": config.train.model_copy(update={"num_workers": workers})})
+                case = config.model_copy(
+                    update={
+                        "data": config.data.model_copy(update={"cache": cache}),
+                        "train": config.train.model_copy(update={"num_workers": workers}),
+                    }
+                )
                 start = time.perf_counter()
                 loader = make_loaders(case, competition, folds, 0)[0]
                 build_seconds[cache] = time.perf_counter() - start
@@ -97,18 +109,26 @@ def main() -> None:
                 for images, _ in loader:
                     n += len(images)
                 return n / (time.perf_counter() - start)
+
             return run
 
-        print(f"\nfold 0 epoch: {len(next(iter(loaders.values())).dataset)} images; building the loader took "
-              f"{build_seconds['on']:.1f}s with the cache (decoding every image once), "
-              f"{build_seconds['off']:.1f}s without")
+        print(
+            f"\nfold 0 epoch: {len(next(iter(loaders.values())).dataset)} images; building the loader took "
+            f"{build_seconds['on']:.1f}s with the cache (decoding every image once), "
+            f"{build_seconds['off']:.1f}s without"
+        )
         rates = interleaved({name: epoch_rate(loader) for name, loader in loaders.items()}, args.rounds)
 
     baseline = rates[next(iter(rates))]
-    rows = [(name, spread(values), spread([v / b for v, b in zip(values, baseline, strict=True)]))
-            for name, values in rates.items()]
-    print_table(f"Images/s of one epoch, median (min..max) of {args.rounds} rounds", rows,
-                ("loader", "images/s", f"/ {next(iter(rates))}"))
+    rows = [
+        (name, spread(values), spread([v / b for v, b in zip(values, baseline, strict=True)]))
+        for name, values in rates.items()
+    ]
+    print_table(
+        f"Images/s of one epoch, median (min..max) of {args.rounds} rounds",
+        rows,
+        ("loader", "images/s", f"/ {next(iter(rates))}"),
+    )
 
 
 if __name__ == "__main__":

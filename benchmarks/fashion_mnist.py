@@ -42,6 +42,7 @@ TEST_SHARE = 1 / 6  # --limit keeps the official 60,000 : 10,000 proportion
 
 # ----------------------------------------------------------------------------- the competition
 
+
 def read_split(kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Images (n x 28 x 28 uint8) and labels of the official `train` or `t10k` files."""
     with gzip.open(SOURCE / f"{kind}-labels-idx1-ubyte.gz") as f:
@@ -81,16 +82,22 @@ def build_competition(root: Path, solution: Path, limit: int | None) -> None:
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)
     pd.DataFrame({"id": test_ids, "label": test_labels}).to_csv(solution, index=False)
-    print(f"wrote {root}: {len(train_ids)} training and {len(test_ids)} test images "
-          f"({time.perf_counter() - started:.0f}s); labels held back in {solution}")
+    print(
+        f"wrote {root}: {len(train_ids)} training and {len(test_ids)} test images "
+        f"({time.perf_counter() - started:.0f}s); labels held back in {solution}"
+    )
 
 
 # ----------------------------------------------------------------------------- the run
 
+
 def recipe(args: argparse.Namespace) -> Config:
     suffix = f"-{args.limit}" if args.limit else ""
-    where = [f"data.root=data/fashion-mnist{suffix}", f"data.competition=fashion-mnist{suffix}",
-             f"name=fashion_mnist{suffix.replace('-', '_')}"]
+    where = [
+        f"data.root=data/fashion-mnist{suffix}",
+        f"data.competition=fashion-mnist{suffix}",
+        f"name=fashion_mnist{suffix.replace('-', '_')}",
+    ]
     return load_config(args.config, where + args.overrides)
 
 
@@ -108,14 +115,21 @@ def train_folds(config: Config, competition, folds: str) -> tuple[list, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--folds", choices=["0", "all"], default="0", help="one model (fold 0) or every fold")
     parser.add_argument("--tta", action="store_true", help="predict with the views of predict.tta")
     parser.add_argument("--limit", type=int, help="use the first N training images (and N/6 test images)")
     parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override (repeatable), e.g. train.epochs=12")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override (repeatable), e.g. train.epochs=12",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("."), help="where data/, folds/, runs/ go")
     args = parser.parse_args()
 
@@ -137,14 +151,20 @@ def main() -> None:
     predict_seconds = time.perf_counter() - predict_start
     accuracy = score_submission(submission.path, solution)
 
-    print(f"\nFashion-MNIST: {len(competition.train)} training / {len(competition.test)} test images, "
-          f"{config.model.name} {config.model.kwargs or ''}, folds {', '.join(map(str, predicted.folds))}, "
-          f"views {', '.join(predicted.views)}")
+    print(
+        f"\nFashion-MNIST: {len(competition.train)} training / {len(competition.test)} test images, "
+        f"{config.model.name} {config.model.kwargs or ''}, folds {', '.join(map(str, predicted.folds))}, "
+        f"views {', '.join(predicted.views)}"
+    )
     for r in results:
-        print(f"  fold {r.fold} ({r.status}): {r.seconds / 60:.1f} min of epochs, best epoch {r.best_epoch}, "
-              f"val accuracy {r.val_accuracy:.4f}")
-    print(f"training {train_seconds / 60:.1f} min, prediction and submission {predict_seconds / 60:.1f} min, "
-          f"in all {(time.perf_counter() - started) / 60:.1f} min")
+        print(
+            f"  fold {r.fold} ({r.status}): {r.seconds / 60:.1f} min of epochs, best epoch {r.best_epoch}, "
+            f"val accuracy {r.val_accuracy:.4f}"
+        )
+    print(
+        f"training {train_seconds / 60:.1f} min, prediction and submission {predict_seconds / 60:.1f} min, "
+        f"in all {(time.perf_counter() - started) / 60:.1f} min"
+    )
     print(f"CV accuracy (OOF) {predicted.oof_score:.4f}   test accuracy {accuracy:.4f}   -> {submission.path}")
 
 

@@ -53,8 +53,9 @@ def main() -> None:
     for name in ["baseline", *args.levers]:
         overrides, options = LEVERS.get(name, ([], {}))
         start = time.perf_counter()
-        models[name] = ModelAlone(bench_config("unused", [*args.overrides, *overrides], args.config), args.classes,
-                                  clock=clock, **options)
+        models[name] = ModelAlone(
+            bench_config("unused", [*args.overrides, *overrides], args.config), args.classes, clock=clock, **options
+        )
         models[name].train_seconds(1)  # warm-up (and compilation)
         print(f"{name}: {models[name].describe()}, ready in {time.perf_counter() - start:.0f}s", flush=True)
 
@@ -63,10 +64,15 @@ def main() -> None:
         return lambda: steps * len(model.images) / model.train_seconds(steps)
 
     rates = interleaved({name: rate(model) for name, model in models.items()}, args.rounds)
-    rows = [(name, models[name].describe(), spread(values), spread(ratios(values, rates["baseline"])))
-            for name, values in rates.items()]
-    print_table(f"Training images/s ({args.clock} clock) of the model alone, median (min..max) of "
-                f"{args.rounds} rounds", rows, ("case", "model", "images/s", "/ baseline"))
+    rows = [
+        (name, models[name].describe(), spread(values), spread(ratios(values, rates["baseline"])))
+        for name, values in rates.items()
+    ]
+    print_table(
+        f"Training images/s ({args.clock} clock) of the model alone, median (min..max) of {args.rounds} rounds",
+        rows,
+        ("case", "model", "images/s", "/ baseline"),
+    )
 
 
 if __name__ == "__main__":

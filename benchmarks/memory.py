@@ -77,8 +77,10 @@ def main() -> None:
                 rows.append((str(n), label, f"{figures['peak_mb']:.0f}", f"{figures['seconds']:.0f}"))
                 print(f"  {label}: {rows[-1][2]} MB", flush=True)
     print_table("Peak RSS of the process (MB)", rows, ("images", "run", "peak MB", "seconds"))
-    print(f"\nmodel: {' '.join(SMALL_MODEL)} unless --config or --set; the cache holds 3 bytes per pixel "
-          f"({32 * 32 * 3 / 1024:.0f} KB per 32x32 image)")
+    print(
+        f"\nmodel: {' '.join(SMALL_MODEL)} unless --config or --set; the cache holds 3 bytes per pixel "
+        f"({32 * 32 * 3 / 1024:.0f} KB per 32x32 image)"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,11 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES, N_TRAIN, N_TEST, SMALL = 10, 100, 20_000, 1_000
-VIEW_SETS = {"1 view": ["identity"], "4 views": ["identity", "hflip", "vflip", "hvflip"],
-             "9 views (13 copies)": None}  # None: every view `auto` tries
+VIEW_SETS = {
+    "1 view": ["identity"],
+    "4 views": ["identity", "hflip", "vflip", "hvflip"],
+    "9 views (13 copies)": None,
+}  # None: every view `auto` tries
 
 
 def build_data(root: Path) -> None:
@@ -56,16 +59,28 @@ def build_data(root: Path) -> None:
 
 # The memory run uses a small model (what is measured is the data path, and 20k images must pass quickly);
 # the speed run uses the reference case's resnet18, whose forward pass TTA multiplies.
-RUNS = {"memory": ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "data.image_size=16"],
-        "speed": ["model.name=resnet18"]}
+RUNS = {
+    "memory": ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "data.image_size=16"],
+    "speed": ["model.name=resnet18"],
+}
 
 
 def config_for(workdir: Path, run: str, n_test: int):
     from comp.config import load_config
 
-    return load_config(REPO / "configs/default.yaml", [
-        f"name=bench-{run}", f"data.root={workdir / 'data'}", "data.competition=bench", "data.image_size=32",
-        f"data.sample_submission=sample_{n_test}.csv", "folds.k=2", "predict.batch_size=256", *RUNS[run]])
+    return load_config(
+        REPO / "configs/default.yaml",
+        [
+            f"name=bench-{run}",
+            f"data.root={workdir / 'data'}",
+            "data.competition=bench",
+            "data.image_size=32",
+            f"data.sample_submission=sample_{n_test}.csv",
+            "folds.k=2",
+            "predict.batch_size=256",
+            *RUNS[run],
+        ],
+    )
 
 
 def build_run(workdir: Path, run: str) -> None:
@@ -96,6 +111,7 @@ def build_run(workdir: Path, run: str) -> None:
 
 # ----------------------------------------------------------------------------- peak memory (one process per case)
 
+
 def child(workdir: Path, n_test: int) -> None:
     """Run `comp predict` on n_test images in this process; print its peak RSS and wall time as JSON."""
     from comp.data import load_competition
@@ -114,14 +130,19 @@ def child(workdir: Path, n_test: int) -> None:
 def measure_memory(workdir: Path, repeats: int) -> list[dict]:
     rows = []
     for r in range(repeats):
-        for n in ((SMALL, N_TEST) if r % 2 == 0 else (N_TEST, SMALL)):  # alternate the order
-            out = subprocess.run([sys.executable, __file__, "--child", str(n), "--workdir", str(workdir)],
-                                 capture_output=True, text=True, check=True)
+        for n in (SMALL, N_TEST) if r % 2 == 0 else (N_TEST, SMALL):  # alternate the order
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(n), "--workdir", str(workdir)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), "repeat": r})
     return rows
 
 
 # ----------------------------------------------------------------------------- throughput (one process, side by side)
+
 
 def measure_throughput(workdir: Path, repeats: int, n_images: int) -> list[dict]:
     from rich.progress import Progress
@@ -153,6 +174,7 @@ def measure_throughput(workdir: Path, repeats: int, n_images: int) -> list[dict]
 
 # ----------------------------------------------------------------------------- report
 
+
 def spread(values) -> str:
     return f"{statistics.median(values):.3g} ({min(values):.3g}..{max(values):.3g})"
 
@@ -166,19 +188,25 @@ def report(memory: list[dict], speed: list[dict]) -> None:
     print(f"  {N_TEST:>6} test images: {spread(large['peak_mb'])} MB   ({spread(N_TEST / large['seconds'])} images/s)")
     ratio = large["peak_mb"].to_numpy() / small["peak_mb"].to_numpy()
     growth = large["peak_mb"].to_numpy() - small["peak_mb"].to_numpy()
-    print(f"  ratio 20k/1k: {spread(ratio)}; growth {spread(growth)} MB for {N_TEST - SMALL} more images "
-          f"({spread(growth * 2**20 / (N_TEST - SMALL))} bytes per image; the output table is {table_mb:.1f} MB)")
+    print(
+        f"  ratio 20k/1k: {spread(ratio)}; growth {spread(growth)} MB for {N_TEST - SMALL} more images "
+        f"({spread(growth * 2**20 / (N_TEST - SMALL))} bytes per image; the output table is {table_mb:.1f} MB)"
+    )
 
     speed = pd.DataFrame(speed)
     one = speed[speed["views"] == "1 view"].sort_values("repeat")["images_per_s"].to_numpy()
-    print(f"\nImages/s of the prediction stream (decode + transform + all views in one forward pass), "
-          f"{len(one)} repeats: median (min..max)")
+    print(
+        f"\nImages/s of the prediction stream (decode + transform + all views in one forward pass), "
+        f"{len(one)} repeats: median (min..max)"
+    )
     for name in VIEW_SETS:
         rates = speed[speed["views"] == name].sort_values("repeat")["images_per_s"].to_numpy()
         copies = 13 if VIEW_SETS[name] is None else len(VIEW_SETS[name])
         cost = one / rates  # time per image relative to one view, paired by repeat
-        print(f"  {name:<20} {spread(rates)} images/s; time per image {spread(cost)} x one view "
-              f"(forward passes: {copies} x)")
+        print(
+            f"  {name:<20} {spread(rates)} images/s; time per image {spread(cost)} x one view "
+            f"(forward passes: {copies} x)"
+        )
 
 
 def main() -> None:

@@ -41,8 +41,17 @@ from comp.device import default_num_workers, resolve_device
 from comp.train import train
 
 # The config values the model alone depends on: two loops that agree on them share one reference.
-MODEL_KEYS = ("model", "data.image_size", "train.batch_size", "predict.batch_size", "train.amp",
-              "train.channels_last", "train.compile", "train.device", "train.optimizer")
+MODEL_KEYS = (
+    "model",
+    "data.image_size",
+    "train.batch_size",
+    "predict.batch_size",
+    "train.amp",
+    "train.channels_last",
+    "train.compile",
+    "train.device",
+    "train.optimizer",
+)
 
 
 @dataclass
@@ -72,8 +81,13 @@ def main() -> None:
     parser = argument_parser(__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4000, help="training images generated (fold 0 trains on 4/5)")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--variant", action="append", default=[], metavar="'KEY=VALUE ...'",
-                        help="another comp loop with these overrides (repeatable)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="'KEY=VALUE ...'",
+        help="another comp loop with these overrides (repeatable)",
+    )
     args = parser.parse_args()
     begin("Training speed: comp's loop / the model alone", args)
 
@@ -107,10 +121,12 @@ def main() -> None:
                 start = clock()
                 train(config, competition, fold=0, force=True)
                 return clock() - start
+
             return run
 
-        models = {name: ModelAlone(config, len(competition.classes), clock=clock)
-                  for name, config in references.values()}
+        models = {
+            name: ModelAlone(config, len(competition.classes), clock=clock) for name, config in references.values()
+        }
         train_seconds: dict[str, list[float]] = {name: [] for name in models}
 
         def model_alone(name: str, config: Config):
@@ -121,6 +137,7 @@ def main() -> None:
                 seconds = model.train_seconds(steps(config))
                 train_seconds[name].append(seconds)
                 return seconds + sum(model.eval_seconds(n_val) for _ in range(args.epochs))
+
             return run
 
         cases = {f"comp {loop.name}": comp_loop(loop.config) for loop in loops}
@@ -132,12 +149,21 @@ def main() -> None:
     rows = []
     for loop in loops:
         comp = seconds[f"comp {loop.name}"]
-        rows.append((loop.name, spread([images(loop.config) / s for s in comp]),
-                     spread([images(loop.config) / s for s in train_seconds[loop.reference]]),
-                     spread(ratios(train_seconds[loop.reference], comp)),
-                     spread(ratios(seconds[loop.reference], comp)), loop.reference))
-    print_table(f"Training images/s ({args.clock} clock), median (min..max) of {args.rounds} rounds", rows,
-                ("comp loop", "comp img/s", "model img/s", "train-only ratio", "same-work ratio", "reference"))
+        rows.append(
+            (
+                loop.name,
+                spread([images(loop.config) / s for s in comp]),
+                spread([images(loop.config) / s for s in train_seconds[loop.reference]]),
+                spread(ratios(train_seconds[loop.reference], comp)),
+                spread(ratios(seconds[loop.reference], comp)),
+                loop.reference,
+            )
+        )
+    print_table(
+        f"Training images/s ({args.clock} clock), median (min..max) of {args.rounds} rounds",
+        rows,
+        ("comp loop", "comp img/s", "model img/s", "train-only ratio", "same-work ratio", "reference"),
+    )
 
 
 if __name__ == "__main__":

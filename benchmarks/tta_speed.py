@@ -57,14 +57,17 @@ def main() -> None:
         n_oof = int((folds["fold"] == 0).sum())
         images = n_oof + len(competition.test)
         copies = sum(len(view_copies(name)) for name in args.views)
-        print(f"{images} images per prediction ({n_oof} OOF + {len(competition.test)} test); "
-              f"views {views}: {copies} copies of each image")
+        print(
+            f"{images} images per prediction ({n_oof} OOF + {len(competition.test)} test); "
+            f"views {views}: {copies} copies of each image"
+        )
 
         def comp_predict(tta: bool):
             def run() -> float:
                 start = time.perf_counter()
                 predict(config, competition, tta=tta)
                 return time.perf_counter() - start
+
             return run
 
         model = ModelAlone(config, len(competition.classes))
@@ -73,17 +76,33 @@ def main() -> None:
         def model_alone(n_copies: int):
             return lambda: model.eval_seconds(n_oof, n_copies) + model.eval_seconds(len(competition.test), n_copies)
 
-        seconds = interleaved({"comp 1 view": comp_predict(False), "comp N views": comp_predict(True),
-                               "model 1 view": model_alone(1), "model N views": model_alone(copies)}, args.rounds)
+        seconds = interleaved(
+            {
+                "comp 1 view": comp_predict(False),
+                "comp N views": comp_predict(True),
+                "model 1 view": model_alone(1),
+                "model N views": model_alone(copies),
+            },
+            args.rounds,
+        )
 
     print(f"\nmodel: {model.describe()}")
     rows = []
     for label in ("1 view", "N views"):
         comp, alone = seconds[f"comp {label}"], seconds[f"model {label}"]
-        rows.append((label, spread([images / s for s in comp]), spread([images / s for s in alone]),
-                     spread(ratios(alone, comp))))
-    print_table(f"Prediction images/s, median (min..max) of {args.rounds} rounds (N = {copies} copies)", rows,
-                ("views", "comp img/s", "model img/s", "comp / model"))
+        rows.append(
+            (
+                label,
+                spread([images / s for s in comp]),
+                spread([images / s for s in alone]),
+                spread(ratios(alone, comp)),
+            )
+        )
+    print_table(
+        f"Prediction images/s, median (min..max) of {args.rounds} rounds (N = {copies} copies)",
+        rows,
+        ("views", "comp img/s", "model img/s", "comp / model"),
+    )
     cost = [n / (copies * one) for n, one in zip(seconds["comp N views"], seconds["comp 1 view"], strict=True)]
     alone = [n / (copies * one) for n, one in zip(seconds["model N views"], seconds["model 1 view"], strict=True)]
     print(f"\nTTA cost, N-view time / (N x 1-view time): comp {spread(cost)}, the model alone {spread(alone)}")

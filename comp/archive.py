@@ -50,9 +50,7 @@ def _link_leaves(name: str, target: str) -> bool:
     """Whether a link stored at `name` pointing to `target` resolves outside the folder (by name alone)."""
     if target.startswith(("/", "\\")) or _DRIVE.match(target):
         return True
-    joined = posixpath.normpath(
-        posixpath.join(posixpath.dirname("/".join(_parts(name))), target.replace("\\", "/"))
-    )
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname("/".join(_parts(name))), target.replace("\\", "/")))
     return joined == ".." or joined.startswith("../")
 
 

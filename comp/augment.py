@@ -141,8 +141,14 @@ class Augment:
 def philox_state(seed: int) -> dict:
     """The state np.random.Philox(key=seed) starts in, set without building a new generator."""
     start = {"counter": np.zeros(4, np.uint64), "key": np.array([seed, 0], np.uint64)}
-    return {"bit_generator": "Philox", "state": start, "buffer": np.zeros(4, np.uint64), "buffer_pos": 4,
-            "has_uint32": 0, "uinteger": 0}
+    return {
+        "bit_generator": "Philox",
+        "state": start,
+        "buffer": np.zeros(4, np.uint64),
+        "buffer_pos": 4,
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
 
 
 def fit_size(image: np.ndarray, size: int) -> np.ndarray:
@@ -160,16 +166,22 @@ class ModelInput:
     a 28 px training image took on a CPU core), and batches travel to a GPU as uint8: a quarter of the bytes.
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device,
-                 memory_format: torch.memory_format = torch.contiguous_format):
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
         mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.scale, self.shift = 1 / (255 * std), -mean / std
         self.device, self.memory_format = device, memory_format
 
     @classmethod
-    def of(cls, model: torch.nn.Module, device: torch.device,
-           memory_format: torch.memory_format = torch.contiguous_format) -> ModelInput:
+    def of(
+        cls, model: torch.nn.Module, device: torch.device, memory_format: torch.memory_format = torch.contiguous_format
+    ) -> ModelInput:
         """The input of this model: normalised with the mean and std its weights were trained with."""
         return cls(*normalization(model), device, memory_format)
 
@@ -203,9 +215,7 @@ def build_steps(steps: AugSteps, image_size: int, where: str) -> list[A.BasicTra
             )
         steps = PRESETS[steps]
     if not isinstance(steps, list):
-        raise CompError(
-            f"{where} must be a preset name or a list of transforms, not {steps!r}.", hint=FORMAT_HINT
-        )
+        raise CompError(f"{where} must be a preset name or a list of transforms, not {steps!r}.", hint=FORMAT_HINT)
     return [_build_one(item, image_size, f"{where}[{i}]") for i, item in enumerate(steps)]
 
 
@@ -220,9 +230,7 @@ def _build_one(item: Any, image_size: int, where: str) -> A.BasicTransform | A.B
         # strict: albumentations otherwise only warns about a bad argument and falls back to defaults
         return cls(**args, strict=True) if issubclass(cls, A.BasicTransform) else cls(**args)
     except (ValueError, TypeError) as exc:
-        raise CompError(
-            f"{where} ({name}): bad argument: {_describe(exc)}.", hint=_signature_hint(cls)
-        ) from None
+        raise CompError(f"{where} ({name}): bad argument: {_describe(exc)}.", hint=_signature_hint(cls)) from None
 
 
 def _describe(exc: Exception) -> str:
@@ -251,8 +259,7 @@ def _parse_item(item: Any, where: str) -> tuple[str, dict[str, Any]]:
 def _transform_class(name: str, where: str) -> type:
     if name in _ADDED_BY_COMP:
         raise CompError(
-            f"{where}: leave {name} out of the list; comp adds it after every phase, "
-            "with the model's mean and std."
+            f"{where}: leave {name} out of the list; comp adds it after every phase, with the model's mean and std."
         )
     if name in _TRANSFORMS:
         return _TRANSFORMS[name]
@@ -295,4 +302,3 @@ def _check_argument_names(cls: type, args: dict[str, Any], where: str) -> None:
 def _signature_hint(cls: type) -> str:
     params = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
     return f"{cls.__name__} takes: {', '.join(params)} (see albumentations {A.__version__}'s documentation)."
-

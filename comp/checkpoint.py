@@ -28,11 +28,20 @@ from comp.io import atomic_path, sha256_file, write_json
 
 RECORDED_PACKAGES = ("torch", "timm", "albumentations", "numpy")
 # Keys that cannot change what training computes: they may differ when a fold is resumed.
-NO_EFFECT_ON_TRAINING = ("predict.", "submission.", "data.cache", "train.num_workers", "train.pin_memory",
-                         "train.persistent_workers", "train.checkpoint_every_steps", "train.tensorboard")
+NO_EFFECT_ON_TRAINING = (
+    "predict.",
+    "submission.",
+    "data.cache",
+    "train.num_workers",
+    "train.pin_memory",
+    "train.persistent_workers",
+    "train.checkpoint_every_steps",
+    "train.tensorboard",
+)
 
 
 # ----------------------------------------------------------------------------- weights and state
+
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: Path, classes: list, epoch: int) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
@@ -59,15 +68,19 @@ def load_state(path: Path, mmap: bool = False) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- random generators
 
+
 def rng_state() -> dict[str, Any]:
     """Python's, NumPy's and torch's generator states as tensors and plain values."""
     version, internal, gauss = random.getstate()
     numpy_state = np.random.get_state(legacy=False)
     return {
         "python": [version, list(internal), gauss],
-        "numpy": {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
-                  "pos": numpy_state["state"]["pos"], "has_gauss": numpy_state["has_gauss"],
-                  "gauss": numpy_state["gauss"]},
+        "numpy": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": numpy_state["state"]["pos"],
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
     }
@@ -77,15 +90,21 @@ def restore_rng(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     numpy_state = state["numpy"]
-    np.random.set_state({"bit_generator": "MT19937", "has_gauss": numpy_state["has_gauss"],
-                         "gauss": numpy_state["gauss"],
-                         "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]}})
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+            "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+        }
+    )
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ----------------------------------------------------------------------------- config changes
+
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
@@ -100,27 +119,36 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """`key: old -> new` for every key that differs and can change what training computes."""
     old, new = flatten(saved), flatten(current)
-    return [f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}"
-            for key in sorted(old.keys() | new.keys())
-            if old.get(key) != new.get(key) and not key.startswith(NO_EFFECT_ON_TRAINING)]
+    return [
+        f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key) and not key.startswith(NO_EFFECT_ON_TRAINING)
+    ]
 
 
 # ----------------------------------------------------------------------------- the run record
+
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def package_versions() -> dict[str, str | None]:
-    return {"python": platform.python_version(), "comp": __version__,
-            **{name: package_version(name) for name in RECORDED_PACKAGES}}
+    return {
+        "python": platform.python_version(),
+        "comp": __version__,
+        **{name: package_version(name) for name in RECORDED_PACKAGES},
+    }
 
 
 def git_state(folder: Path = Path(".")) -> dict[str, Any] | None:
     """The commit checked out where comp runs, and whether the tree has uncommitted changes."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=folder, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
     try:
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
     except (OSError, subprocess.SubprocessError):
@@ -128,9 +156,18 @@ def git_state(folder: Path = Path(".")) -> dict[str, Any] | None:
 
 
 def new_record(config: Config, fold: int) -> dict[str, Any]:
-    return {"fold": fold, "started": now(), "command": " ".join(sys.argv), "config": config.to_dict(),
-            "fold_file": str(config.fold_file), "fold_file_sha256": sha256_file(config.fold_file),
-            "versions": package_versions(), "git": git_state(), "resumes": [], "finished": None}
+    return {
+        "fold": fold,
+        "started": now(),
+        "command": " ".join(sys.argv),
+        "config": config.to_dict(),
+        "fold_file": str(config.fold_file),
+        "fold_file_sha256": sha256_file(config.fold_file),
+        "versions": package_versions(),
+        "git": git_state(),
+        "resumes": [],
+        "finished": None,
+    }
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:
@@ -145,8 +182,17 @@ def write_record(folder: Path, record: dict[str, Any]) -> None:
 def record_resume(folder: Path, config: Config, epoch: int, batch: int, changes: list[str]) -> None:
     """Append this resume (and any config change it was forced through with) to run.json."""
     record = read_record(folder) or new_record(config, int(folder.name.removeprefix("fold")))
-    record["resumes"].append({"at": now(), "command": " ".join(sys.argv), "epoch": epoch, "batch": batch,
-                              "changes": changes, "versions": package_versions(), "git": git_state()})
+    record["resumes"].append(
+        {
+            "at": now(),
+            "command": " ".join(sys.argv),
+            "epoch": epoch,
+            "batch": batch,
+            "changes": changes,
+            "versions": package_versions(),
+            "git": git_state(),
+        }
+    )
     if changes:
         record["config"] = config.to_dict()
     record["finished"] = None

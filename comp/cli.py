@@ -25,9 +25,7 @@ app = typer.Typer(
 )
 _state = {"debug": False}
 
-ConfigOpt = Annotated[
-    Path, typer.Option("--config", "-c", help="Experiment config (YAML).", show_default=True)
-]
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Experiment config (YAML).", show_default=True)]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config key, e.g. --set train.epochs=3 (repeatable)."),
@@ -121,18 +119,33 @@ def train(
     fold: Annotated[str, typer.Option("--fold", "-f", help="Fold number, or 'all'.")] = "all",
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Retrain from scratch; with --resume: continue under changed config values.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Retrain from scratch; with --resume: continue under changed config values.")
+    ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted folds from last.pt.")] = False,
-    devices: Annotated[int, typer.Option(
-        "--devices", min=1, help="Train each fold data-parallel over N processes (a GPU each, or the CPU), "
-        "through torchrun.")] = 1,
-    parallel: Annotated[int | None, typer.Option(
-        "--parallel", min=1, help="With --fold all: train N folds at a time, each in its own process on its own "
-        "device.")] = None,
-    gpus: Annotated[str | None, typer.Option(
-        "--gpus", help="With --parallel: the GPUs to spread the folds over, e.g. 0,1,2,3 (default: all visible).",
-    )] = None,
+    devices: Annotated[
+        int,
+        typer.Option(
+            "--devices",
+            min=1,
+            help="Train each fold data-parallel over N processes (a GPU each, or the CPU), through torchrun.",
+        ),
+    ] = 1,
+    parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--parallel",
+            min=1,
+            help="With --fold all: train N folds at a time, each in its own process on its own device.",
+        ),
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            help="With --parallel: the GPUs to spread the folds over, e.g. 0,1,2,3 (default: all visible).",
+        ),
+    ] = None,
 ) -> None:
     from comp.distributed import launch_training, process_group, quiet_other_ranks, under_torchrun
     from comp.parallel import outcomes_table, parse_gpus, train_arguments, train_parallel
@@ -144,25 +157,38 @@ def train(
     cfg = _config(config, set_)
     if parallel or gpus:
         if fold != "all" or devices > 1:
-            raise typer.BadParameter("--parallel and --gpus spread the folds of --fold all, one process per fold; "
-                                     "--devices alone trains one fold over several devices.")
-        outcomes = train_parallel(cfg, _competition(cfg), config, set_ or [], parallel, gpus and parse_gpus(gpus),
-                                  force=force, resume=resume)
+            raise typer.BadParameter(
+                "--parallel and --gpus spread the folds of --fold all, one process per fold; "
+                "--devices alone trains one fold over several devices."
+            )
+        outcomes = train_parallel(
+            cfg, _competition(cfg), config, set_ or [], parallel, gpus and parse_gpus(gpus), force=force, resume=resume
+        )
         console.print(outcomes_table(outcomes))
         failed = [str(o.fold) for o in outcomes if o.status == "failed"]
         if failed:
-            raise CompError(f"Fold(s) {', '.join(failed)} failed; the other folds are saved in {cfg.run_dir}.",
-                            hint=f"Fix the cause ({cfg.run_dir / 'logs'} has each fold's output), then run the same "
-                            "command with --resume: finished folds are skipped, interrupted ones continue.")
+            raise CompError(
+                f"Fold(s) {', '.join(failed)} failed; the other folds are saved in {cfg.run_dir}.",
+                hint=f"Fix the cause ({cfg.run_dir / 'logs'} has each fold's output), then run the same "
+                "command with --resume: finished folds are skipped, interrupted ones continue.",
+            )
     elif devices > 1 and not under_torchrun():
-        launch_training(cfg, _competition(cfg), devices, fold,
-                        train_arguments(fold, config, set_ or [], force, resume), force=force, resume=resume)
+        launch_training(
+            cfg,
+            _competition(cfg),
+            devices,
+            fold,
+            train_arguments(fold, config, set_ or [], force, resume),
+            force=force,
+            resume=resume,
+        )
         return
     else:
         with process_group(cfg.train.device, devices):
             quiet_other_ranks(console)
-            results = train_folds(cfg, _competition(cfg), fold if fold == "all" else int(fold), force=force,
-                                  resume=resume)
+            results = train_folds(
+                cfg, _competition(cfg), fold if fold == "all" else int(fold), force=force, resume=resume
+            )
             console.print(results_table(results))
     console.print(f"Results saved to {cfg.run_dir}")
 
@@ -170,8 +196,10 @@ def train(
 @command(help="Predict each trained fold's out-of-fold rows and the test set, write cv.json; or a folder (--images).")
 def predict(
     tta: Annotated[bool, typer.Option("--tta", help="Average the views of predict.tta (auto: chosen on OOF).")] = False,
-    images: Annotated[Path | None, typer.Option(
-        "--images", help="Predict this folder of images instead: runs/<name>/predictions/<folder>.csv.")] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="Predict this folder of images instead: runs/<name>/predictions/<folder>.csv."),
+    ] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
@@ -181,8 +209,11 @@ def predict(
     cfg = _config(config, set_)
     if images is not None:
         done = predict_folder(cfg, images, tta=tta)
-        console.print(f"{done.n_images} images, folds {', '.join(map(str, done.folds))}, views "
-                      f"{', '.join(done.views)} -> {done.path}", highlight=False)
+        console.print(
+            f"{done.n_images} images, folds {', '.join(map(str, done.folds))}, views "
+            f"{', '.join(done.views)} -> {done.path}",
+            highlight=False,
+        )
         return
     for line in predict_run(cfg, _competition(cfg), tta=tta).summary_lines():
         console.print(line, highlight=False)
@@ -211,8 +242,9 @@ def evaluate(
     console.print(per_class)
     for path in result.reports:
         console.print(f"report: {path}", highlight=False)
-    console.print(f"Updated {result.run_dir / 'cv.json'}: {result.metric} {result.scores[result.metric]:.4f}",
-                  highlight=False)
+    console.print(
+        f"Updated {result.run_dir / 'cv.json'}: {result.metric} {result.scores[result.metric]:.4f}", highlight=False
+    )
 
 
 @command(help="Write a submission from one run, or blend several runs into a new run and submit that.")
@@ -221,8 +253,9 @@ def ensemble(
     name: Annotated[str | None, typer.Option("--name", help="Name of the blended run.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing blended run.")] = False,
     method: Annotated[str, typer.Option("--method", help="mean | weighted | geometric | rank.")] = "mean",
-    weights: Annotated[str | None, typer.Option(
-        "--weights", help="auto (fitted on the OOF log loss) or w1,w2,... (one per run).")] = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="auto (fitted on the OOF log loss) or w1,w2,... (one per run).")
+    ] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
@@ -231,11 +264,17 @@ def ensemble(
     cfg = _config(config, set_)
     result = make_ensemble(cfg, _competition(cfg), runs, name=name, force=force, method=method, weights=weights)
     for member, score in result.member_scores.items():
-        console.print(f"member {member}: weight {result.weights[member]:.3f}, OOF {score.metric} {score.value:.4f}, "
-                      f"log loss {score.log_loss:.4f}", highlight=False)
+        console.print(
+            f"member {member}: weight {result.weights[member]:.3f}, OOF {score.metric} {score.value:.4f}, "
+            f"log loss {score.log_loss:.4f}",
+            highlight=False,
+        )
     if result.blend_score:
-        console.print(f"blend -> {result.run_dir}: OOF {result.blend_score.metric} {result.blend_score.value:.4f}, "
-                      f"log loss {result.blend_score.log_loss:.4f}", highlight=False)
+        console.print(
+            f"blend -> {result.run_dir}: OOF {result.blend_score.metric} {result.blend_score.value:.4f}, "
+            f"log loss {result.blend_score.log_loss:.4f}",
+            highlight=False,
+        )
     score = "n/a" if result.oof_score is None else f"{result.oof_score:.4f}"
     console.print(f"OOF score {score}  submission -> {result.path}")
 
@@ -286,8 +325,11 @@ def submit(
     for warning in result.warnings:
         console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
     oof = "n/a" if result.oof_score is None else f"{result.oof_score:.4f}"
-    console.print(f"Submitted {file} to {cfg.data.competition}: Kaggle ref {result.ref}, sha256 "
-                  f"{result.sha256[:12]}, OOF {oof}; recorded in submissions/ledger.csv", markup=False)
+    console.print(
+        f"Submitted {file} to {cfg.data.competition}: Kaggle ref {result.ref}, sha256 "
+        f"{result.sha256[:12]}, OOF {oof}; recorded in submissions/ledger.csv",
+        markup=False,
+    )
     if wait and result.status == "pending":
         console.print("Still pending after the wait: `comp submissions` shows the score later.")
     elif wait:
@@ -307,11 +349,33 @@ def submissions(
 
     cfg = _config(config, set_)
     rows = list_submissions(cfg.data.competition, limit=limit)
-    table = Table("date", "ref", "file", "message", "status", "public", "private", "OOF",
-                  title=f"{cfg.data.competition}: {len(rows)} recent submission(s)")
+    table = Table(
+        "date",
+        "ref",
+        "file",
+        "message",
+        "status",
+        "public",
+        "private",
+        "OOF",
+        title=f"{cfg.data.competition}: {len(rows)} recent submission(s)",
+    )
     for r in rows:
-        table.add_row(*(escape(v) for v in (r.date, r.ref, r.file_name, r.description, r.status,
-                                            r.public_score, r.private_score, r.oof_score)))
+        table.add_row(
+            *(
+                escape(v)
+                for v in (
+                    r.date,
+                    r.ref,
+                    r.file_name,
+                    r.description,
+                    r.status,
+                    r.public_score,
+                    r.private_score,
+                    r.oof_score,
+                )
+            )
+        )
     console.print(table)
 
 
@@ -349,16 +413,21 @@ def lr_find(
     result = range_test(cfg, _competition(cfg), fold=fold, start_lr=start_lr, end_lr=end_lr, steps=steps)
     low, high = result.fastest_range
     stop = "stopped on divergence" if result.diverged else "no divergence"
-    console.print(f"{len(result.curve)} steps ({stop}); the smoothed loss falls fastest between {low:.2e} and "
-                  f"{high:.2e}")
-    console.print(f"Suggested learning rate: [bold]{result.suggested_lr:.2e}[/] (--set train.lr="
-                  f"{result.suggested_lr:.2g})  plot -> {result.plot}", highlight=False)
+    console.print(
+        f"{len(result.curve)} steps ({stop}); the smoothed loss falls fastest between {low:.2e} and {high:.2e}"
+    )
+    console.print(
+        f"Suggested learning rate: [bold]{result.suggested_lr:.2e}[/] (--set train.lr="
+        f"{result.suggested_lr:.2g})  plot -> {result.plot}",
+        highlight=False,
+    )
 
 
 @command(help="Backbone features + an SVM or logistic regression (grid-searched per fold), written as a run.")
 def probe(
-    from_run: Annotated[str | None, typer.Option(
-        "--from-run", help="Featurise each fold with this trained run's own fold weights.")] = None,
+    from_run: Annotated[
+        str | None, typer.Option("--from-run", help="Featurise each fold with this trained run's own fold weights.")
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="The probe's run name (default: name).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the probe run's earlier predictions.")] = False,
     config: ConfigOpt = DEFAULT_CONFIG,
@@ -368,8 +437,10 @@ def probe(
 
     cfg = _config(config, set_)
     result = fit_probe(cfg, _competition(cfg), from_run=from_run, name=name, force=force)
-    console.print(f"CV {result.metric} (OOF) of the {cfg.probe.classifier} probe: {result.oof_score:.4f}  "
-                  f"-> {result.run_dir}", highlight=False)
+    console.print(
+        f"CV {result.metric} (OOF) of the {cfg.probe.classifier} probe: {result.oof_score:.4f}  -> {result.run_dir}",
+        highlight=False,
+    )
 
 
 @command("env", help="Versions, GPUs, bf16 and channels_last support: what to paste into a bug report.")

@@ -187,8 +187,10 @@ def _unknown_key_error(key: str, source: str) -> CompError:
     if not close:  # a typo in the last part alone: compare within the same section
         section, _, leaf = key.rpartition(".")
         siblings = [k for k in keys if k.rpartition(".")[0] == section]
-        close = [f"{section}.{m}" if section else m for m in difflib.get_close_matches(
-            leaf, [s.rpartition(".")[2] for s in siblings], n=1, cutoff=0.5)]
+        close = [
+            f"{section}.{m}" if section else m
+            for m in difflib.get_close_matches(leaf, [s.rpartition(".")[2] for s in siblings], n=1, cutoff=0.5)
+        ]
     suggestion = f" Did you mean {close[0]}?" if close else ""
     section = key.rpartition(".")[0]
     options = [k for k in keys if k.rpartition(".")[0] == section]

@@ -27,6 +27,7 @@ Label = int | str
 
 # ----------------------------------------------------------------------------- class map
 
+
 def _as_int(value: Any) -> int | None:
     """The integer a label stands for, when it is written as one ('007' is not: it stays text)."""
     if isinstance(value, (bool, np.bool_)):
@@ -72,11 +73,13 @@ def check_same_classes(expected: list[Label], found: list[Label], where: str) ->
         missing = [c for c in expected if c not in found]
         extra = [c for c in found if c not in expected]
         detail = "; ".join(
-            part for part in (
+            part
+            for part in (
                 f"missing {missing[:10]}" if missing else "",
                 f"not in the data {extra[:10]}" if extra else "",
                 "same labels in another order" if not missing and not extra else "",
-            ) if part
+            )
+            if part
         )
         raise CompError(
             f"{where} was made for classes that disagree with the data ({detail}).",
@@ -85,6 +88,7 @@ def check_same_classes(expected: list[Label], found: list[Label], where: str) ->
 
 
 # ----------------------------------------------------------------------------- images
+
 
 def read_image(path: str | Path) -> np.ndarray:
     """Any image file as an HxWx3 uint8 RGB array: grey, RGBA, palette and 16-bit included."""
@@ -111,6 +115,7 @@ def resolve_image(folder: Path, image_id: str, suffix: str) -> Path | None:
 
 
 # ----------------------------------------------------------------------------- competition
+
 
 @dataclass
 class Competition:
@@ -176,8 +181,9 @@ def _train_from_csv(cfg: DataConfig, root: Path) -> pd.DataFrame:
             )
         paths.append(str(found))
     labels = normalise_labels(list(table[cfg.label_column]))
-    return pd.DataFrame({"id": table[cfg.id_column].astype(str), "label": pd.Series(labels, dtype=object),
-                         "path": paths})
+    return pd.DataFrame(
+        {"id": table[cfg.id_column].astype(str), "label": pd.Series(labels, dtype=object), "path": paths}
+    )
 
 
 def _train_from_folders(cfg: DataConfig, root: Path) -> pd.DataFrame:
@@ -190,8 +196,9 @@ def _train_from_folders(cfg: DataConfig, root: Path) -> pd.DataFrame:
     if not rows:
         raise CompError(f"No images found under the class folders of {train_dir}.")
     ids, labels, paths = zip(*rows, strict=True)
-    return pd.DataFrame({"id": list(ids), "label": pd.Series(normalise_labels(labels), dtype=object),
-                         "path": list(paths)})
+    return pd.DataFrame(
+        {"id": list(ids), "label": pd.Series(normalise_labels(labels), dtype=object), "path": list(paths)}
+    )
 
 
 def _test_from_sample(cfg: DataConfig, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -224,7 +231,9 @@ def load_competition(cfg: DataConfig) -> Competition:
     train = _train_from_csv(cfg, root) if layout == "csv" else _train_from_folders(cfg, root)
     duplicated = train["id"][train["id"].duplicated()]
     if len(duplicated):
-        raise CompError(f"Duplicate training ids in {root}: {', '.join(duplicated.iloc[:5])}.",
-                        hint="Each training image needs its own id.")
+        raise CompError(
+            f"Duplicate training ids in {root}: {', '.join(duplicated.iloc[:5])}.",
+            hint="Each training image needs its own id.",
+        )
     test, sample = _test_from_sample(cfg, root)
     return Competition(root, layout, train, test, sample, decide_classes(train["label"]))

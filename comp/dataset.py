@@ -56,8 +56,11 @@ def loader_options(cfg: TrainConfig, device: torch.device) -> dict:
     """DataLoader arguments that training, validation and prediction share: the workers (auto: from the core
     count), pinned memory for a CUDA device, and one OpenCV thread in each worker."""
     workers = default_num_workers(device) if cfg.num_workers == "auto" else cfg.num_workers
-    return dict(num_workers=workers, pin_memory=cfg.pin_memory and device.type == "cuda",
-                worker_init_fn=one_opencv_thread if workers else None)
+    return dict(
+        num_workers=workers,
+        pin_memory=cfg.pin_memory and device.type == "cuda",
+        worker_init_fn=one_opencv_thread if workers else None,
+    )
 
 
 def one_opencv_thread(_worker_id: int) -> None:

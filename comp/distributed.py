@@ -32,6 +32,7 @@ from comp.errors import CompError
 
 # ----------------------------------------------------------------------------- where this process stands
 
+
 def under_torchrun() -> bool:
     return dist.is_available() and dist.is_torchelastic_launched()
 
@@ -65,12 +66,15 @@ def rank_device(name: str) -> torch.device:
     if world_size() == 1 or device.type == "cpu":
         return device
     if device.type != "cuda":
-        raise CompError(f"Data-parallel training runs on CUDA GPUs (NCCL) or on the CPU (gloo), not on {device}.",
-                        hint="Set train.device to auto, cuda or cpu.")
+        raise CompError(
+            f"Data-parallel training runs on CUDA GPUs (NCCL) or on the CPU (gloo), not on {device}.",
+            hint="Set train.device to auto, cuda or cpu.",
+        )
     return torch.device("cuda", local_rank())
 
 
 # ----------------------------------------------------------------------------- the process group
+
 
 @contextmanager
 def process_group(device_name: str, devices: int = 1):
@@ -82,15 +86,18 @@ def process_group(device_name: str, devices: int = 1):
         return
     processes = int(os.environ["WORLD_SIZE"])
     if devices not in (1, processes):
-        raise CompError(f"--devices {devices}, but torchrun started {processes} processes.",
-                        hint="Under torchrun leave --devices out: torchrun's own flags set the processes.")
+        raise CompError(
+            f"--devices {devices}, but torchrun started {processes} processes.",
+            hint="Under torchrun leave --devices out: torchrun's own flags set the processes.",
+        )
     device = resolve_device(device_name)
     backend = "gloo"
     if device.type == "cuda":
         if local_rank() >= torch.cuda.device_count():
-            raise CompError(f"Process {local_rank()} of this machine has no GPU: only {torch.cuda.device_count()} "
-                            "are visible.", hint="Start at most that many processes per machine (--devices, "
-                            "torchrun --nproc-per-node).")
+            raise CompError(
+                f"Process {local_rank()} of this machine has no GPU: only {torch.cuda.device_count()} are visible.",
+                hint="Start at most that many processes per machine (--devices, torchrun --nproc-per-node).",
+            )
         torch.cuda.set_device(local_rank())
         backend = "nccl"
     dist.init_process_group(backend)
@@ -103,17 +110,22 @@ def process_group(device_name: str, devices: int = 1):
 def check_batch_split(batch_size: int, n: int) -> None:
     """The global batch must split evenly over the n processes."""
     if batch_size % n:
-        raise CompError(f"train.batch_size={batch_size} does not split evenly over {n} processes: train.batch_size "
-                        "is the global batch, each process takes an equal share.",
-                        hint=f"Use a multiple of {n}, e.g. --set train.batch_size={batch_size // n * n or n}.")
+        raise CompError(
+            f"train.batch_size={batch_size} does not split evenly over {n} processes: train.batch_size "
+            "is the global batch, each process takes an equal share.",
+            hint=f"Use a multiple of {n}, e.g. --set train.batch_size={batch_size // n * n or n}.",
+        )
 
 
 # ----------------------------------------------------------------------------- model
 
+
 def check_sync_bn(sync_bn: bool, device: torch.device) -> None:
     if sync_bn and device.type != "cuda":
-        raise CompError("train.sync_bn needs CUDA GPUs: torch's SyncBatchNorm does not run on the CPU.",
-                        hint="Set train.sync_bn: false for CPU (gloo) training.")
+        raise CompError(
+            "train.sync_bn needs CUDA GPUs: torch's SyncBatchNorm does not run on the CPU.",
+            hint="Set train.sync_bn: false for CPU (gloo) training.",
+        )
 
 
 def prepare_model(model: nn.Module, sync_bn: bool) -> nn.Module:
@@ -133,8 +145,10 @@ def data_parallel(model: nn.Module, find_unused_parameters: bool = False) -> nn.
         return model
     device = next(model.parameters()).device
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=find_unused_parameters)
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=find_unused_parameters,
+    )
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -154,11 +168,12 @@ def broadcast_buffers(model: nn.Module) -> None:
 
 # ----------------------------------------------------------------------------- data
 
+
 def shard_batch(batch: list, position: int | None = None, count: int | None = None) -> list:
     """This process's equal share of a global batch (contiguous, in rank order)."""
     position, count = rank() if position is None else position, world_size() if count is None else count
     share = len(batch) // count
-    return batch[position * share:(position + 1) * share]
+    return batch[position * share : (position + 1) * share]
 
 
 class ShardSampler(Sampler[int]):
@@ -180,12 +195,15 @@ def validation_sampler(n: int) -> ShardSampler | None:
     if world_size() == 1:
         return None
     if n < world_size():
-        raise CompError(f"{n} validation rows cannot be shared by {world_size()} processes.",
-                        hint="Use fewer devices, or fewer folds (folds.k) for more validation rows each.")
+        raise CompError(
+            f"{n} validation rows cannot be shared by {world_size()} processes.",
+            hint="Use fewer devices, or fewer folds (folds.k) for more validation rows each.",
+        )
     return ShardSampler(n, rank(), world_size())
 
 
 # ----------------------------------------------------------------------------- collectives
+
 
 def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
@@ -202,10 +220,10 @@ def gather_rows(local: torch.Tensor) -> torch.Tensor:
     dist.all_gather(sizes, size)
     longest = int(max(sizes).item())
     padded = torch.zeros((longest, *local.shape[1:]), dtype=local.dtype, device=device)
-    padded[:local.shape[0]] = local.to(device)
+    padded[: local.shape[0]] = local.to(device)
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
-    return torch.cat([part[:int(n.item())] for part, n in zip(parts, sizes, strict=True)]).to(local.device)
+    return torch.cat([part[: int(n.item())] for part, n in zip(parts, sizes, strict=True)]).to(local.device)
 
 
 def mean_over_processes(values: torch.Tensor) -> torch.Tensor:
@@ -220,6 +238,7 @@ def mean_over_processes(values: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- launching
 
+
 def free_port() -> int:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -230,11 +249,15 @@ def check_devices(train: TrainConfig, n_processes: int) -> None:
     """n_processes fit this machine: a GPU each with CUDA, or processes sharing the CPU; train.sync_bn only on GPUs."""
     device = resolve_device(train.device)
     if device.type == "cuda" and n_processes > torch.cuda.device_count():
-        raise CompError(f"--devices {n_processes}, but only {torch.cuda.device_count()} GPU(s) are visible.",
-                        hint="Lower --devices, or check CUDA_VISIBLE_DEVICES.")
+        raise CompError(
+            f"--devices {n_processes}, but only {torch.cuda.device_count()} GPU(s) are visible.",
+            hint="Lower --devices, or check CUDA_VISIBLE_DEVICES.",
+        )
     if device.type not in ("cuda", "cpu"):
-        raise CompError(f"Data-parallel training runs on CUDA GPUs or on the CPU, not on {device}.",
-                        hint="Set train.device to auto, cuda or cpu, or train on one device.")
+        raise CompError(
+            f"Data-parallel training runs on CUDA GPUs or on the CPU, not on {device}.",
+            hint="Set train.device to auto, cuda or cpu, or train on one device.",
+        )
     check_sync_bn(train.sync_bn, device)
     check_batch_split(train.batch_size, n_processes)
 
@@ -242,8 +265,15 @@ def check_devices(train: TrainConfig, n_processes: int) -> None:
 def torchrun_arguments(n_processes: int, comp_arguments: list[str]) -> list[str]:
     """torchrun's command line for `comp <comp_arguments>` in n processes on this machine (static rendezvous
     on 127.0.0.1 at a free port)."""
-    return [f"--nproc-per-node={n_processes}", "--nnodes=1", "--master-addr=127.0.0.1",
-            f"--master-port={free_port()}", "-m", "comp", *comp_arguments]
+    return [
+        f"--nproc-per-node={n_processes}",
+        "--nnodes=1",
+        "--master-addr=127.0.0.1",
+        f"--master-port={free_port()}",
+        "-m",
+        "comp",
+        *comp_arguments,
+    ]
 
 
 def launch(n_processes: int, comp_arguments: list[str]) -> None:
@@ -257,12 +287,21 @@ def launch(n_processes: int, comp_arguments: list[str]) -> None:
         run(parse_args(torchrun_arguments(n_processes, comp_arguments)))
     except ChildFailedError as exc:
         failed = ", ".join(f"rank {r} (exit code {f.exitcode})" for r, f in sorted(exc.failures.items()))
-        raise CompError(f"Data-parallel training over {n_processes} processes stopped: {failed} failed; its "
-                        "messages are above.", hint="Fix the cause and continue with --resume.") from None
+        raise CompError(
+            f"Data-parallel training over {n_processes} processes stopped: {failed} failed; its messages are above.",
+            hint="Fix the cause and continue with --resume.",
+        ) from None
 
 
-def launch_training(config: Config, competition: Competition, n_processes: int, fold: int | str,
-                    comp_arguments: list[str], force: bool = False, resume: bool = False) -> None:
+def launch_training(
+    config: Config,
+    competition: Competition,
+    n_processes: int,
+    fold: int | str,
+    comp_arguments: list[str],
+    force: bool = False,
+    resume: bool = False,
+) -> None:
     """`comp train --devices N`: refuse here, once, what every process would refuse; then run them under torchrun."""
     from comp.train import plan_training  # comp.train builds on this module
 

@@ -76,8 +76,10 @@ def resolve_run(run: str) -> Path:
     for candidate in (Path("runs") / run, Path(run)):
         if (candidate / "test.parquet").exists():
             return candidate
-    raise CompError(f"Run '{run}' has no test predictions (looked in runs/{run}/ and {run}/).",
-                    hint="Run `comp predict` for it first, or check the name with `ls runs/`.")
+    raise CompError(
+        f"Run '{run}' has no test predictions (looked in runs/{run}/ and {run}/).",
+        hint="Run `comp predict` for it first, or check the name with `ls runs/`.",
+    )
 
 
 def read_cv(run_dir: Path) -> dict:
@@ -94,8 +96,10 @@ def load_member(run_dir: Path) -> Member:
     check_same_classes(classes, test_classes, f"{run_dir / 'test.parquet'} (beside its oof.parquet)")
     cv = read_cv(run_dir)
     if not cv.get("fold_file_sha256"):
-        raise CompError(f"{run_dir / 'cv.json'} does not record the fold file its OOF rows came from.",
-                        hint=f"Run `comp predict` for {run_dir.name} again: it records the fold file's sha256.")
+        raise CompError(
+            f"{run_dir / 'cv.json'} does not record the fold file its OOF rows came from.",
+            hint=f"Run `comp predict` for {run_dir.name} again: it records the fold file's sha256.",
+        )
     return Member(run_dir, oof, test, classes, cv)
 
 
@@ -111,14 +115,19 @@ def check_compatible(members: list[Member], classes: list) -> None:
                 f"{where} were validated on different fold files ({first.cv.get('fold_file')} "
                 f"sha256 {first.cv['fold_file_sha256'][:12]}, {member.cv.get('fold_file')} sha256 "
                 f"{member.cv['fold_file_sha256'][:12]}): weights fitted on their OOF rows would leak.",
-                hint="Blend runs trained on the same folds (same folds.k, seed and fold file).")
+                hint="Blend runs trained on the same folds (same folds.k, seed and fold file).",
+            )
         if set(member.test.index) != set(first.test.index):
-            raise CompError(f"{where} predicted different test ids.",
-                            hint="Predict both on the same competition's test set (`comp predict`).")
+            raise CompError(
+                f"{where} predicted different test ids.",
+                hint="Predict both on the same competition's test set (`comp predict`).",
+            )
         if set(member.oof.index) != set(first.oof.index):
-            raise CompError(f"{where} have OOF predictions for different training ids "
-                            f"({len(first.oof)} and {len(member.oof)} rows).",
-                            hint="Train and predict the same folds in both (comp train --fold all; comp predict).")
+            raise CompError(
+                f"{where} have OOF predictions for different training ids "
+                f"({len(first.oof)} and {len(member.oof)} rows).",
+                hint="Train and predict the same folds in both (comp train --fold all; comp predict).",
+            )
 
 
 def class_indices(ids: pd.Index, competition: Competition, classes: list) -> np.ndarray:
@@ -126,9 +135,11 @@ def class_indices(ids: pd.Index, competition: Competition, classes: list) -> np.
     labels = competition.train.set_index("id")["label"].reindex(ids)
     indices = pd.Index(classes).get_indexer(labels)
     if (indices < 0).any():
-        raise CompError(f"{(indices < 0).sum()} OOF id(s) are not training images of {competition.root} "
-                        f"(first: {', '.join(map(str, ids[indices < 0][:5]))}).",
-                        hint="Blend runs trained on this competition (check data.root).")
+        raise CompError(
+            f"{(indices < 0).sum()} OOF id(s) are not training images of {competition.root} "
+            f"(first: {', '.join(map(str, ids[indices < 0][:5]))}).",
+            hint="Blend runs trained on this competition (check data.root).",
+        )
     return indices
 
 
@@ -173,8 +184,13 @@ def fit_weights(method: str, oof_stack: np.ndarray, y: np.ndarray) -> np.ndarray
         return metric_log_loss(y, mix(method, prepared, w))
 
     equal = np.full(n, 1.0 / n)
-    fitted = minimize(objective, equal, method="SLSQP", bounds=[(0.0, 1.0)] * n,
-                      constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}]).x
+    fitted = minimize(
+        objective,
+        equal,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * n,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
+    ).x
     fitted = np.where(fitted < 1e-6, 0.0, fitted)  # no 1e-17 weights from round-off
     fitted = fitted / fitted.sum() if fitted.sum() > 0 else equal
     return min([fitted, equal, *np.eye(n)], key=objective)
@@ -189,11 +205,16 @@ def parse_weights(text: str | None, method: str, n: int) -> str | np.ndarray:
     try:
         weights = np.array([float(w) for w in text.split(",")])
     except ValueError:
-        raise CompError(f"--weights {text!r} is not 'auto' or a comma-separated list of numbers.",
-                        hint="E.g. --weights auto, or --weights 0.7,0.3 (one per run).") from None
+        raise CompError(
+            f"--weights {text!r} is not 'auto' or a comma-separated list of numbers.",
+            hint="E.g. --weights auto, or --weights 0.7,0.3 (one per run).",
+        ) from None
     if len(weights) != n or not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
-        raise CompError(f"--weights {text!r} must be {n} non-negative numbers (one per run, in the same order) "
-                        "with a positive sum.", hint="E.g. --weights " + ",".join(["1"] * n) + ", or --weights auto.")
+        raise CompError(
+            f"--weights {text!r} must be {n} non-negative numbers (one per run, in the same order) "
+            "with a positive sum.",
+            hint="E.g. --weights " + ",".join(["1"] * n) + ", or --weights auto.",
+        )
     return weights / weights.sum()
 
 
@@ -213,8 +234,14 @@ class Blend:
     score: Score
 
 
-def blend_members(competition: Competition, members: list[Member], classes: list, metric: str,
-                  method: str = "mean", weights: str | None = None) -> Blend:
+def blend_members(
+    competition: Competition,
+    members: list[Member],
+    classes: list,
+    metric: str,
+    method: str = "mean",
+    weights: str | None = None,
+) -> Blend:
     """Align the members by id, fit or take the weights, and blend their OOF and test tables alike."""
     if method not in METHODS:
         raise CompError(f"--method {method!r} is not one of {', '.join(METHODS)}.")
@@ -228,11 +255,14 @@ def blend_members(competition: Competition, members: list[Member], classes: list
     fitted = fit_weights(rule, oof_stack, y) if isinstance(parsed, str) else parsed
     oof = blend_table(rule, oof_stack, fitted)
     return Blend(
-        method, fitted, "auto" if isinstance(parsed, str) else ("given" if weights else "equal"),
+        method,
+        fitted,
+        "auto" if isinstance(parsed, str) else ("given" if weights else "equal"),
         probability_table(oof_ids, oof, classes).set_index("id"),
         probability_table(test_ids, blend_table(rule, test_stack, fitted), classes).set_index("id"),
         {str(m.run_dir): score(s, y, metric) for m, s in zip(members, oof_stack, strict=True)},
-        score(oof, y, metric))
+        score(oof, y, metric),
+    )
 
 
 def _check_name(name: str, run_dirs: list[Path]) -> Path:
@@ -246,11 +276,14 @@ def _check_name(name: str, run_dirs: list[Path]) -> Path:
 
 def _member_record(run_dir: Path, weight: float, member_score: Score | None) -> dict:
     cv, config_path = read_cv(run_dir), run_dir / "config.yaml"
-    return {"run": str(run_dir), "weight": weight,
-            "oof": None if member_score is None else member_score.value,
-            "log_loss": None if member_score is None else member_score.log_loss,
-            "fold_file_sha256": cv.get("fold_file_sha256"),
-            "config_sha256": sha256_file(config_path) if config_path.exists() else None}
+    return {
+        "run": str(run_dir),
+        "weight": weight,
+        "oof": None if member_score is None else member_score.value,
+        "log_loss": None if member_score is None else member_score.log_loss,
+        "fold_file_sha256": cv.get("fold_file_sha256"),
+        "config_sha256": sha256_file(config_path) if config_path.exists() else None,
+    }
 
 
 def write_blend_run(folder: Path, members: list[Member], classes: list, result: Blend) -> None:
@@ -260,16 +293,29 @@ def write_blend_run(folder: Path, members: list[Member], classes: list, result: 
     write_predictions(folder / "test.parquet", result.test.reset_index(), classes, views)
     save_classes(classes, folder / "classes.json")
     shared = members[0].cv  # check_compatible made every member's fold file the same
-    write_json(folder / "cv.json", {"metric": result.score.metric, "oof": result.score.value,
-                                    "log_loss": result.score.log_loss, "folds": {},
-                                    "fold_file": shared.get("fold_file"),
-                                    "fold_file_sha256": shared["fold_file_sha256"]})
-    write_json(folder / "members.json", {
-        "method": result.method, "weights": result.weights_mode,
-        "objective": "OOF log loss" if result.weights_mode == "auto" else None,
-        "members": [_member_record(m.run_dir, float(w), result.member_scores[str(m.run_dir)])
-                    for m, w in zip(members, result.weights, strict=True)],
-    })
+    write_json(
+        folder / "cv.json",
+        {
+            "metric": result.score.metric,
+            "oof": result.score.value,
+            "log_loss": result.score.log_loss,
+            "folds": {},
+            "fold_file": shared.get("fold_file"),
+            "fold_file_sha256": shared["fold_file_sha256"],
+        },
+    )
+    write_json(
+        folder / "members.json",
+        {
+            "method": result.method,
+            "weights": result.weights_mode,
+            "objective": "OOF log loss" if result.weights_mode == "auto" else None,
+            "members": [
+                _member_record(m.run_dir, float(w), result.member_scores[str(m.run_dir)])
+                for m, w in zip(members, result.weights, strict=True)
+            ],
+        },
+    )
 
 
 def _move_into_place(folder: Path, out_dir: Path) -> None:
@@ -283,8 +329,14 @@ def _move_into_place(folder: Path, out_dir: Path) -> None:
         folder.rename(out_dir)
 
 
-def blend(config: Config, competition: Competition, run_dirs: list[Path], out_dir: Path,
-          method: str = "mean", weights: str | None = None) -> SubmissionResult:
+def blend(
+    config: Config,
+    competition: Competition,
+    run_dirs: list[Path],
+    out_dir: Path,
+    method: str = "mean",
+    weights: str | None = None,
+) -> SubmissionResult:
     """Blend the runs into the run folder `out_dir` (built aside, then renamed), then write its submission."""
     if len({d.resolve() for d in run_dirs}) < len(run_dirs):
         raise CompError("A run is listed twice.", hint="List each run once; use --weights to favour one.")
@@ -313,8 +365,9 @@ def blend(config: Config, competition: Competition, run_dirs: list[Path], out_di
 
 def submission_frame(config: Config, competition: Competition, test: pd.DataFrame, classes: list) -> pd.DataFrame:
     check_same_classes(competition.classes, classes, "The test predictions")
-    return make_submission(competition.sample, test, classes, config.submission.format,
-                           config.submission.positive_class)
+    return make_submission(
+        competition.sample, test, classes, config.submission.format, config.submission.positive_class
+    )
 
 
 def _sources(run_dir: Path) -> tuple[str | None, list[dict]]:
@@ -326,8 +379,9 @@ def _sources(run_dir: Path) -> tuple[str | None, list[dict]]:
     return None, [_member_record(run_dir, 1.0, None)]
 
 
-def write_run_submission(config: Config, competition: Competition, run_dir: Path,
-                         frame: pd.DataFrame | None = None) -> Path:
+def write_run_submission(
+    config: Config, competition: Competition, run_dir: Path, frame: pd.DataFrame | None = None
+) -> Path:
     """submissions/<run name>.csv from a run's test predictions (never overwriting), plus its sidecar JSON."""
     if frame is None:
         test, classes = read_predictions(run_dir / "test.parquet")
@@ -336,13 +390,23 @@ def write_run_submission(config: Config, competition: Competition, run_dir: Path
     write_submission(frame, path)
     cv = read_cv(run_dir)
     method, sources = _sources(run_dir)
-    write_json(path.with_suffix(".json"), {
-        "file": path.name, "sha256": sha256_file(path), "run": str(run_dir),
-        "metric": cv.get("metric"), "oof_score": cv.get("oof"), "log_loss": cv.get("log_loss"),
-        "fold_file": cv.get("fold_file"), "fold_file_sha256": cv.get("fold_file_sha256"),
-        "method": method, "weights": [s["weight"] for s in sources], "sources": sources,
-        "config": config.to_dict(),
-    })
+    write_json(
+        path.with_suffix(".json"),
+        {
+            "file": path.name,
+            "sha256": sha256_file(path),
+            "run": str(run_dir),
+            "metric": cv.get("metric"),
+            "oof_score": cv.get("oof"),
+            "log_loss": cv.get("log_loss"),
+            "fold_file": cv.get("fold_file"),
+            "fold_file_sha256": cv.get("fold_file_sha256"),
+            "method": method,
+            "weights": [s["weight"] for s in sources],
+            "sources": sources,
+            "config": config.to_dict(),
+        },
+    )
     return path
 
 
@@ -357,17 +421,27 @@ def next_submission_path(name: str) -> Path:
     return path
 
 
-def ensemble(config: Config, competition: Competition, runs: list[str] | None = None, name: str | None = None,
-             force: bool = False, method: str = "mean", weights: str | None = None) -> SubmissionResult:
+def ensemble(
+    config: Config,
+    competition: Competition,
+    runs: list[str] | None = None,
+    name: str | None = None,
+    force: bool = False,
+    method: str = "mean",
+    weights: str | None = None,
+) -> SubmissionResult:
     """One run: its submission. Several: blend them into runs/<name>/ first, then its submission."""
     run_dirs = [resolve_run(r) for r in runs or [config.name]]
     if len(run_dirs) == 1:
         if method != "mean" or weights is not None:
-            raise CompError("--method and --weights blend several runs; one run is submitted as it is.",
-                            hint="List two or more runs to blend them.")
+            raise CompError(
+                "--method and --weights blend several runs; one run is submitted as it is.",
+                hint="List two or more runs to blend them.",
+            )
         run_dir = run_dirs[0]
-        return SubmissionResult(write_run_submission(config, competition, run_dir), run_dir,
-                                read_cv(run_dir).get("oof"), {}, {})
+        return SubmissionResult(
+            write_run_submission(config, competition, run_dir), run_dir, read_cv(run_dir).get("oof"), {}, {}
+        )
     out_dir = _check_name(name or "+".join(d.name for d in run_dirs), run_dirs)
     if out_dir.exists() and not force:
         raise CompError(f"{out_dir} already exists.", hint="Pick another --name, or pass --force to replace it.")

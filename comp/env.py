@@ -109,9 +109,7 @@ def env_table(facts: dict[str, Any]) -> Table:
 
 
 def _rows(facts: dict[str, Any]) -> list[tuple[str, str]]:
-    rows = [
-        (key, facts[key] or "not installed") for key in ("comp", "python", "platform", "torch", *PACKAGES)
-    ]
+    rows = [(key, facts[key] or "not installed") for key in ("comp", "python", "platform", "torch", *PACKAGES)]
     rows += [
         ("CUDA available", _yes_no(facts["cuda_available"])),
         ("CUDA (torch built with)", facts["cuda_version"] or "none (CPU build)"),

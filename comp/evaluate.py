@@ -52,9 +52,11 @@ def load_oof(run_dir: Path, competition: Competition) -> OOF:
     labels = competition.train.set_index("id")["label"]
     unknown = table.index[~table.index.isin(labels.index)]
     if len(unknown):
-        raise CompError(f"{len(unknown)} id(s) of {path} are not training images of {competition.root} "
-                        f"(first: {', '.join(map(str, unknown[:5]))}).",
-                        hint="Evaluate the run against the competition it was trained on (check data.root).")
+        raise CompError(
+            f"{len(unknown)} id(s) of {path} are not training images of {competition.root} "
+            f"(first: {', '.join(map(str, unknown[:5]))}).",
+            hint="Evaluate the run against the competition it was trained on (check data.root).",
+        )
     targets = pd.Index(classes).get_indexer(labels.loc[table.index])
     probs = table[[column_name(c) for c in classes]].to_numpy(dtype=np.float64)
     return OOF(table.index.to_numpy(), targets, probs, classes)
@@ -71,9 +73,9 @@ def fold_scores(run_dir: Path, oof: OOF, metric: str) -> dict[str, float]:
 
 def per_class_table(oof: OOF) -> pd.DataFrame:
     precision, recall, f1, support = precision_recall_fscore_support(
-        oof.targets, oof.probs.argmax(1), labels=range(len(oof.classes)), zero_division=0)
-    return pd.DataFrame({"class": oof.classes, "precision": precision, "recall": recall, "f1": f1,
-                         "support": support})
+        oof.targets, oof.probs.argmax(1), labels=range(len(oof.classes)), zero_division=0
+    )
+    return pd.DataFrame({"class": oof.classes, "precision": precision, "recall": recall, "f1": f1, "support": support})
 
 
 def evaluate_run(config: Config, competition: Competition, run: str | None = None) -> Evaluation:

@@ -79,8 +79,10 @@ def make_folds(config: Config, competition: Competition, force: bool = False) ->
 
 def folds_summary(path: Path, table: pd.DataFrame, written: bool) -> str:
     sizes = table["fold"].value_counts().sort_index()
-    return (f"{'Wrote' if written else 'Unchanged:'} {path}: {len(table)} rows in {len(sizes)} folds "
-            f"({', '.join(str(n) for n in sizes)})")
+    return (
+        f"{'Wrote' if written else 'Unchanged:'} {path}: {len(table)} rows in {len(sizes)} folds "
+        f"({', '.join(str(n) for n in sizes)})"
+    )
 
 
 def load_folds(config: Config, competition: Competition) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from typing import Any
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""

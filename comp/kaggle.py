@@ -156,9 +156,7 @@ def _http_error(exc: requests.HTTPError, action: str, slug: str, creds: Credenti
             f"Kaggle refused access to '{slug}' (HTTP 403) while {action}: the competition's rules "
             "have not been accepted with this account."
         )
-        hint = (
-            f"Open {page}/rules, sign in, accept the rules ('Join Competition'), then run the command again."
-        )
+        hint = f"Open {page}/rules, sign in, accept the rules ('Join Competition'), then run the command again."
     elif status == 404:
         message = f"Kaggle has no competition '{slug}' open to this account (HTTP 404) while {action}."
         hint = (
@@ -209,9 +207,7 @@ def _client(creds: Credentials, slug: str) -> Any:
                 hint="Install it: pip install kaggle six",
             ) from None
         except SystemExit:
-            raise CompError(
-                f"The Kaggle client could not sign in with {creds.source}.", hint=CREDENTIAL_HELP
-            ) from None
+            raise CompError(f"The Kaggle client could not sign in with {creds.source}.", hint=CREDENTIAL_HELP) from None
     return api
 
 
@@ -430,9 +426,7 @@ def submit_file(
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise CompError(
-            f"Submission file {csv_path} not found.", hint="Check the path (comp writes to submissions/)."
-        )
+        raise CompError(f"Submission file {csv_path} not found.", hint="Check the path (comp writes to submissions/).")
     sha256 = sha256_file(csv_path)
     if not force:
         _refuse_resubmission(csv_path, sha256, ledger_path)
@@ -445,8 +439,7 @@ def submit_file(
     if response.message == api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE or not response.ref:
         raise CompError(
             f"Kaggle did not take {csv_path}: {response.message or 'no submission was created'}.",
-            hint="The upload failed, so nothing was recorded and the submission did not count: run the "
-            "command again.",
+            hint="The upload failed, so nothing was recorded and the submission did not count: run the command again.",
         )
     ref, oof = str(response.ref), _oof_score(csv_path)
     append_entry(
@@ -527,9 +520,7 @@ class SubmissionRow:
     oof_score: str  # from the ledger, when comp submitted this one
 
 
-def list_submissions(
-    competition: str, limit: int = 20, ledger_path: Path = LEDGER_PATH
-) -> list[SubmissionRow]:
+def list_submissions(competition: str, limit: int = 20, ledger_path: Path = LEDGER_PATH) -> list[SubmissionRow]:
     """The competition's recent submissions beside the ledger's OOF scores; new scores go into the ledger."""
     check_slug(competition)
     creds = require_credentials()

@@ -25,9 +25,7 @@ def read_ledger(path: Path = LEDGER_PATH) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CompError(
-            f"{path} is not a readable CSV: {exc}", hint="Restore it from git or fix it by hand."
-        ) from None
+        raise CompError(f"{path} is not a readable CSV: {exc}", hint="Restore it from git or fix it by hand.") from None
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise CompError(

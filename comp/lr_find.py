@@ -144,8 +144,14 @@ def plot_curve(curve: pd.DataFrame, suggested: float, fastest: tuple[float, floa
         fig.savefig(tmp, format="png", dpi=120)
 
 
-def lr_find(config: Config, competition: Competition, fold: int = 0, start_lr: float = 1e-7,
-            end_lr: float = 10.0, steps: int = 200) -> LRFindResult:
+def lr_find(
+    config: Config,
+    competition: Competition,
+    fold: int = 0,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 200,
+) -> LRFindResult:
     """Run the range test on `fold`'s training rows; write report/lr_find.{png,csv} under the run."""
     lrs = lr_schedule(start_lr, end_lr, steps)
     folds = load_folds(config, competition)
@@ -164,6 +170,11 @@ def lr_find(config: Config, competition: Competition, fold: int = 0, start_lr: f
     report = config.run_dir / "report"
     table, plot = report / "lr_find.csv", report / "lr_find.png"
     write_csv(table, curve)
-    plot_curve(curve, suggested, fastest, plot,
-               f"{config.name}: {config.model.name}, {config.train.optimizer}, batch {config.train.batch_size}")
+    plot_curve(
+        curve,
+        suggested,
+        fastest,
+        plot,
+        f"{config.name}: {config.model.name}, {config.train.optimizer}, batch {config.train.batch_size}",
+    )
     return LRFindResult(curve, suggested, fastest, diverged, plot, table)

@@ -34,9 +34,7 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- comp's own architectures
 
 
-def conv_bn(
-    in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, act: bool = True
-) -> nn.Sequential:
+def conv_bn(in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, act: bool = True) -> nn.Sequential:
     layers = [
         nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
         nn.BatchNorm2d(out_chs),
@@ -183,7 +181,8 @@ def _cifar_cfg() -> dict:
 
 # timm's register_model reads this module-level name to attach each model's pretrained cfg.
 default_cfgs = generate_default_cfgs(
-    {"resnet9": _cifar_cfg(), "resnet9_tiny": _cifar_cfg(), "resnet18_cifar": _cifar_cfg()})
+    {"resnet9": _cifar_cfg(), "resnet9_tiny": _cifar_cfg(), "resnet18_cifar": _cifar_cfg()}
+)
 _FOUR_STAGES = {"out_indices": (0, 1, 2, 3)}  # features_only=True: one feature map per stage
 
 
@@ -334,10 +333,8 @@ def check_size(model: nn.Module, cfg: ModelConfig) -> None:
     total, _ = count_parameters(model)
     if cfg.max_params is not None and total > cfg.max_params:
         raise CompError(
-            f"Model '{cfg.name}' has {total:,} parameters, "
-            f"over the limit model.max_params = {cfg.max_params:,}.",
-            hint="Choose a smaller model (or smaller model.kwargs.widths / model.head.hidden), "
-            "or raise the limit.",
+            f"Model '{cfg.name}' has {total:,} parameters, over the limit model.max_params = {cfg.max_params:,}.",
+            hint="Choose a smaller model (or smaller model.kwargs.widths / model.head.hidden), or raise the limit.",
         )
 
 
@@ -350,9 +347,7 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.comp
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a .safetensors file or a PyTorch file, never unpickling arbitrary objects."""
     if not path.is_file():
-        raise CompError(
-            f"model.weights file {path} not found.", hint="Fix the path, or set model.weights: null."
-        )
+        raise CompError(f"model.weights file {path} not found.", hint="Fix the path, or set model.weights: null.")
     if path.suffix == ".safetensors":
         try:
             state = load_file(str(path), device="cpu")
@@ -412,9 +407,7 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     for key in resized:
         del state[key]
     mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
-    missing = [
-        k for k in own if k not in state and k not in classifier and not k.endswith("num_batches_tracked")
-    ]
+    missing = [k for k in own if k not in state and k not in classifier and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     if mismatched or missing or unexpected:
         problems = [

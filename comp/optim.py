@@ -37,6 +37,7 @@ WARMUP_START = 0.01  # cosine warm-up starts at lr * this
 
 # ----------------------------------------------------------------------------- optimizer
 
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Head / backbone x decay / no decay, each group with its own lr and weight_decay."""
     head = {id(p) for p in head_parameters(model)}
@@ -48,8 +49,12 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
         grouped.setdefault((part, decay), []).append(param)
     scale = {"head": 1.0, "backbone": cfg.backbone_lr_scale}
     return [
-        {"params": grouped[key], "name": key[0] + ("" if key[1] else "_no_decay"),
-         "lr": cfg.lr * scale[key[0]], "weight_decay": cfg.weight_decay if key[1] else 0.0}
+        {
+            "params": grouped[key],
+            "name": key[0] + ("" if key[1] else "_no_decay"),
+            "lr": cfg.lr * scale[key[0]],
+            "weight_decay": cfg.weight_decay if key[1] else 0.0,
+        }
         for key in [("head", True), ("head", False), ("backbone", True), ("backbone", False)]
         if key in grouped
     ]
@@ -64,7 +69,7 @@ def check_optimizer(name: str) -> None:
     raise CompError(
         f"Unknown train.optimizer '{name}'.{suggestion}",
         hint="Use adamw, adam or sgd (train.momentum, train.nesterov), or another of timm's optimizers "
-        "(python -c \"import timm.optim; print(timm.optim.list_optimizers())\").",
+        '(python -c "import timm.optim; print(timm.optim.list_optimizers())").',
     )
 
 
@@ -84,11 +89,18 @@ def make_optimizer(config: Config, model: nn.Module, fused: bool | None = None) 
         fused = name in FUSED_OPTIMIZERS and next(model.parameters()).device.type in FUSED_DEVICES
     if fused:
         extra["fused"] = True
-    return create_optimizer_v2(param_groups(model, cfg), opt=cfg.optimizer, lr=cfg.lr,
-                               weight_decay=cfg.weight_decay, momentum=cfg.momentum, **extra)
+    return create_optimizer_v2(
+        param_groups(model, cfg),
+        opt=cfg.optimizer,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        **extra,
+    )
 
 
 # ----------------------------------------------------------------------------- the monitored metric
+
 
 def monitor_names() -> list[str]:
     return ["val_loss", "val_accuracy", *(f"val_{name}" for name in METRICS if name != "accuracy")]
@@ -97,12 +109,14 @@ def monitor_names() -> list[str]:
 def check_monitor(name: str) -> None:
     if name not in monitor_names():
         close = difflib.get_close_matches(name, monitor_names(), n=1)
-        raise CompError(f"Unknown train.monitor '{name}'.{f' Did you mean {close[0]}?' if close else ''}",
-                        hint=f"Use one of: {', '.join(monitor_names())}.")
+        raise CompError(
+            f"Unknown train.monitor '{name}'.{f' Did you mean {close[0]}?' if close else ''}",
+            hint=f"Use one of: {', '.join(monitor_names())}.",
+        )
 
 
 def monitor_mode(name: str) -> str:
-    """"min" when a lower value of the monitored metric is better, else "max"."""
+    """ "min" when a lower value of the monitored metric is better, else "max"."""
     if name == "val_loss":
         return "min"
     return "max" if METRICS[name.removeprefix("val_")].higher_is_better else "min"
@@ -110,10 +124,14 @@ def monitor_mode(name: str) -> str:
 
 # ----------------------------------------------------------------------------- schedule
 
+
 def check_schedule(cfg: TrainConfig) -> None:
     if cfg.scheduler == "cosine" and cfg.warmup_epochs >= cfg.epochs:
-        raise CompError(f"train.warmup_epochs={cfg.warmup_epochs} leaves no epoch of the {cfg.epochs} "
-                        "(train.epochs) for the cosine decay.", hint="Lower train.warmup_epochs.")
+        raise CompError(
+            f"train.warmup_epochs={cfg.warmup_epochs} leaves no epoch of the {cfg.epochs} "
+            "(train.epochs) for the cosine decay.",
+            hint="Lower train.warmup_epochs.",
+        )
 
 
 def make_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Scheduler:
@@ -125,8 +143,13 @@ def make_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_e
         cycles_momentum = "momentum" in optimizer.defaults or "betas" in optimizer.defaults
         # torch divides by the length of the rise and of the fall: in a run of a few steps, keep both non-empty
         pct_start = min(max(cfg.pct_start, 1.5 / total), 1 - 0.5 / total)
-        return OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
-                          pct_start=pct_start, cycle_momentum=cycles_momentum)
+        return OneCycleLR(
+            optimizer,
+            max_lr=[g["lr"] for g in optimizer.param_groups],
+            total_steps=total,
+            pct_start=pct_start,
+            cycle_momentum=cycles_momentum,
+        )
     if cfg.scheduler == "cosine":
         warmup = round(cfg.warmup_epochs * steps_per_epoch)
         if not warmup:
@@ -135,8 +158,9 @@ def make_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_e
         decay = CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=cfg.min_lr)
         return SequentialLR(optimizer, [rise, decay], milestones=[warmup])
     if cfg.scheduler == "plateau":
-        return ReduceLROnPlateau(optimizer, mode=monitor_mode(cfg.monitor), factor=cfg.lr_factor,
-                                 patience=cfg.lr_patience)
+        return ReduceLROnPlateau(
+            optimizer, mode=monitor_mode(cfg.monitor), factor=cfg.lr_factor, patience=cfg.lr_patience
+        )
     if cfg.scheduler == "step":
         return StepLR(optimizer, step_size=cfg.step_epochs * steps_per_epoch, gamma=cfg.lr_factor)
     return LambdaLR(optimizer, lambda _: 1.0)  # none

@@ -35,6 +35,7 @@ POLL_SECONDS = 1.0
 
 # ----------------------------------------------------------------------------- what to run
 
+
 def train_arguments(fold: int | str, config_path: Path, overrides: list[str], force: bool, resume: bool) -> list[str]:
     """`comp train` arguments that train `fold` under the same config, for a child process or torchrun."""
     sets = [arg for override in overrides for arg in ("--set", override)]
@@ -44,9 +45,11 @@ def train_arguments(fold: int | str, config_path: Path, overrides: list[str], fo
 
 # ----------------------------------------------------------------------------- where each process runs
 
+
 @dataclass
 class Slot:
     """A place for one fold process: its device's name, its environment and its CPU cores (None: all)."""
+
     device: str
     env: dict[str, str]
     cores: list[int] | None
@@ -68,12 +71,17 @@ def choose_gpus(gpus: list[int] | None, device_name: str) -> list[int]:
     if gpus is None:
         gpus = list(range(count)) if resolve_device(device_name).type == "cuda" else []
     if gpus and device_name not in ("auto", "cuda"):
-        raise CompError(f"--parallel gives each fold process one GPU, which it sees as cuda: "
-                        f"train.device={device_name} would point elsewhere.", hint="Set train.device to auto or cuda.")
+        raise CompError(
+            f"--parallel gives each fold process one GPU, which it sees as cuda: "
+            f"train.device={device_name} would point elsewhere.",
+            hint="Set train.device to auto or cuda.",
+        )
     missing = [g for g in gpus if g >= count]
     if missing:
-        raise CompError(f"--gpus asks for GPU {missing[0]}, but {count} GPU(s) are visible.",
-                        hint="Pick from the GPUs `comp env` lists, or leave --gpus out (all visible ones).")
+        raise CompError(
+            f"--gpus asks for GPU {missing[0]}, but {count} GPU(s) are visible.",
+            hint="Pick from the GPUs `comp env` lists, or leave --gpus out (all visible ones).",
+        )
     return gpus
 
 
@@ -111,14 +119,15 @@ def pin(pid: int, cores: list[int] | None) -> None:
 
 # ----------------------------------------------------------------------------- running folds
 
+
 @dataclass
 class FoldOutcome:
     fold: int
-    status: str                  # finished | failed | skipped
+    status: str  # finished | failed | skipped
     device: str = ""
     log: Path | None = None
     result: FoldResult | None = None
-    error: str = ""              # a failed fold: the end of its output
+    error: str = ""  # a failed fold: the end of its output
 
 
 @dataclass
@@ -127,7 +136,7 @@ class Running:
     slot: Slot
     process: subprocess.Popen
     log: Path
-    offset: int                  # where this attempt's output starts in the log
+    offset: int  # where this attempt's output starts in the log
 
 
 def epochs_done(config: Config, fold: int) -> int:
@@ -146,7 +155,7 @@ def failure_message(log: Path, offset: int) -> str:
         f.seek(offset)
         lines = [line.strip() for line in f.read().splitlines() if line.strip()]
     errors = [i for i, line in enumerate(lines) if line.startswith("Error:")]
-    return " ".join(lines[errors[-1]:] if errors else lines[-1:])
+    return " ".join(lines[errors[-1] :] if errors else lines[-1:])
 
 
 def start(config: Config, fold: int, slot: Slot, arguments: list[str]) -> Running:
@@ -156,8 +165,13 @@ def start(config: Config, fold: int, slot: Slot, arguments: list[str]) -> Runnin
         offset = out.tell()
         out.write(f"--- {now()} comp {' '.join(arguments)}  [{slot.device}]\n")
         out.flush()
-        process = subprocess.Popen([sys.executable, "-m", "comp", *arguments], stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env={**os.environ, **slot.env})
+        process = subprocess.Popen(
+            [sys.executable, "-m", "comp", *arguments],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **slot.env},
+        )
     pin(process.pid, slot.cores)
     return Running(fold, slot, process, log, offset)
 
@@ -168,8 +182,9 @@ def finish(config: Config, run: Running) -> FoldOutcome:
     if result is not None:
         return FoldOutcome(run.fold, "finished", run.slot.device, run.log, result)
     reason = f"exit code {code}" if code else "ended without summary.json"
-    return FoldOutcome(run.fold, "failed", run.slot.device, run.log,
-                       error=f"{reason}: {failure_message(run.log, run.offset)}")
+    return FoldOutcome(
+        run.fold, "failed", run.slot.device, run.log, error=f"{reason}: {failure_message(run.log, run.offset)}"
+    )
 
 
 def stop(running: dict[int, Running]) -> None:
@@ -183,9 +198,16 @@ def stop(running: dict[int, Running]) -> None:
             run.process.kill()
 
 
-def train_parallel(config: Config, competition: Competition, config_path: Path, overrides: list[str],
-                   parallel: int | None = None, gpus: list[int] | None = None,
-                   force: bool = False, resume: bool = False) -> list[FoldOutcome]:
+def train_parallel(
+    config: Config,
+    competition: Competition,
+    config_path: Path,
+    overrides: list[str],
+    parallel: int | None = None,
+    gpus: list[int] | None = None,
+    force: bool = False,
+    resume: bool = False,
+) -> list[FoldOutcome]:
     """Train every fold that `--fold all` would, `parallel` at a time (default: one per GPU), each in its own
     process on its own device. Returns each fold's outcome, in fold order; failed folds do not stop the others."""
     _, plan = plan_training(config, competition, "all", force, resume)
@@ -194,22 +216,35 @@ def train_parallel(config: Config, competition: Competition, config_path: Path, 
     slots = device_slots(parallel, gpus, usable_cores(), os.environ.get("CUDA_VISIBLE_DEVICES"))
     outcomes = {k: FoldOutcome(k, "skipped", result=read_result(config, k)) for k, a in plan.items() if a == "skip"}
     waiting = [k for k, action in plan.items() if action != "skip"]
-    console.print(f"{len(waiting)} fold(s) to train, {parallel} at a time on "
-                  f"{', '.join(sorted({s.device for s in slots}))}; logs in {config.run_dir / 'logs'}", highlight=False)
-    columns = [TextColumn("fold {task.fields[fold]}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
-               TimeElapsedColumn(), TextColumn("{task.fields[status]}")]
+    console.print(
+        f"{len(waiting)} fold(s) to train, {parallel} at a time on "
+        f"{', '.join(sorted({s.device for s in slots}))}; logs in {config.run_dir / 'logs'}",
+        highlight=False,
+    )
+    columns = [
+        TextColumn("fold {task.fields[fold]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epochs"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    ]
     running: dict[int, Running] = {}  # by slot
     with Progress(*columns, console=console) as progress:
-        tasks: dict[int, TaskID] = {k: progress.add_task("", total=config.train.epochs, fold=k, status="waiting",
-                                                         completed=epochs_done(config, k), start=False)
-                                    for k in waiting}
+        tasks: dict[int, TaskID] = {
+            k: progress.add_task(
+                "", total=config.train.epochs, fold=k, status="waiting", completed=epochs_done(config, k), start=False
+            )
+            for k in waiting
+        }
         try:
             while waiting or running:
                 for i, slot in enumerate(slots):
                     if i not in running and waiting:
                         fold = waiting.pop(0)
-                        running[i] = start(config, fold, slot,
-                                           train_arguments(fold, config_path, overrides, force, resume))
+                        running[i] = start(
+                            config, fold, slot, train_arguments(fold, config_path, overrides, force, resume)
+                        )
                         progress.start_task(tasks[fold])
                         progress.update(tasks[fold], status=f"running on {slot.device}")
                 for i, run in list(running.items()):
@@ -221,8 +256,10 @@ def train_parallel(config: Config, competition: Competition, config_path: Path, 
                     progress.stop_task(tasks[run.fold])
                     progress.update(tasks[run.fold], status=outcome.status)
                     if outcome.status == "failed":
-                        progress.console.print(f"[red]fold {run.fold} failed[/] on {run.slot.device}, "
-                                               f"{outcome.error} (log: {run.log})", highlight=False)
+                        progress.console.print(
+                            f"[red]fold {run.fold} failed[/] on {run.slot.device}, {outcome.error} (log: {run.log})",
+                            highlight=False,
+                        )
                 if running:
                     time.sleep(POLL_SECONDS)
         finally:
@@ -234,7 +271,8 @@ def outcomes_table(outcomes: list[FoldOutcome]) -> Table:
     table = Table("fold", "status", "device", "best epoch", "val loss", "val accuracy", "time", title="Folds")
     for o in outcomes:
         r = o.result
-        scores = ([str(r.best_epoch), f"{r.val_loss:.4f}", f"{r.val_accuracy:.4f}", f"{r.seconds:.0f}s"]
-                  if r else [""] * 4)
+        scores = (
+            [str(r.best_epoch), f"{r.val_loss:.4f}", f"{r.val_accuracy:.4f}", f"{r.seconds:.0f}s"] if r else [""] * 4
+        )
         table.add_row(str(o.fold), o.status if o.status != "failed" else "[red]failed[/]", o.device, *scores)
     return table

@@ -42,5 +42,6 @@ def run_demo(config_path: Path, overrides: list[str] | None = None) -> DemoResul
         console.print(line, highlight=False)
     console.rule("[bold]comp ensemble")
     result = ensemble(config, competition)
-    return DemoResult(result.path, result.oof_score,
-                      score_submission(result.path, Path(config.data.root) / SOLUTION_FILE))
+    return DemoResult(
+        result.path, result.oof_score, score_submission(result.path, Path(config.data.root) / SOLUTION_FILE)
+    )

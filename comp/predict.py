@@ -61,12 +61,15 @@ class PredictResult:
         if self.choice:
             kept = [s["view"] for s in self.choice.steps if s["kept"]]
             dropped = [s["view"] for s in self.choice.steps if not s["kept"]]
-            lines.append(f"TTA auto ({self.metric} on OOF): kept {', '.join(kept)}; "
-                         f"dropped {', '.join(dropped) or '-'}")
+            lines.append(
+                f"TTA auto ({self.metric} on OOF): kept {', '.join(kept)}; dropped {', '.join(dropped) or '-'}"
+            )
         lines += [f"fold {fold}: OOF {self.metric} {score:.4f}" for fold, score in self.folds.items()]
         if self.missing_folds:
-            lines.append(f"[yellow]folds {', '.join(map(str, self.missing_folds))} are not trained: the OOF score "
-                         f"covers {len(self.folds)} of {len(self.folds) + len(self.missing_folds)} folds[/]")
+            lines.append(
+                f"[yellow]folds {', '.join(map(str, self.missing_folds))} are not trained: the OOF score "
+                f"covers {len(self.folds)} of {len(self.folds) + len(self.missing_folds)} folds[/]"
+            )
         lines.append(f"CV {self.metric} (OOF, views {', '.join(self.views)}): {self.oof_score:.4f}  -> {self.run_dir}")
         return lines
 
@@ -80,6 +83,7 @@ class FolderPrediction:
 
 
 # ----------------------------------------------------------------------------- prediction tables
+
 
 def probability_table(ids, probs: np.ndarray, classes: list) -> pd.DataFrame:
     table = pd.DataFrame(probs, columns=[column_name(c) for c in classes])
@@ -161,6 +165,7 @@ def staged_outputs(run_dir: Path) -> Iterator[Path]:
 
 # ----------------------------------------------------------------------------- the trained run
 
+
 @dataclass
 class TrainedRun:
     config: Config  # the run's own config: the model and image size it was trained with
@@ -171,17 +176,24 @@ class TrainedRun:
 def open_run(config: Config) -> TrainedRun:
     """The run's config, class map and finished folds, each fold's checkpoint checked before anything runs."""
     run_dir = config.run_dir
-    finished = sorted(int(p.name[4:]) for p in run_dir.glob("fold*")
-                      if p.name[4:].isdigit() and fold_state(config, int(p.name[4:])) == "finished")
+    finished = sorted(
+        int(p.name[4:])
+        for p in run_dir.glob("fold*")
+        if p.name[4:].isdigit() and fold_state(config, int(p.name[4:])) == "finished"
+    )
     if not finished:
-        raise CompError(f"Run '{config.name}' has no trained folds in {run_dir}.",
-                        hint="Train first: comp train --fold all (or check `name` in the config).")
+        raise CompError(
+            f"Run '{config.name}' has no trained folds in {run_dir}.",
+            hint="Train first: comp train --fold all (or check `name` in the config).",
+        )
     classes = load_classes(run_dir / "classes.json")
     for k in finished:
         path = fold_dir(config, k) / "best.safetensors"
         if not path.exists():
-            raise CompError(f"Fold {k} of run '{config.name}' is finished but {path} is missing.",
-                            hint=f"Retrain it: comp train --fold {k} --force.")
+            raise CompError(
+                f"Fold {k} of run '{config.name}' is finished but {path} is missing.",
+                hint=f"Retrain it: comp train --fold {k} --force.",
+            )
         with safe_open(str(path), framework="pt") as f:
             check_same_classes(classes, json.loads(f.metadata()["classes"]), f"Checkpoint {path}")
     saved = run_dir / "config.yaml"
@@ -195,13 +207,16 @@ def load_fold_model(run: TrainedRun, fold: int, device: torch.device) -> torch.n
     try:
         model.load_state_dict(load_file(str(path)))
     except RuntimeError as exc:
-        raise CompError(f"{path} does not fit model '{local.name}' of {run.config.run_dir / 'config.yaml'}: "
-                        f"{str(exc).splitlines()[0]}",
-                        hint="Retrain the fold (comp train --force), or restore the run's config.yaml.") from None
+        raise CompError(
+            f"{path} does not fit model '{local.name}' of {run.config.run_dir / 'config.yaml'}: "
+            f"{str(exc).splitlines()[0]}",
+            hint="Retrain the fold (comp train --force), or restore the run's config.yaml.",
+        ) from None
     return model.to(device).eval()
 
 
 # ----------------------------------------------------------------------------- streaming images through a model
+
 
 class PredictImages(Dataset):
     """(uint8 image tensor at image_size, "") by path; an unreadable file gives (blank, its message) instead, so
@@ -222,8 +237,12 @@ class PredictImages(Dataset):
 
 
 def image_loader(paths, image_size: int, config: Config, device: torch.device) -> DataLoader:
-    return DataLoader(PredictImages(paths, image_size), batch_size=config.predict.batch_size, shuffle=False,
-                      **loader_options(config.train, device))
+    return DataLoader(
+        PredictImages(paths, image_size),
+        batch_size=config.predict.batch_size,
+        shuffle=False,
+        **loader_options(config.train, device),
+    )
 
 
 @dataclass
@@ -248,8 +267,9 @@ class Streamer:
         return self._batches(model, inputs, loader, views, f"fold {fold} {label}")
 
     @torch.no_grad()
-    def _batches(self, model, inputs: ModelInput, loader: DataLoader, views: list[str],
-                 label: str) -> Iterator[torch.Tensor]:
+    def _batches(
+        self, model, inputs: ModelInput, loader: DataLoader, views: list[str], label: str
+    ) -> Iterator[torch.Tensor]:
         task = self.progress.add_task(label, total=len(loader))
         for images, problems in loader:
             if any(problems):
@@ -267,7 +287,7 @@ def collect(batches: Iterator[torch.Tensor], n_rows: int) -> np.ndarray:
     for batch in batches:
         if out is None:
             out = np.empty((batch.shape[0], n_rows, batch.shape[2]), dtype=np.float32)
-        out[:, start:start + batch.shape[1]] = batch.numpy()
+        out[:, start : start + batch.shape[1]] = batch.numpy()
         start += batch.shape[1]
     return out
 
@@ -284,21 +304,25 @@ def class_indices(ids, competition: Competition, classes: list) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- a run
 
+
 def check_fold_file(config: Config, run: TrainedRun, folds: pd.DataFrame) -> list[int]:
     """Refuse OOF rows a fold's model was trained on; return the fold file's folds that are not trained."""
     in_file = set(int(k) for k in folds["fold"])
     if not set(run.folds) <= in_file:
-        raise CompError(f"Run '{config.name}' has trained folds {run.folds}, but {config.fold_file} has folds "
-                        f"{sorted(in_file)}: the run was trained on another fold file.",
-                        hint="Set folds.k and seed as they were when the run was trained.")
+        raise CompError(
+            f"Run '{config.name}' has trained folds {run.folds}, but {config.fold_file} has folds "
+            f"{sorted(in_file)}: the run was trained on another fold file.",
+            hint="Set folds.k and seed as they were when the run was trained.",
+        )
     digest = fold_file_hash(config)
     for k in run.folds:
         record = read_record(fold_dir(config, k))
         if record and record.get("fold_file_sha256") not in (None, digest):
-            raise CompError(f"{config.fold_file} changed since fold {k} of run '{config.name}' was trained on it: "
-                            "its OOF rows would include images the model trained on.",
-                            hint="Restore the fold file the run was trained on, or retrain: comp train --fold all "
-                                 "--force.")
+            raise CompError(
+                f"{config.fold_file} changed since fold {k} of run '{config.name}' was trained on it: "
+                "its OOF rows would include images the model trained on.",
+                hint="Restore the fold file the run was trained on, or retrain: comp train --fold all --force.",
+            )
     return sorted(in_file - set(run.folds))
 
 
@@ -316,13 +340,19 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
     with Progress(console=console, transient=True) as progress, staged_outputs(run_dir) as stage:
         stream = Streamer(run, config, progress)
         oof_ids = {k: folds.loc[folds["fold"] == k, "id"].to_numpy() for k in run.folds}
-        oof_log_probs = {k: collect(stream(k, train.loc[oof_ids[k], "path"], candidates, "oof"), len(oof_ids[k]))
-                         for k in run.folds}
+        oof_log_probs = {
+            k: collect(stream(k, train.loc[oof_ids[k], "path"], candidates, "oof"), len(oof_ids[k])) for k in run.folds
+        }
         targets = {k: class_indices(oof_ids[k], competition, run.classes) for k in run.folds}
         choice = None
         if setting == "auto":
-            choice = choose_views(np.concatenate(list(oof_log_probs.values()), axis=1), candidates,
-                                  np.concatenate(list(targets.values())), metric, mean)
+            choice = choose_views(
+                np.concatenate(list(oof_log_probs.values()), axis=1),
+                candidates,
+                np.concatenate(list(targets.values())),
+                metric,
+                mean,
+            )
         views = choice.views if choice else candidates
         picked = [candidates.index(v) for v in views]
 
@@ -335,27 +365,47 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
         test_probs = fold_mean(stream, competition.test["path"], competition.test["id"], views, "test", stage)
 
         extra = {"tta_mean": mean, **({"tta_auto": asdict(choice)} if choice else {})}
-        oof_score = write_run_predictions(stage, oof_tables, test_probs, competition, run.classes, views, metric,
-                                          fold_scores, config, **extra)
+        oof_score = write_run_predictions(
+            stage, oof_tables, test_probs, competition, run.classes, views, metric, fold_scores, config, **extra
+        )
     return PredictResult(run_dir, views, metric, fold_scores, oof_score, missing, choice)
 
 
-def write_run_predictions(stage: Path, oof_tables: list[pd.DataFrame], test_probs: np.ndarray,
-                          competition: Competition, classes: list, views: list[str], metric: str,
-                          fold_scores: dict[int, float], fold_config: Config, **extra) -> float:
+def write_run_predictions(
+    stage: Path,
+    oof_tables: list[pd.DataFrame],
+    test_probs: np.ndarray,
+    competition: Competition,
+    classes: list,
+    views: list[str],
+    metric: str,
+    fold_scores: dict[int, float],
+    fold_config: Config,
+    **extra,
+) -> float:
     """A run's oof.parquet, test.parquet and cv.json (plus `extra` keys), from its folds' OOF tables and
     mean test probabilities; returns the OOF score."""
     oof = pd.concat(oof_tables, ignore_index=True)
     targets, oof_probs = class_indices(oof["id"], competition, classes), oof.iloc[:, 1:].to_numpy()
     oof_score = score(metric, targets, oof_probs)
     write_predictions(stage / "oof.parquet", oof, classes, views)
-    write_predictions(stage / "test.parquet", probability_table(competition.test["id"], test_probs, classes),
-                      classes, views)
-    write_json(stage / "cv.json", {
-        "metric": metric, "oof": oof_score, "folds": {str(k): v for k, v in fold_scores.items()},
-        "log_loss": score("log_loss", targets, oof_probs), "views": views,
-        # which fold file the OOF rows came from: comp ensemble blends only equal ones
-        "fold_file": str(fold_config.fold_file), "fold_file_sha256": fold_file_hash(fold_config), **extra})
+    write_predictions(
+        stage / "test.parquet", probability_table(competition.test["id"], test_probs, classes), classes, views
+    )
+    write_json(
+        stage / "cv.json",
+        {
+            "metric": metric,
+            "oof": oof_score,
+            "folds": {str(k): v for k, v in fold_scores.items()},
+            "log_loss": score("log_loss", targets, oof_probs),
+            "views": views,
+            # which fold file the OOF rows came from: comp ensemble blends only equal ones
+            "fold_file": str(fold_config.fold_file),
+            "fold_file_sha256": fold_file_hash(fold_config),
+            **extra,
+        },
+    )
     return oof_score
 
 
@@ -371,21 +421,24 @@ def fold_mean(stream: Streamer, paths, ids, views: list[str], label: str, tables
             for batch in stream(k, paths, views, label):
                 probs = mean_probs(batch, stream.config.predict.tta_mean)
                 if writer:
-                    writer.append(ids[start:start + len(probs)], probs)
-                total[start:start + len(probs)] += probs
+                    writer.append(ids[start : start + len(probs)], probs)
+                total[start : start + len(probs)] += probs
                 start += len(probs)
     return total / len(stream.run.folds)
 
 
 # ----------------------------------------------------------------------------- any folder of images
 
+
 def folder_images(image_dir: Path) -> list[Path]:
     if not image_dir.is_dir():
         raise CompError(f"Images folder {image_dir} does not exist.", hint="Pass an existing folder to --images.")
     paths = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise CompError(f"No images in {image_dir}: no files ending in {', '.join(sorted(IMAGE_SUFFIXES))}.",
-                        hint="Point --images at the folder that holds the image files themselves.")
+        raise CompError(
+            f"No images in {image_dir}: no files ending in {', '.join(sorted(IMAGE_SUFFIXES))}.",
+            hint="Point --images at the folder that holds the image files themselves.",
+        )
     return paths
 
 
@@ -394,8 +447,10 @@ def recorded_views(config: Config) -> list[str]:
     path = config.run_dir / "cv.json"
     cv = json.loads(path.read_text()) if path.exists() else {}
     if "tta_auto" not in cv:
-        raise CompError(f"predict.tta is auto, but {path} records no views chosen on the OOF rows.",
-                        hint="Run `comp predict --tta` first (it chooses them), or list the views in predict.tta.")
+        raise CompError(
+            f"predict.tta is auto, but {path} records no views chosen on the OOF rows.",
+            hint="Run `comp predict --tta` first (it chooses them), or list the views in predict.tta.",
+        )
     return cv["views"]
 
 

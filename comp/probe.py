@@ -97,6 +97,7 @@ class ProbeResult:
 
 # ----------------------------------------------------------------------------- backbones
 
+
 def images_digest(competition: Competition) -> str:
     text = "\n".join([*competition.train["path"], "--test--", *competition.test["path"]])
     return hashlib.sha256(text.encode()).hexdigest()
@@ -111,18 +112,27 @@ def configured_backbone(config: Config, num_classes: int) -> Backbone:
             hint="Set model.pretrained: true, or model.weights: PATH, or pass --from-run RUN to use a trained run's "
             "fold weights.",
         )
-    identity = {"model": cfg.model_dump(mode="json"), "image_size": config.data.image_size,
-                "weights_sha256": sha256_file(cfg.weights) if cfg.weights and Path(cfg.weights).is_file() else None}
-    return Backbone("backbone", identity, config.data.image_size,
-                    lambda device: create_model(cfg, num_classes).to(device).eval())
+    identity = {
+        "model": cfg.model_dump(mode="json"),
+        "image_size": config.data.image_size,
+        "weights_sha256": sha256_file(cfg.weights) if cfg.weights and Path(cfg.weights).is_file() else None,
+    }
+    return Backbone(
+        "backbone", identity, config.data.image_size, lambda device: create_model(cfg, num_classes).to(device).eval()
+    )
 
 
 def fold_backbone(run: TrainedRun, fold: int) -> Backbone:
     weights = fold_dir(run.config, fold) / "best.safetensors"
-    identity = {"run": str(run.config.run_dir), "fold": fold, "weights_sha256": sha256_file(weights),
-                "image_size": run.config.data.image_size}
-    return Backbone(f"fold{fold}", identity, run.config.data.image_size,
-                    lambda device: load_fold_model(run, fold, device))
+    identity = {
+        "run": str(run.config.run_dir),
+        "fold": fold,
+        "weights_sha256": sha256_file(weights),
+        "image_size": run.config.data.image_size,
+    }
+    return Backbone(
+        f"fold{fold}", identity, run.config.data.image_size, lambda device: load_fold_model(run, fold, device)
+    )
 
 
 def plan(config: Config, competition: Competition, from_run: str | None) -> tuple[Config, dict[int, Backbone]]:
@@ -136,16 +146,20 @@ def plan(config: Config, competition: Competition, from_run: str | None) -> tupl
     folds = load_folds(run.config, competition)  # the run's own folds: its fold k never saw fold k's rows
     missing = sorted(set(int(k) for k in folds["fold"]) - set(run.folds))
     if missing:
-        raise CompError(f"Run '{from_run}' has unfinished folds {missing}: their rows would get no OOF prediction.",
-                        hint=f"Finish them first: comp train --fold all (with the config of run '{from_run}').")
+        raise CompError(
+            f"Run '{from_run}' has unfinished folds {missing}: their rows would get no OOF prediction.",
+            hint=f"Finish them first: comp train --fold all (with the config of run '{from_run}').",
+        )
     return run.config, {k: fold_backbone(run, k) for k in run.folds}
 
 
 # ----------------------------------------------------------------------------- features
 
+
 @torch.no_grad()
-def extract_features(model: torch.nn.Module, paths, image_size: int, config: Config, device: torch.device,
-                     progress: Progress, label: str) -> np.ndarray:
+def extract_features(
+    model: torch.nn.Module, paths, image_size: int, config: Config, device: torch.device, progress: Progress, label: str
+) -> np.ndarray:
     """Pooled pre-logits features (rows x features, float32) of the images, in `paths` order."""
     inputs = ModelInput.of(model, device)
     loader = image_loader(list(paths), image_size, config, device)
@@ -163,8 +177,14 @@ def extract_features(model: torch.nn.Module, paths, image_size: int, config: Con
     return torch.cat(out).numpy()
 
 
-def cached_features(backbone: Backbone, competition: Competition, config: Config, cache_dir: Path,
-                    device: torch.device, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
+def cached_features(
+    backbone: Backbone,
+    competition: Competition,
+    config: Config,
+    cache_dir: Path,
+    device: torch.device,
+    progress: Progress,
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) features in the competition's row order, from the cache when it still applies."""
     path = cache_dir / f"{backbone.key}.safetensors"
     key = json.dumps({**backbone.identity, "images": images_digest(competition)}, sort_keys=True)
@@ -173,17 +193,25 @@ def cached_features(backbone: Backbone, competition: Competition, config: Config
             if f.metadata().get("key") == key:
                 return f.get_tensor("train"), f.get_tensor("test")
     model = backbone.load(device)
-    train = extract_features(model, competition.train["path"], backbone.image_size, config, device, progress,
-                             f"{backbone.key} features: train")
-    test = extract_features(model, competition.test["path"], backbone.image_size, config, device, progress,
-                            f"{backbone.key} features: test")
+    train = extract_features(
+        model,
+        competition.train["path"],
+        backbone.image_size,
+        config,
+        device,
+        progress,
+        f"{backbone.key} features: train",
+    )
+    test = extract_features(
+        model, competition.test["path"], backbone.image_size, config, device, progress, f"{backbone.key} features: test"
+    )
     with atomic_path(path) as tmp:
-        save_file({"train": torch.from_numpy(train), "test": torch.from_numpy(test)}, str(tmp),
-                  metadata={"key": key})
+        save_file({"train": torch.from_numpy(train), "test": torch.from_numpy(test)}, str(tmp), metadata={"key": key})
     return train, test
 
 
 # ----------------------------------------------------------------------------- the classifier
+
 
 def make_pipeline(cfg: ProbeConfig, seed: int) -> Pipeline:
     if cfg.classifier == "svm":
@@ -200,8 +228,9 @@ def param_grid(cfg: ProbeConfig) -> list[dict[str, list]]:
     return [{f"clf__{name}": values for name, values in g.items()} for g in grids]
 
 
-def fit_fold(features: np.ndarray, targets: np.ndarray, cfg: ProbeConfig, metric: str,
-             seed: int) -> tuple[BaseEstimator, dict, float]:
+def fit_fold(
+    features: np.ndarray, targets: np.ndarray, cfg: ProbeConfig, metric: str, seed: int
+) -> tuple[BaseEstimator, dict, float]:
     """Grid search on these rows, then the best candidate refitted on all of them, giving probabilities.
 
     An SVM's scores become probabilities by Platt scaling fitted on out-of-fold decisions (the same
@@ -210,17 +239,28 @@ def fit_fold(features: np.ndarray, targets: np.ndarray, cfg: ProbeConfig, metric
     counts = np.bincount(targets)
     smallest = counts[counts > 0].min()
     if smallest < cfg.cv:
-        raise CompError(f"A class has only {smallest} training row(s) in a fold, fewer than probe.cv={cfg.cv} "
-                        "inner folds.", hint="Lower probe.cv (at least 2).")
+        raise CompError(
+            f"A class has only {smallest} training row(s) in a fold, fewer than probe.cv={cfg.cv} inner folds.",
+            hint="Lower probe.cv (at least 2).",
+        )
     inner = StratifiedKFold(cfg.cv, shuffle=True, random_state=seed)
-    search = GridSearchCV(make_pipeline(cfg, seed), param_grid(cfg), scoring=SEARCH_SCORING.get(metric, "accuracy"),
-                          cv=inner, refit=False, n_jobs=cfg.n_jobs, error_score="raise")
+    search = GridSearchCV(
+        make_pipeline(cfg, seed),
+        param_grid(cfg),
+        scoring=SEARCH_SCORING.get(metric, "accuracy"),
+        cv=inner,
+        refit=False,
+        n_jobs=cfg.n_jobs,
+        error_score="raise",
+    )
     try:
         search.fit(features, targets)
     except ValueError as exc:  # sklearn's InvalidParameterError included: a bad name or value in the grid
-        raise CompError(f"probe.grid {cfg.grid} does not fit the {cfg.classifier} classifier: {exc}",
-                        hint=f"Use the arguments of {type(make_pipeline(cfg, seed)[-1]).__name__}, "
-                        f"e.g. {DEFAULT_GRIDS[cfg.classifier]}.") from None
+        raise CompError(
+            f"probe.grid {cfg.grid} does not fit the {cfg.classifier} classifier: {exc}",
+            hint=f"Use the arguments of {type(make_pipeline(cfg, seed)[-1]).__name__}, "
+            f"e.g. {DEFAULT_GRIDS[cfg.classifier]}.",
+        ) from None
     best = {name.removeprefix("clf__"): value for name, value in search.best_params_.items()}
     final = make_pipeline(cfg, seed).set_params(**search.best_params_)
     if cfg.classifier == "svm":
@@ -237,26 +277,38 @@ def class_probabilities(model: BaseEstimator, features: np.ndarray, n_classes: i
 
 # ----------------------------------------------------------------------------- the run
 
+
 def check_output(run_dir: Path, from_run: str | None, force: bool) -> None:
     if from_run is not None and run_dir.resolve() == (Path("runs") / from_run).resolve():
-        raise CompError(f"The probe would write into run '{from_run}', whose weights it reads.",
-                        hint="Name the probe's run: --name NAME (or --set name=NAME).")
+        raise CompError(
+            f"The probe would write into run '{from_run}', whose weights it reads.",
+            hint="Name the probe's run: --name NAME (or --set name=NAME).",
+        )
     if any(run_dir.glob("fold*/best.safetensors")) or any(run_dir.glob("fold*/last.pt")):
-        raise CompError(f"{run_dir} holds a trained run; the probe's predictions would mix with its own.",
-                        hint="Name the probe's run: --name NAME (or --set name=NAME).")
+        raise CompError(
+            f"{run_dir} holds a trained run; the probe's predictions would mix with its own.",
+            hint="Name the probe's run: --name NAME (or --set name=NAME).",
+        )
     if (run_dir / "cv.json").exists() and not force:
         raise CompError(f"{run_dir} already holds predictions.", hint="Pass --force to replace them, or --name NAME.")
 
 
-def probe(config: Config, competition: Competition, from_run: str | None = None, name: str | None = None,
-          force: bool = False) -> ProbeResult:
+def probe(
+    config: Config, competition: Competition, from_run: str | None = None, name: str | None = None, force: bool = False
+) -> ProbeResult:
     """Fit the probe on every fold; write runs/<name>/ (name: `name`, else config.name) as a run."""
     out = config.model_copy(update={"name": name or config.name})
     check_output(out.run_dir, from_run, force)
     source, backbones = plan(config, competition, from_run)
     # The probe run records what it really used: the source's model, image size and fold file.
-    out = out.model_copy(update={"model": source.model, "seed": source.seed, "folds": source.folds,
-                                 "data": out.data.model_copy(update={"image_size": source.data.image_size})})
+    out = out.model_copy(
+        update={
+            "model": source.model,
+            "seed": source.seed,
+            "folds": source.folds,
+            "data": out.data.model_copy(update={"image_size": source.data.image_size}),
+        }
+    )
     folds = load_folds(source, competition)
     metric, classes = config.predict.metric, competition.classes
     row = pd.Index(competition.train["id"])
@@ -264,29 +316,51 @@ def probe(config: Config, competition: Competition, from_run: str | None = None,
     results, oof_tables, test_probs = {}, [], []
     with Progress(console=console, transient=True) as progress, staged_outputs(out.run_dir) as stage:
         for k, backbone in backbones.items():
-            train_x, test_x = cached_features(backbone, competition, config, out.run_dir / "features", device,
-                                              progress)
+            train_x, test_x = cached_features(backbone, competition, config, out.run_dir / "features", device, progress)
             fit_ids = folds.loc[folds["fold"] != k, "id"].to_numpy()
             val_ids = folds.loc[folds["fold"] == k, "id"].to_numpy()
-            classifier, best, search_score = fit_fold(train_x[row.get_indexer(fit_ids)],
-                                                    class_indices(fit_ids, competition, classes), out.probe,
-                                                    metric, out.seed)
+            classifier, best, search_score = fit_fold(
+                train_x[row.get_indexer(fit_ids)],
+                class_indices(fit_ids, competition, classes),
+                out.probe,
+                metric,
+                out.seed,
+            )
             val_probs = class_probabilities(classifier, train_x[row.get_indexer(val_ids)], len(classes))
-            results[k] = FoldProbe(best, search_score, score(metric, class_indices(val_ids, competition, classes),
-                                                              val_probs))
+            results[k] = FoldProbe(
+                best, search_score, score(metric, class_indices(val_ids, competition, classes), val_probs)
+            )
             oof_tables.append(probability_table(val_ids, val_probs, classes))
             test_probs.append(class_probabilities(classifier, test_x, len(classes)))
             write_predictions(stage / f"fold{k}" / "oof.parquet", oof_tables[-1], classes, VIEWS)
-            write_predictions(stage / f"fold{k}" / "test.parquet",
-                              probability_table(competition.test["id"], test_probs[-1], classes), classes, VIEWS)
+            write_predictions(
+                stage / f"fold{k}" / "test.parquet",
+                probability_table(competition.test["id"], test_probs[-1], classes),
+                classes,
+                VIEWS,
+            )
             write_json(stage / f"fold{k}" / "probe.json", {"best_params": best, "search_score": search_score})
-            console.print(f"fold {k}: {_params(best)} (inner CV {search_score:.4f}), OOF {metric} "
-                          f"{results[k].score:.4f}", highlight=False)
+            console.print(
+                f"fold {k}: {_params(best)} (inner CV {search_score:.4f}), OOF {metric} {results[k].score:.4f}",
+                highlight=False,
+            )
         oof_score = write_run_predictions(
-            stage, oof_tables, np.mean(test_probs, 0), competition, classes, VIEWS, metric,
-            {k: r.score for k, r in results.items()}, source,
-            probe={"classifier": out.probe.classifier, "from_run": from_run, "model": out.model.name,
-                   "best_params": {str(k): r.best_params for k, r in results.items()}})
+            stage,
+            oof_tables,
+            np.mean(test_probs, 0),
+            competition,
+            classes,
+            VIEWS,
+            metric,
+            {k: r.score for k, r in results.items()},
+            source,
+            probe={
+                "classifier": out.probe.classifier,
+                "from_run": from_run,
+                "model": out.model.name,
+                "best_params": {str(k): r.best_params for k, r in results.items()},
+            },
+        )
         save_classes(classes, stage / "classes.json")
         save_config(out, stage / "config.yaml")
     return ProbeResult(out.run_dir, metric, results, oof_score)

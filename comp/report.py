@@ -28,6 +28,7 @@ PANEL = 2.6  # inches per ROC panel and per image of the top-loss grid
 
 # ----------------------------------------------------------------------------- the numbers
 
+
 def confusion_counts(targets: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
     """counts[i, j]: rows of true class i predicted as class j."""
     return np.bincount(targets * n_classes + predicted, minlength=n_classes**2).reshape(n_classes, n_classes)
@@ -63,14 +64,21 @@ def top_losses(ids, targets: np.ndarray, probs: np.ndarray, n: int = TOP_LOSSES)
     """The `n` wrongly predicted rows with the largest loss (-log p(true class)), largest first, ties by id."""
     rows = np.arange(len(targets))
     predicted = probs.argmax(1)
-    table = pd.DataFrame({"id": np.asarray(ids, dtype=object), "target": targets, "predicted": predicted,
-                          "p_predicted": probs[rows, predicted],
-                          "loss": -np.log(np.clip(probs[rows, targets], 1e-15, 1.0))})
+    table = pd.DataFrame(
+        {
+            "id": np.asarray(ids, dtype=object),
+            "target": targets,
+            "predicted": predicted,
+            "p_predicted": probs[rows, predicted],
+            "loss": -np.log(np.clip(probs[rows, targets], 1e-15, 1.0)),
+        }
+    )
     wrong = table[table["target"] != table["predicted"]]
     return wrong.sort_values(["loss", "id"], ascending=[False, True], kind="stable").head(n).reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- figure sizes (inches)
+
 
 def confusion_size(n_classes: int) -> tuple[float, float]:
     side = max(6.0, 2.5 + 0.25 * n_classes)  # a quarter inch per class: room for a 6-point label
@@ -97,6 +105,7 @@ def curves_size(n_folds: int) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------- drawing
+
 
 def short(label, width: int = 24) -> str:
     """The label as text, its middle elided past `width` characters (ends usually tell classes apart)."""
@@ -130,8 +139,15 @@ def confusion_figure(counts: np.ndarray, classes: list) -> Figure:
     if n <= 15:
         for (i, j), value in np.ndenumerate(fractions):
             if counts[i, j]:
-                ax.text(j, i, f"{value:.2f}\n({counts[i, j]})", ha="center", va="center", fontsize=7,
-                        color="white" if value > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}\n({counts[i, j]})",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value > 0.5 else "black",
+                )
     return fig
 
 
@@ -147,7 +163,7 @@ def roc_figure(curves: list[RocCurve | None], classes: list) -> Figure:
             ax.plot(curve.fpr, curve.tpr, linewidth=1.2)
             ax.set_title(f"{short(label)}  AUC {curve.auc:.3f}", fontsize=8)
         ax.tick_params(labelsize=6)
-    for ax in axes[len(classes):]:
+    for ax in axes[len(classes) :]:
         ax.set_axis_off()
     fig.supxlabel("false positive rate")
     fig.supylabel("true positive rate")
@@ -165,8 +181,11 @@ def top_losses_figure(worst: pd.DataFrame, image_paths: pd.Series, classes: list
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, row in zip(axes, worst.itertuples(), strict=False):
         ax.imshow(read_image(image_paths[row.id]), interpolation="nearest")
-        ax.set_title(f"{short(row.id, 32)}\ntrue: {short(classes[row.target], 32)}\n"
-                     f"pred: {short(classes[row.predicted], 24)} ({row.p_predicted:.2f})", fontsize=8)
+        ax.set_title(
+            f"{short(row.id, 32)}\ntrue: {short(classes[row.target], 32)}\n"
+            f"pred: {short(classes[row.predicted], 24)} ({row.p_predicted:.2f})",
+            fontsize=8,
+        )
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle("Most confidently wrong OOF images: true label, predicted label (its probability)")
@@ -177,8 +196,11 @@ def curves_figure(metrics: dict[int, pd.DataFrame]) -> Figure:
     """Per fold: losses, accuracy and learning rate by epoch; the switch to augmentation phase 2 marked."""
     fig = Figure(figsize=curves_size(len(metrics)), dpi=DPI, layout="constrained")
     axes = fig.subplots(len(metrics), 3, squeeze=False)
-    panels = [("loss", ["train_loss", "val_loss"]), ("accuracy", ["train_accuracy", "val_accuracy"]),
-              ("learning rate", ["lr"])]
+    panels = [
+        ("loss", ["train_loss", "val_loss"]),
+        ("accuracy", ["train_accuracy", "val_accuracy"]),
+        ("learning rate", ["lr"]),
+    ]
     for (fold, table), row in zip(metrics.items(), axes, strict=True):
         switch = phase_switch(table)
         for ax, (title, columns) in zip(row, panels, strict=True):
@@ -205,12 +227,15 @@ def phase_switch(table: pd.DataFrame) -> tuple[float, str] | None:
 
 # ----------------------------------------------------------------------------- a run's reports
 
-def write_reports(run_dir: Path, ids, targets: np.ndarray, probs: np.ndarray, classes: list,
-                  image_paths: pd.Series) -> list[Path]:
+
+def write_reports(
+    run_dir: Path, ids, targets: np.ndarray, probs: np.ndarray, classes: list, image_paths: pd.Series
+) -> list[Path]:
     """Every report of a run's OOF table (and of its folds' metrics.csv, for a trained run)."""
     figures = {}
-    metrics = {int(p.parent.name[4:]): pd.read_csv(p) for p in run_dir.glob("fold*/metrics.csv")
-               if p.parent.name[4:].isdigit()}
+    metrics = {
+        int(p.parent.name[4:]): pd.read_csv(p) for p in run_dir.glob("fold*/metrics.csv") if p.parent.name[4:].isdigit()
+    }
     if metrics:
         figures["training_curves"] = curves_figure(dict(sorted(metrics.items())))
     figures["confusion_matrix"] = confusion_figure(confusion_counts(targets, probs.argmax(1), len(classes)), classes)

@@ -144,8 +144,7 @@ def positive_index(classes: list, column: str, positive_class=None) -> int:
     if positive_class is not None:
         if column_name(positive_class) not in names:
             raise CompError(
-                f"submission.positive_class is {positive_class!r}, which is not one of the classes "
-                f"{_preview(names)}.",
+                f"submission.positive_class is {positive_class!r}, which is not one of the classes {_preview(names)}.",
                 hint="Set it to one of the class labels, or to null.",
             )
         return names.index(column_name(positive_class))
@@ -305,13 +304,9 @@ def _read_table(path: Path) -> tuple[_Table | None, list[Problem]]:
             )
         ]
     except csv.Error as exc:
-        return None, [
-            Problem(None, None, f"The file is not a readable CSV: {exc}.", "Write it with a CSV writer.")
-        ]
+        return None, [Problem(None, None, f"The file is not a readable CSV: {exc}.", "Write it with a CSV writer.")]
     if not rows:
-        return None, [
-            Problem(None, None, "The file is empty.", "Write the header and one row per sample id.")
-        ]
+        return None, [Problem(None, None, "The file is empty.", "Write the header and one row per sample id.")]
     header = rows[0]
     if header[0].startswith("\ufeff"):
         problems.append(
@@ -353,9 +348,7 @@ def _check_columns(header: list[str], expected: list[str]) -> list[Problem]:
     missing = [n for n in expected if n not in header]
     for name in [n for n in header if n not in expected]:
         close = difflib.get_close_matches(name, missing, n=1, cutoff=0.6)
-        fix = (
-            f"Rename it to {close[0]!r}." if close else "Remove it: Kaggle refuses columns the sample lacks."
-        )
+        fix = f"Rename it to {close[0]!r}." if close else "Remove it: Kaggle refuses columns the sample lacks."
         problems.append(Problem(1, name, f"Column {name!r} is not in the sample submission.", fix))
     for name in missing:
         problems.append(
@@ -424,9 +417,7 @@ def _check_ids(table: _Table, id_column: str, sample_ids: list[str]) -> list[Pro
                     if meant
                     else "Remove the row: only the sample submission's ids are scored."
                 )
-                unknown.append(
-                    Problem(line, id_column, f"Id {value!r} is not in the sample submission.", fix)
-                )
+                unknown.append(Problem(line, id_column, f"Id {value!r} is not in the sample submission.", fix))
     problems += _capped(empty) + _capped(duplicates) + _capped(unknown)
     missing = [i for i in sample_ids if i not in first_line]
     if missing:
@@ -439,16 +430,13 @@ def _check_ids(table: _Table, id_column: str, sample_ids: list[str]) -> list[Pro
             )
         )
     if not problems and ids != sample_ids:
-        line = next(
-            line for value, want, line in zip(ids, sample_ids, table.lines, strict=True) if value != want
-        )
+        line = next(line for value, want, line in zip(ids, sample_ids, table.lines, strict=True) if value != want)
         problems.append(
             Problem(
                 line,
                 id_column,
                 "The rows are in another order than the sample's.",
-                "Kaggle matches rows by id, so this scores the same; to match the sample, "
-                "write the rows in its order.",
+                "Kaggle matches rows by id, so this scores the same; to match the sample, write the rows in its order.",
                 "warning",
             )
         )
@@ -499,9 +487,7 @@ def _check_labels(
     return _capped(empty) + _capped(missing) + _capped(not_integer) + _capped(unknown)
 
 
-def _check_probabilities(
-    values: list[str], lines: list[int], column: str
-) -> tuple[list[Problem], np.ndarray]:
+def _check_probabilities(values: list[str], lines: list[int], column: str) -> tuple[list[Problem], np.ndarray]:
     """Problems of one probability column, and its values as floats (NaN where unusable)."""
     numbers = np.full(len(values), np.nan)
     fix = "Write a probability between 0 and 1."
@@ -516,9 +502,7 @@ def _check_probabilities(
         elif number is None:
             not_number.append(Problem(line, column, f"{value!r} is not a number.", fix))
         elif not 0.0 <= number <= 1.0:
-            out_of_range.append(
-                Problem(line, column, f"{value} is outside [0, 1].", "Clip probabilities to [0, 1].")
-            )
+            out_of_range.append(Problem(line, column, f"{value} is outside [0, 1].", "Clip probabilities to [0, 1]."))
         else:
             numbers[i] = number
     return _capped(empty) + _capped(not_finite) + _capped(not_number) + _capped(out_of_range), numbers
@@ -555,11 +539,7 @@ def _check_row_sums(
 def _check_values(table: _Table, sample: pd.DataFrame, fmt: str, classes: list | None) -> list[Problem]:
     columns = [c for c in _value_columns(sample) if c in table.header]
     if fmt == "label":
-        return [
-            p
-            for c in columns
-            for p in _check_labels(table.column(c), table.lines, c, classes, list(sample[c]))
-        ]
+        return [p for c in columns for p in _check_labels(table.column(c), table.lines, c, classes, list(sample[c]))]
     problems, parsed = [], {}
     for column in columns:
         found, parsed[column] = _check_probabilities(table.column(column), table.lines, column)
@@ -589,9 +569,7 @@ def validate_submission(
         positive_index(classes, _value_columns(sample)[0], positive_class)  # a bad setting is a config error
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise CompError(
-            f"Submission file {csv_path} not found.", hint="Check the path (submissions/ holds comp's)."
-        )
+        raise CompError(f"Submission file {csv_path} not found.", hint="Check the path (submissions/ holds comp's).")
     problems = []
     size = csv_path.stat().st_size
     if size > SIZE_WARNING_BYTES:
@@ -600,8 +578,7 @@ def validate_submission(
                 None,
                 None,
                 f"The file is {size / 1024**2:.0f} MB.",
-                "Kaggle may refuse or time out on large uploads: zip it, or round the "
-                "probabilities to fewer digits.",
+                "Kaggle may refuse or time out on large uploads: zip it, or round the probabilities to fewer digits.",
                 "warning",
             )
         )

@@ -105,9 +105,7 @@ class Survey:
         ]
         if self.sample_submission is not None:
             where = f"found in {self.test_dir}/" if self.test_dir else "no test folder found"
-            lines.append(
-                f"test: {self.n_test} ids in {self.sample_submission}, {self.n_test_found} images {where}"
-            )
+            lines.append(f"test: {self.n_test} ids in {self.sample_submission}, {self.n_test_found} images {where}")
         return lines + [f"note: {note}" for note in self.notes]
 
 
@@ -185,14 +183,10 @@ def _by_preference(columns: list[str], names: tuple[str, ...]) -> list[str]:
 def _label_column(table: pd.DataFrame, id_column: str) -> str | None:
     """A column of class labels: a usual name first, else the one with the fewest distinct values."""
     others = [c for c in table.columns if c != id_column]
-    named = [
-        c for c in _by_preference(others, LABEL_NAMES) if c.lower() in LABEL_NAMES and table[c].nunique() >= 2
-    ]
+    named = [c for c in _by_preference(others, LABEL_NAMES) if c.lower() in LABEL_NAMES and table[c].nunique() >= 2]
     if named:
         return named[0]
-    candidates = [
-        (table[c].nunique(), c) for c in others if 2 <= table[c].nunique() <= max(2, len(table) // 2)
-    ]
+    candidates = [(table[c].nunique(), c) for c in others if 2 <= table[c].nunique() <= max(2, len(table) // 2)]
     return min(candidates)[1] if candidates else None
 
 
@@ -246,9 +240,7 @@ def _folders_layout(root: Path, folders: list[ImageFolder]) -> Survey | None:
 
 def _find_test(survey: Survey, folders: list[ImageFolder], sample: Path | None) -> None:
     if sample is None:
-        survey.notes.append(
-            "no sample submission (a CSV named sample*.csv) found: set data.sample_submission"
-        )
+        survey.notes.append("no sample submission (a CSV named sample*.csv) found: set data.sample_submission")
         return
     table = _read_csv(sample)
     if table is None or table.shape[1] < 2:
@@ -276,9 +268,7 @@ def survey_competition(folder: Path) -> Survey:
     """Detect the layout of a competition folder and summarise it; CompError when it cannot tell."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise CompError(
-            f"Competition folder {folder} does not exist.", hint="Run `comp download SLUG` first."
-        )
+        raise CompError(f"Competition folder {folder} does not exist.", hint="Run `comp download SLUG` first.")
     root = competition_root(folder)
     folders = image_folders(root)
     sample = _sample_submission(root)

@@ -99,6 +99,7 @@ class FoldResult:
 
 # ----------------------------------------------------------------------------- fold state
 
+
 def fold_dir(config: Config, fold: int) -> Path:
     return config.run_dir / f"fold{fold}"
 
@@ -121,6 +122,7 @@ def seed_everything(seed: int) -> None:
 
 # ----------------------------------------------------------------------------- run folder
 
+
 def check_run_classes(config: Config, competition: Competition) -> None:
     classes_path = config.run_dir / "classes.json"
     if classes_path.exists():
@@ -135,6 +137,7 @@ def prepare_run(config: Config, competition: Competition) -> None:
 
 
 # ----------------------------------------------------------------------------- data
+
 
 class EpochBatches(Sampler):
     """One epoch's batches of dataset keys (index, phase, augmentation seed), from batch `start` on.
@@ -163,7 +166,7 @@ class EpochBatches(Sampler):
         order = rng.permutation(self.n_images)
         seeds = rng.integers(2**32, size=self.n_images)
         for b in range(self.start, self.batches_per_epoch):
-            rows = order[b * self.batch_size:(b + 1) * self.batch_size]
+            rows = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield [(int(i), self.phase, int(seeds[i])) for i in shard_batch(rows)]
 
 
@@ -191,29 +194,40 @@ def make_loaders(config: Config, competition: Competition, folds: pd.DataFrame, 
     paths = table["path"].to_numpy()
     cache = should_cache(config.data, len(paths), paths[0])
     size = config.data.image_size
-    phases = {phase: build_train_transform(getattr(config.aug, f"phase{phase}"), size, f"aug.phase{phase}")
-              for phase in (1, 2)}
+    phases = {
+        phase: build_train_transform(getattr(config.aug, f"phase{phase}"), size, f"aug.phase{phase}")
+        for phase in (1, 2)
+    }
     train_set = PhasedImages(ImageDataset(paths[~is_val], targets[~is_val], size, cache), phases)
     val_set = ImageDataset(paths[is_val], targets[is_val], size, cache)
     cfg = config.train
     common = loader_options(cfg, resolve_device(cfg.device))
-    common.update(persistent_workers=cfg.persistent_workers and common["num_workers"] > 0,
-                  # Iterators draw a seed from this, not from torch's global generator (which resume restores).
-                  generator=torch.Generator().manual_seed(config.seed))
+    common.update(
+        persistent_workers=cfg.persistent_workers and common["num_workers"] > 0,
+        # Iterators draw a seed from this, not from torch's global generator (which resume restores).
+        generator=torch.Generator().manual_seed(config.seed),
+    )
     batches = EpochBatches(len(train_set), cfg.batch_size, config.seed, fold)
-    return (DataLoader(train_set, batch_sampler=batches, **common),
-            DataLoader(val_set, batch_size=config.predict.batch_size, sampler=validation_sampler(len(val_set)),
-                       **common))
+    return (
+        DataLoader(train_set, batch_sampler=batches, **common),
+        DataLoader(val_set, batch_size=config.predict.batch_size, sampler=validation_sampler(len(val_set)), **common),
+    )
 
 
 # ----------------------------------------------------------------------------- loss, freezing, mixing
+
 
 def make_mixup(config: Config, num_classes: int) -> Mixup | None:
     cfg = config.train
     if not (cfg.mixup_alpha or cfg.cutmix_alpha):
         return None
-    return Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, prob=cfg.mix_prob,
-                 label_smoothing=cfg.label_smoothing, num_classes=num_classes)
+    return Mixup(
+        mixup_alpha=cfg.mixup_alpha,
+        cutmix_alpha=cfg.cutmix_alpha,
+        prob=cfg.mix_prob,
+        label_smoothing=cfg.label_smoothing,
+        num_classes=num_classes,
+    )
 
 
 def mixes(config: Config, epoch: int) -> bool:
@@ -240,32 +254,36 @@ def train_mode(model: nn.Module) -> None:
     model.train()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                p.requires_grad for p in module.parameters(recurse=False)):
+            p.requires_grad for p in module.parameters(recurse=False)
+        ):
             module.eval()
 
 
 # ----------------------------------------------------------------------------- where training stands
 
+
 @dataclass
 class Position:
     """Everything about a fold's progress that last.pt keeps besides weights and optimizer."""
-    epoch: int = 0          # epochs completed
-    batch: int = 0          # batches done in the epoch under way (a mid-epoch checkpoint)
-    step: int = 0           # optimizer steps taken in all
-    lr: float = 0.0         # learning rate at the start of the epoch under way
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches done in the epoch under way (a mid-epoch checkpoint)
+    step: int = 0  # optimizer steps taken in all
+    lr: float = 0.0  # learning rate at the start of the epoch under way
     losses: list[float] = field(default_factory=list)  # training loss of each batch of the epoch under way
-    seconds: float = 0.0    # time spent on the epoch under way
+    seconds: float = 0.0  # time spent on the epoch under way
     best_score: float | None = None
     best_epoch: int = 0
-    rows: list[dict] = field(default_factory=list)     # metrics.csv
+    rows: list[dict] = field(default_factory=list)  # metrics.csv
 
 
 @dataclass
 class Trainer:
     """One fold's model and everything that updates it."""
+
     config: Config
-    model: nn.Module          # the weights that are checkpointed
-    forward: nn.Module        # what runs them: the model, or torch.compile(model); under DDP, wrapped in it
+    model: nn.Module  # the weights that are checkpointed
+    forward: nn.Module  # what runs them: the model, or torch.compile(model); under DDP, wrapped in it
     optimizer: torch.optim.Optimizer
     scheduler: Scheduler
     scaler: torch.amp.GradScaler
@@ -273,7 +291,7 @@ class Trainer:
     mixup: Mixup | None
     device: torch.device
     dtype: torch.dtype | None
-    inputs: ModelInput        # loader batches to the model's normalised input, on its device and memory format
+    inputs: ModelInput  # loader batches to the model's normalised input, on its device and memory format
 
     @property
     def evaluated(self) -> nn.Module:
@@ -285,11 +303,17 @@ class Trainer:
         return (self.ema.module if self.ema is not None else self.model).state_dict()
 
     def state(self, position: Position, classes: list) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "ema": None if self.ema is None else self.ema.module.state_dict(),
-                "position": asdict(position), "rng": rng_state(), "classes": classes,
-                "config": self.config.to_dict()}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": None if self.ema is None else self.ema.module.state_dict(),
+            "position": asdict(position),
+            "rng": rng_state(),
+            "classes": classes,
+            "config": self.config.to_dict(),
+        }
 
     def optimizer_step(self, step: int) -> None:
         clip = self.config.train.clip_grad
@@ -312,15 +336,22 @@ def build_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_cl
     memory_format = model_memory_format(cfg.channels_last)
     model.to(memory_format=memory_format)
     optimizer = make_optimizer(config, model)
-    forward = data_parallel(torch.compile(model) if cfg.compile else model,
-                            find_unused_parameters=cfg.freeze_epochs > 0)  # a frozen backbone gets no gradients
+    forward = data_parallel(
+        torch.compile(model) if cfg.compile else model, find_unused_parameters=cfg.freeze_epochs > 0
+    )  # a frozen backbone gets no gradients
     return Trainer(
-        config, model, forward, optimizer,
+        config,
+        model,
+        forward,
+        optimizer,
         make_scheduler(config, optimizer, steps_per_epoch),
         torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),  # fp16 needs loss scaling; bf16 not
         ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None,
-        make_mixup(config, num_classes), device, dtype,
-        ModelInput.of(model, device, memory_format))
+        make_mixup(config, num_classes),
+        device,
+        dtype,
+        ModelInput.of(model, device, memory_format),
+    )
 
 
 def restore(trainer: Trainer, state: dict, forced_changes: list[str]) -> Position:
@@ -342,8 +373,10 @@ def restore(trainer: Trainer, state: dict, forced_changes: list[str]) -> Positio
             for group, values in zip(trainer.optimizer.param_groups, fresh, strict=True):
                 group.update(values)
     except (RuntimeError, ValueError) as exc:
-        raise CompError(f"last.pt does not fit the model and optimizer as now configured: {str(exc).splitlines()[0]}",
-                        hint="Resume with the model settings it was trained with, or retrain with --force.") from None
+        raise CompError(
+            f"last.pt does not fit the model and optimizer as now configured: {str(exc).splitlines()[0]}",
+            hint="Resume with the model settings it was trained with, or retrain with --force.",
+        ) from None
     if state["scaler"] and trainer.scaler.is_enabled():
         trainer.scaler.load_state_dict(state["scaler"])
     position = Position(**state["position"])
@@ -355,14 +388,16 @@ def restore(trainer: Trainer, state: dict, forced_changes: list[str]) -> Positio
 
 # ----------------------------------------------------------------------------- an epoch
 
+
 def accumulation_size(batch: int, n_batches: int, accum: int) -> int:
     """How many batches share the optimizer step that `batch` (0-based) contributes to."""
     first = batch // accum * accum
     return min(accum, n_batches - first)
 
 
-def check_finite(trainer: Trainer, position: Position, pending: list[torch.Tensor], fold: int, epoch: int,
-                 n_batches: int) -> None:
+def check_finite(
+    trainer: Trainer, position: Position, pending: list[torch.Tensor], fold: int, epoch: int, n_batches: int
+) -> None:
     """A sync point: move the batches' losses to the host; stop at a loss or weight that is inf or nan."""
     # Under DDP, every process gets the whole batch's loss (the mean of the shares), so all stop together.
     values = mean_over_processes(torch.stack(pending).float()).cpu().tolist() if pending else []
@@ -382,8 +417,9 @@ def check_finite(trainer: Trainer, position: Position, pending: list[torch.Tenso
     position.losses.extend(values)
 
 
-def train_epoch(trainer: Trainer, loader: DataLoader, position: Position, fold: int, epoch: int,
-                save_checkpoint, advance) -> None:
+def train_epoch(
+    trainer: Trainer, loader: DataLoader, position: Position, fold: int, epoch: int, save_checkpoint, advance
+) -> None:
     """Train from position.batch to the end of the epoch; save_checkpoint() every checkpoint_every_steps."""
     cfg = trainer.config.train
     n_batches = loader.batch_sampler.batches_per_epoch
@@ -427,11 +463,14 @@ def evaluate(model: nn.Module, loader: DataLoader, inputs: ModelInput, dtype, mo
             logits.append(model(inputs(images)).float())
         targets.append(labels)
     all_logits, all_targets = gather_rows(torch.cat(logits).cpu()), gather_rows(torch.cat(targets))
-    scores = {"val_loss": F.cross_entropy(all_logits, all_targets).item(),
-              "val_accuracy": (all_logits.argmax(1) == all_targets).double().mean().item()}
+    scores = {
+        "val_loss": F.cross_entropy(all_logits, all_targets).item(),
+        "val_accuracy": (all_logits.argmax(1) == all_targets).double().mean().item(),
+    }
     if monitor not in scores:
-        scores[monitor] = metric_score(monitor.removeprefix("val_"), all_targets.numpy(),
-                                       all_logits.softmax(1).double().numpy())
+        scores[monitor] = metric_score(
+            monitor.removeprefix("val_"), all_targets.numpy(), all_logits.softmax(1).double().numpy()
+        )
     return scores
 
 
@@ -448,9 +487,14 @@ def stopped_early(position: Position, patience: int | None) -> bool:
 # ----------------------------------------------------------------------------- display
 
 # The per-epoch lines: (metrics.csv column, heading, width, format); the monitored metric joins when it is another.
-COLUMNS = [("epoch", "epoch", 5, ""), ("phase", "phase", 5, ""), ("lr", "lr", 9, ".2e"),
-           ("train_loss", "train loss", 10, ".4f"), ("val_loss", "val loss", 8, ".4f"),
-           ("val_accuracy", "val acc", 7, ".4f")]
+COLUMNS = [
+    ("epoch", "epoch", 5, ""),
+    ("phase", "phase", 5, ""),
+    ("lr", "lr", 9, ".2e"),
+    ("train_loss", "train loss", 10, ".4f"),
+    ("val_loss", "val loss", 8, ".4f"),
+    ("val_accuracy", "val acc", 7, ".4f"),
+]
 
 
 def display_columns(monitor: str) -> list[tuple[str, str, int, str]]:
@@ -470,8 +514,9 @@ def epoch_line(row: dict, monitor: str, improved: bool) -> str:
 def results_table(results: list[FoldResult]) -> Table:
     table = Table("fold", "status", "best epoch", "val loss", "val accuracy", "time", title="Folds")
     for r in results:
-        table.add_row(str(r.fold), r.status, str(r.best_epoch), f"{r.val_loss:.4f}", f"{r.val_accuracy:.4f}",
-                      f"{r.seconds:.0f}s")
+        table.add_row(
+            str(r.fold), r.status, str(r.best_epoch), f"{r.val_loss:.4f}", f"{r.val_accuracy:.4f}", f"{r.seconds:.0f}s"
+        )
     return table
 
 
@@ -480,8 +525,10 @@ def summary_writer_class() -> type:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise CompError("train.tensorboard is on, but the tensorboard package is not installed.",
-                        hint="pip install 'comp[tensorboard]', or set train.tensorboard: false.") from None
+        raise CompError(
+            "train.tensorboard is on, but the tensorboard package is not installed.",
+            hint="pip install 'comp[tensorboard]', or set train.tensorboard: false.",
+        ) from None
     return SummaryWriter
 
 
@@ -492,15 +539,16 @@ def open_tensorboard(folder: Path, purge_step: int):
 
 # ----------------------------------------------------------------------------- a fold
 
-def train_fold(config: Config, competition: Competition, folds: pd.DataFrame, fold: int,
-               resume: bool = False, force: bool = False) -> FoldResult:
+
+def train_fold(
+    config: Config, competition: Competition, folds: pd.DataFrame, fold: int, resume: bool = False, force: bool = False
+) -> FoldResult:
     """Train one fold from scratch, or continue it from last.pt when `resume` (with changed values: `force`)."""
     cfg = config.train
     folder = fold_dir(config, fold)
     state = resumable_state(config, competition, fold, force) if resume else None
     seed_everything(config.seed + fold)
-    model = prepare_model(create_model(config.model, len(competition.classes)).to(rank_device(cfg.device)),
-                          cfg.sync_bn)
+    model = prepare_model(create_model(config.model, len(competition.classes)).to(rank_device(cfg.device)), cfg.sync_bn)
     train_loader, val_loader = make_loaders(config, competition, folds, fold)
     batches: EpochBatches = train_loader.batch_sampler
     steps_per_epoch = math.ceil(batches.batches_per_epoch / cfg.grad_accum_steps)
@@ -524,11 +572,14 @@ def train_fold(config: Config, competition: Competition, folds: pd.DataFrame, fo
 
     total, trainable = count_parameters(model)
     precision = f", {str(trainer.dtype).replace('torch.', '')}" if trainer.dtype else ""
-    console.print(f"[bold]fold {fold}[/]: {config.model.name}, {total:,} parameters ({trainable:,} trainable), "
-                  f"{len(train_loader.dataset)} train / "
-                  f"{len(val_loader.dataset)} val images, {trainer.device}{precision}"
-                  f"{f', DDP over {world_size()} processes' if world_size() > 1 else ''}"
-                  f"{', EMA' if trainer.ema else ''}", highlight=False)
+    console.print(
+        f"[bold]fold {fold}[/]: {config.model.name}, {total:,} parameters ({trainable:,} trainable), "
+        f"{len(train_loader.dataset)} train / "
+        f"{len(val_loader.dataset)} val images, {trainer.device}{precision}"
+        f"{f', DDP over {world_size()} processes' if world_size() > 1 else ''}"
+        f"{', EMA' if trainer.ema else ''}",
+        highlight=False,
+    )
     console.print(header_line(cfg.monitor), style="bold", highlight=False)
     started = time.perf_counter()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
@@ -543,16 +594,25 @@ def train_fold(config: Config, competition: Competition, folds: pd.DataFrame, fo
             if position.batch == 0:
                 position.lr = trainer.optimizer.param_groups[0]["lr"]
             batches.set_epoch(epoch, phase, start=position.batch)
-            task = progress.add_task(f"fold {fold} epoch {epoch}/{cfg.epochs} phase {phase}"
-                                     f"{' (backbone frozen)' if frozen else ''}",
-                                     total=batches.batches_per_epoch, completed=position.batch)
-            train_epoch(trainer, train_loader, position, fold, epoch, save_checkpoint,
-                        lambda task=task: progress.advance(task))
+            task = progress.add_task(
+                f"fold {fold} epoch {epoch}/{cfg.epochs} phase {phase}{' (backbone frozen)' if frozen else ''}",
+                total=batches.batches_per_epoch,
+                completed=position.batch,
+            )
+            train_epoch(
+                trainer, train_loader, position, fold, epoch, save_checkpoint, lambda task=task: progress.advance(task)
+            )
             metrics = evaluate(trainer.evaluated, val_loader, trainer.inputs, trainer.dtype, cfg.monitor)
             progress.remove_task(task)
             lap()
-            row = dict(epoch=epoch, phase=phase, lr=position.lr, train_loss=float(np.mean(position.losses)),
-                       **metrics, seconds=round(position.seconds, 2))
+            row = dict(
+                epoch=epoch,
+                phase=phase,
+                lr=position.lr,
+                train_loss=float(np.mean(position.losses)),
+                **metrics,
+                seconds=round(position.seconds, 2),
+            )
             improved = end_epoch(trainer, position, folder, competition.classes, row)
             progress.console.print(epoch_line(row, cfg.monitor, improved), highlight=False)
             if tensorboard is not None:
@@ -560,21 +620,33 @@ def train_fold(config: Config, competition: Competition, folds: pd.DataFrame, fo
                     tensorboard.add_scalar(key, row[key], epoch)
                 tensorboard.flush()
         if stopped_early(position, cfg.patience) and position.epoch < cfg.epochs:
-            console.print(f"fold {fold}: early stop after epoch {position.epoch}: no better {cfg.monitor} "
-                          f"for {cfg.patience} epochs (train.patience)", highlight=False)
+            console.print(
+                f"fold {fold}: early stop after epoch {position.epoch}: no better {cfg.monitor} "
+                f"for {cfg.patience} epochs (train.patience)",
+                highlight=False,
+            )
     if tensorboard is not None:
         tensorboard.close()
 
     best = next(r for r in position.rows if r["epoch"] == position.best_epoch)
-    result = FoldResult(fold, "resumed" if state is not None else "trained", position.best_epoch,
-                        best["val_loss"], best["val_accuracy"], round(sum(r["seconds"] for r in position.rows), 2))
+    result = FoldResult(
+        fold,
+        "resumed" if state is not None else "trained",
+        position.best_epoch,
+        best["val_loss"],
+        best["val_accuracy"],
+        round(sum(r["seconds"] for r in position.rows), 2),
+    )
     if is_main_process():
         record = read_record(folder)
         record["finished"] = now()
         write_record(folder, record)
         write_json(folder / "summary.json", asdict(result))  # the fold is finished once this exists
-    console.print(f"fold {fold} done in {time.perf_counter() - started:.1f}s: best epoch {position.best_epoch}, "
-                  f"{cfg.monitor} {position.best_score:.4f} -> {folder}", highlight=False)
+    console.print(
+        f"fold {fold} done in {time.perf_counter() - started:.1f}s: best epoch {position.best_epoch}, "
+        f"{cfg.monitor} {position.best_score:.4f} -> {folder}",
+        highlight=False,
+    )
     return result
 
 
@@ -592,9 +664,12 @@ def open_fold(config: Config, fold: int, trainer: Trainer, state: dict | None) -
     if is_main_process():
         record_resume(folder, config, position.epoch, position.batch, changes)
         (folder / "summary.json").unlink(missing_ok=True)  # a finished fold continued (--resume --force)
-    console.print(f"fold {fold}: resuming after epoch {position.epoch}"
-                  f"{f', batch {position.batch}' if position.batch else ''}"
-                  f"{' with changed values: ' + '; '.join(changes) if changes else ''}", highlight=False)
+    console.print(
+        f"fold {fold}: resuming after epoch {position.epoch}"
+        f"{f', batch {position.batch}' if position.batch else ''}"
+        f"{' with changed values: ' + '; '.join(changes) if changes else ''}",
+        highlight=False,
+    )
     return position
 
 
@@ -636,6 +711,7 @@ def resumable_state(config: Config, competition: Competition, fold: int, force: 
 
 # ----------------------------------------------------------------------------- the fold loop
 
+
 def plan_fold(config: Config, fold: int, one_fold: bool, force: bool, resume: bool) -> str:
     """train | resume | skip for one fold, or a CompError when its work would be lost."""
     state = fold_state(config, fold)
@@ -645,20 +721,25 @@ def plan_fold(config: Config, fold: int, one_fold: bool, force: bool, resume: bo
     if state == "interrupted":
         if resume:
             return "resume"
-        raise CompError(f"Fold {fold} of run '{config.name}' was interrupted ({folder}).",
-                        hint="Pass --resume to continue it, or --force to retrain it from scratch.")
+        raise CompError(
+            f"Fold {fold} of run '{config.name}' was interrupted ({folder}).",
+            hint="Pass --resume to continue it, or --force to retrain it from scratch.",
+        )
     if force:  # finished, --resume --force: continue it with the changed values
         return "resume"
     if not one_fold:
         console.print(f"fold {fold}: finished already, skipped")
         return "skip"
-    raise CompError(f"Fold {fold} of run '{config.name}' is already trained ({folder}).",
-                    hint="Pass --force to retrain it from scratch, or --resume --force to continue training it "
-                    "with changed values (e.g. more epochs).")
+    raise CompError(
+        f"Fold {fold} of run '{config.name}' is already trained ({folder}).",
+        hint="Pass --force to retrain it from scratch, or --resume --force to continue training it "
+        "with changed values (e.g. more epochs).",
+    )
 
 
-def check_before_training(config: Config, competition: Competition, folds: pd.DataFrame,
-                          plan: dict[int, str], force: bool) -> None:
+def check_before_training(
+    config: Config, competition: Competition, folds: pd.DataFrame, plan: dict[int, str], force: bool
+) -> None:
     """Everything that can be refused, refused before any file is written."""
     cfg = config.train
     check_model_name(config.model.name)
@@ -668,8 +749,10 @@ def check_before_training(config: Config, competition: Competition, folds: pd.Da
     validate_aug(config.aug, config.data.image_size)
     check_run_classes(config, competition)
     if (cfg.mixup_alpha or cfg.cutmix_alpha) and cfg.batch_size % 2:
-        raise CompError(f"Mixup and cutmix pair each image with another: train.batch_size={cfg.batch_size} must be "
-                        "even.", hint="Use an even train.batch_size, or set train.mixup_alpha and cutmix_alpha to 0.")
+        raise CompError(
+            f"Mixup and cutmix pair each image with another: train.batch_size={cfg.batch_size} must be even.",
+            hint="Use an even train.batch_size, or set train.mixup_alpha and cutmix_alpha to 0.",
+        )
     check_schedule(cfg)
     if cfg.tensorboard:
         summary_writer_class()
@@ -677,8 +760,10 @@ def check_before_training(config: Config, competition: Competition, folds: pd.Da
     for k, action in plan.items():
         n_train = int((folds["fold"] != k).sum())
         if action != "skip" and cfg.batch_size > n_train:
-            raise CompError(f"train.batch_size={cfg.batch_size} is larger than fold {k}'s {n_train} training rows.",
-                            hint="Lower train.batch_size.")
+            raise CompError(
+                f"train.batch_size={cfg.batch_size} is larger than fold {k}'s {n_train} training rows.",
+                hint="Lower train.batch_size.",
+            )
         if action == "resume":
             resumable_state(config, competition, k, force, mmap=True)
     for k in range(int(folds["fold"].max()) + 1):
@@ -693,8 +778,9 @@ def check_before_training(config: Config, competition: Competition, folds: pd.Da
             )
 
 
-def plan_training(config: Config, competition: Competition, fold: int | str,
-                  force: bool, resume: bool) -> tuple[pd.DataFrame, dict[int, str]]:
+def plan_training(
+    config: Config, competition: Competition, fold: int | str, force: bool, resume: bool
+) -> tuple[pd.DataFrame, dict[int, str]]:
     """The fold table and what to do with each wanted fold (train | resume | skip), after every check."""
     folds = load_folds(config, competition)
     n_folds = int(folds["fold"].max()) + 1
@@ -707,8 +793,9 @@ def plan_training(config: Config, competition: Competition, fold: int | str,
     return folds, plan
 
 
-def train(config: Config, competition: Competition, fold: int | str = "all",
-          force: bool = False, resume: bool = False) -> list[FoldResult]:
+def train(
+    config: Config, competition: Competition, fold: int | str = "all", force: bool = False, resume: bool = False
+) -> list[FoldResult]:
     """Train one fold (`fold=K`) or every fold in order (`fold="all"`), protecting finished work."""
     quiet_other_ranks(console)  # under DDP, rank 0 reports
     folds, plan = plan_training(config, competition, fold, force, resume)

@@ -45,11 +45,14 @@ _FIXED: dict[str, Copy] = {
 _PARAMETRISED = re.compile(r"^(scale|fivecrop)(\d+(?:\.\d+)?)?$")
 # What `predict.tta: auto` tries, each view with its default parameter.
 AUTO_CANDIDATES = [*_FIXED, "scale", "fivecrop"]
-VIEW_HELP = ("identity, hflip, vflip, hvflip, rot90, rot180, rot270, scale (or scale<factor> > 1, e.g. scale1.3), "
-             "fivecrop (or fivecrop<ratio> < 1, e.g. fivecrop0.8)")
+VIEW_HELP = (
+    "identity, hflip, vflip, hvflip, rot90, rot180, rot270, scale (or scale<factor> > 1, e.g. scale1.3), "
+    "fivecrop (or fivecrop<ratio> < 1, e.g. fivecrop0.8)"
+)
 
 
 # ----------------------------------------------------------------------------- views
+
 
 def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
@@ -60,7 +63,7 @@ def _scale(factor: float) -> Copy:
         h, w = x.shape[-2:]
         big = _resize(x, round(h * factor), round(w * factor))
         top, left = (big.shape[-2] - h) // 2, (big.shape[-1] - w) // 2
-        return big[..., top:top + h, left:left + w]
+        return big[..., top : top + h, left : left + w]
 
     return enlarge_and_centre_crop
 
@@ -72,7 +75,7 @@ def _five_crops(ratio: float) -> list[Copy]:
             ch, cw = max(1, round(h * ratio)), max(1, round(w * ratio))
             top = {"t": 0, "b": h - ch, "c": (h - ch) // 2}[corner[0]]
             left = {"l": 0, "r": w - cw, "c": (w - cw) // 2}[corner[1]]
-            return _resize(x[..., top:top + ch, left:left + cw], h, w)
+            return _resize(x[..., top : top + ch, left : left + cw], h, w)
 
         return crop_and_resize
 
@@ -95,8 +98,10 @@ def view_copies(name: str) -> list[Copy]:
             if 0 < ratio < 1:
                 return _five_crops(ratio)
     close = difflib.get_close_matches(name, [*AUTO_CANDIDATES, "auto"], n=1)
-    raise CompError(f"Unknown TTA view '{name}' in predict.tta.{f' Did you mean {close[0]}?' if close else ''}",
-                    hint=f"Views: {VIEW_HELP}; or predict.tta: auto to choose them on the OOF rows.")
+    raise CompError(
+        f"Unknown TTA view '{name}' in predict.tta.{f' Did you mean {close[0]}?' if close else ''}",
+        hint=f"Views: {VIEW_HELP}; or predict.tta: auto to choose them on the OOF rows.",
+    )
 
 
 def resolve_views(setting: list[str] | str, use_tta: bool) -> list[str] | str:
@@ -107,8 +112,9 @@ def resolve_views(setting: list[str] | str, use_tta: bool) -> list[str] | str:
         return "auto"
     names = [setting] if isinstance(setting, str) else list(setting)
     if not names:
-        raise CompError("predict.tta is an empty list.",
-                        hint="List at least one view, e.g. [identity, hflip], or use auto.")
+        raise CompError(
+            "predict.tta is an empty list.", hint="List at least one view, e.g. [identity, hflip], or use auto."
+        )
     for name in names:
         view_copies(name)
     if len(set(names)) < len(names):
@@ -117,6 +123,7 @@ def resolve_views(setting: list[str] | str, use_tta: bool) -> list[str] | str:
 
 
 # ----------------------------------------------------------------------------- averaging
+
 
 def combine(log_probs: torch.Tensor, mean: str, dim: int = 0) -> torch.Tensor:
     """Log-probabilities of the mean over `dim` of per-view log-probabilities (arithmetic or geometric)."""
@@ -133,7 +140,7 @@ def view_log_probs(model: torch.nn.Module, images: torch.Tensor, views: list[str
     log_probs = logits.log_softmax(dim=1).view(-1, len(images), logits.shape[1])
     out, start = [], 0
     for view in copies:
-        out.append(combine(log_probs[start:start + len(view)], mean))
+        out.append(combine(log_probs[start : start + len(view)], mean))
         start += len(view)
     return torch.stack(out)
 
@@ -144,6 +151,7 @@ def predict_views(model: torch.nn.Module, images: torch.Tensor, views: list[str]
 
 
 # ----------------------------------------------------------------------------- choosing views on OOF rows
+
 
 @dataclass
 class ViewChoice:
@@ -156,8 +164,9 @@ class ViewChoice:
     score: float
 
 
-def choose_views(log_probs: np.ndarray, names: list[str], targets: np.ndarray, metric: str,
-                 mean: str = "arithmetic") -> ViewChoice:
+def choose_views(
+    log_probs: np.ndarray, names: list[str], targets: np.ndarray, metric: str, mean: str = "arithmetic"
+) -> ViewChoice:
     """Greedy forward selection on the OOF rows: start from the best single view, then try the others,
     best alone first, keeping each one only if the metric strictly improves.
 

@@ -30,8 +30,9 @@ def pattern_image(label: int, rng: np.random.Generator, size: int = 16) -> np.nd
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def write_folders_competition(root: Path, n_classes: int = 12, per_class: int = 10, n_test: int = 36,
-                              seed: int = 0) -> pd.DataFrame:
+def write_folders_competition(
+    root: Path, n_classes: int = 12, per_class: int = 10, n_test: int = 36, seed: int = 0
+) -> pd.DataFrame:
     """train/<label>/<img>.png in folders named 0..n_classes-1; returns the hidden test solution."""
     rng = np.random.default_rng(seed)
     for label in range(n_classes):
@@ -48,8 +49,9 @@ def write_folders_competition(root: Path, n_classes: int = 12, per_class: int = 
     return pd.DataFrame({"id": ids, "label": test_labels})
 
 
-def write_csv_competition(root: Path, n_classes: int = 4, per_class: int = 8, ids_with_suffix: bool = False,
-                          seed: int = 0) -> None:
+def write_csv_competition(
+    root: Path, n_classes: int = 4, per_class: int = 8, ids_with_suffix: bool = False, seed: int = 0
+) -> None:
     """train.csv (id,label) with images in train/, test images for the sample submission's ids."""
     rng = np.random.default_rng(seed)
     (root / "train").mkdir(parents=True)
@@ -73,4 +75,3 @@ def project(tmp_path, monkeypatch) -> Path:
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)
     return tmp_path
-

@@ -89,8 +89,7 @@ class FakeKaggle:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("KAGGLE_")
-            and k.lower() not in {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+            if not k.startswith("KAGGLE_") and k.lower() not in {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
         }
         env.update(
             HOME=str(home),
@@ -132,9 +131,7 @@ class FakeKaggle:
             name, content = self.uploads.get(body.get("blobFileTokens", ""), ("", None))
             if content is None:
                 return 400, {"code": 400, "message": "The file was not uploaded"}, None
-            sub = FakeSubmission(
-                1000 + len(self.submissions), name, body.get("submissionDescription", ""), content
-            )
+            sub = FakeSubmission(1000 + len(self.submissions), name, body.get("submissionDescription", ""), content)
             self.submissions.append(sub)
             return 200, {"message": f"Successfully submitted to {slug}", "ref": sub.ref}, None
         if method == "ListSubmissions":
@@ -192,9 +189,7 @@ def _handler_for(fake: FakeKaggle) -> type[BaseHTTPRequestHandler]:
         def do_CONNECT(self) -> None:
             with fake.lock:
                 fake.stray.append(self.path)
-            self._answer(
-                403, b"fake Kaggle refuses to tunnel: this test tried to reach the real Kaggle", "text/plain"
-            )
+            self._answer(403, b"fake Kaggle refuses to tunnel: this test tried to reach the real Kaggle", "text/plain")
 
         def do_POST(self) -> None:
             path = self._begin()

@@ -33,9 +33,7 @@ YAML_LIST = """
 
 def images():
     rng = np.random.default_rng(0)
-    return [
-        rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(20, 50, 3), (300, 200, 3), (32, 32, 3)]
-    ]
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(20, 50, 3), (300, 200, 3), (32, 32, 3)]]
 
 
 @pytest.mark.parametrize("steps", [*PRESETS, yaml.safe_load(YAML_LIST)])
@@ -74,9 +72,7 @@ def test_light_preset_never_flips():
 
 def test_both_item_forms_come_through_the_config_file(tmp_path):
     path = tmp_path / "exp.yaml"
-    path.write_text(
-        "aug:\n  phase1:\n    - {name: HorizontalFlip, p: 0.5}\n    - Affine: {rotate: [-5, 5]}\n"
-    )
+    path.write_text("aug:\n  phase1:\n    - {name: HorizontalFlip, p: 0.5}\n    - Affine: {rotate: [-5, 5]}\n")
     config = load_config(path, ["aug.phase2=[{name: RandomResizedCrop, scale: [0.5, 1.0]}]"])
     validate_aug(config.aug, 32)
     first, second = build_steps(config.aug.phase1, 32, "aug.phase1")

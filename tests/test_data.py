@@ -71,6 +71,7 @@ def test_missing_test_images_are_listed(tmp_path):
     write_csv_competition(tmp_path)
     sample = pd.read_csv(tmp_path / "sample_submission.csv")
     pd.concat([sample, pd.DataFrame({"id": ["ghost1", "ghost2"], "label": 0})]).to_csv(
-        tmp_path / "sample_submission.csv", index=False)
+        tmp_path / "sample_submission.csv", index=False
+    )
     with pytest.raises(CompError, match=r"2 test image\(s\).*ghost1, ghost2"):
         load_competition(DataConfig(root=str(tmp_path)))

@@ -24,12 +24,18 @@ def test_demo_is_a_csv_competition_of_the_real_digits_with_their_true_labels(pro
     assert not set(competition.train["id"]) & set(solution["id"])
 
     digits = load_digits()
-    label_of_pixels = {np.round(image * (255 / 16)).astype(np.uint8).tobytes(): int(label)
-                       for image, label in zip(digits.images, digits.target, strict=True)}
-    labelled = [(project / "data/demo/train" / f"{i}.png", label)
-                for i, label in zip(competition.train["id"], competition.train["label"], strict=True)]
-    labelled += [(project / "data/demo/test" / f"{i}.png", label)
-                 for i, label in zip(solution["id"], solution["label"], strict=True)]
+    label_of_pixels = {
+        np.round(image * (255 / 16)).astype(np.uint8).tobytes(): int(label)
+        for image, label in zip(digits.images, digits.target, strict=True)
+    }
+    labelled = [
+        (project / "data/demo/train" / f"{i}.png", label)
+        for i, label in zip(competition.train["id"], competition.train["label"], strict=True)
+    ]
+    labelled += [
+        (project / "data/demo/test" / f"{i}.png", label)
+        for i, label in zip(solution["id"], solution["label"], strict=True)
+    ]
     for path, label in labelled:
         assert label_of_pixels[read_image(path)[..., 0].tobytes()] == label, path
 
@@ -50,7 +56,8 @@ def test_score_submission_aligns_by_id_and_counts_missing_ids_wrong(tmp_path):
     submission.to_csv(tmp_path / "shuffled.csv", index=False)
     assert score_submission(tmp_path / "shuffled.csv", tmp_path / "solution.csv") == 1.0
     one_wrong_one_missing = submission[submission["id"] != "d7"].assign(
-        label=lambda t: t["label"].where(t["id"] != "d4", 9))
+        label=lambda t: t["label"].where(t["id"] != "d4", 9)
+    )
     one_wrong_one_missing.to_csv(tmp_path / "wrong.csv", index=False)
     assert score_submission(tmp_path / "wrong.csv", tmp_path / "solution.csv") == 0.8
 

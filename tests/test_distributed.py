@@ -23,9 +23,18 @@ from comp.train import evaluate, make_loaders
 
 runner = CliRunner()
 # 32 images in 3 folds: fold 0 validates on 11 rows, shared 6 + 5 by two processes.
-OVERRIDES = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "data.image_size=16",
-             "aug.phase1=none", "train.batch_size=8", "train.epochs=1", "folds.k=3", "data.root=data/shapes",
-             "data.competition=shapes", "name=shapes"]
+OVERRIDES = [
+    "model.name=resnet18_cifar",
+    "model.kwargs={widths: [8, 16, 32, 64]}",
+    "data.image_size=16",
+    "aug.phase1=none",
+    "train.batch_size=8",
+    "train.epochs=1",
+    "folds.k=3",
+    "data.root=data/shapes",
+    "data.competition=shapes",
+    "name=shapes",
+]
 TINY = [arg for override in OVERRIDES for arg in ("--set", override)]
 
 # Loaded by every Python process started with the hook folder on PYTHONPATH (the torchrun workers):
@@ -61,10 +70,13 @@ def shapes(project):
     return project
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--devices", "3"], "does not split evenly over 3 processes"),
-    (["--devices", "2", "--set", "train.sync_bn=true"], "train.sync_bn needs CUDA"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--devices", "3"], "does not split evenly over 3 processes"),
+        (["--devices", "2", "--set", "train.sync_bn=true"], "train.sync_bn needs CUDA"),
+    ],
+)
 def test_what_every_process_would_refuse_is_refused_before_launching(shapes, args, message):
     result = runner.invoke(app, ["train", "--fold", "0", *TINY, *args])
     assert result.exit_code == 1 and message in " ".join(result.output.split())
@@ -100,8 +112,9 @@ def test_two_processes_write_once_from_rank_0_and_validate_like_one(shapes, tmp_
     _, val_loader = make_loaders(config, competition, load_folds(config, competition), 0)
     assert len(val_loader.dataset) == 11
     cpu = torch.device("cpu")
-    single = evaluate(model, val_loader, ModelInput.of(model, cpu), amp_dtype(cpu, config.train.amp),
-                      config.train.monitor)
+    single = evaluate(
+        model, val_loader, ModelInput.of(model, cpu), amp_dtype(cpu, config.train.amp), config.train.monitor
+    )
     row = pd.read_csv(folder / "metrics.csv").iloc[0]
     assert single["val_accuracy"] == row["val_accuracy"]
     assert single["val_loss"] == pytest.approx(row["val_loss"], rel=1e-5)

@@ -98,9 +98,7 @@ def test_base_images_are_official_pytorch_runtimes_inside_the_torch_range():
     tag = re.compile(r"pytorch/pytorch:(\d+\.\d+\.\d+)-cuda[\d.]+-cudnn\d+-runtime")
     steps = instructions(DOCKERFILE.read_text())
     assert ("FROM", "${BASE_IMAGE}") in steps
-    default = next(
-        args.removeprefix("BASE_IMAGE=") for kw, args in steps if kw == "ARG" and "BASE_IMAGE=" in args
-    )
+    default = next(args.removeprefix("BASE_IMAGE=") for kw, args in steps if kw == "ARG" and "BASE_IMAGE=" in args)
     assert tag.fullmatch(default), default
     # The default and every tag the Dockerfile and its docs suggest.
     for version in tag.findall(DOCKERFILE.read_text() + DOCKER_DOCS.read_text()):

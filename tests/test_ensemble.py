@@ -37,8 +37,16 @@ def toy_competition(n_train: int = 4, classes: list = CLASSES) -> Competition:
     return Competition(Path("data/toy"), "csv", train, test, sample, classes)
 
 
-def write_run(name: str, oof: np.ndarray, test: np.ndarray, oof_ids=TRAIN_IDS, test_ids=TEST_IDS,
-              classes=CLASSES, fold_sha: str | None = FOLD_SHA, shuffle: bool = False) -> Path:
+def write_run(
+    name: str,
+    oof: np.ndarray,
+    test: np.ndarray,
+    oof_ids=TRAIN_IDS,
+    test_ids=TEST_IDS,
+    classes=CLASSES,
+    fold_sha: str | None = FOLD_SHA,
+    shuffle: bool = False,
+) -> Path:
     """runs/<name>/ as `comp predict` leaves it (rows optionally shuffled: blends align by id)."""
     run_dir = Path("runs") / name
     for file, ids, probs in (("oof.parquet", oof_ids, oof), ("test.parquet", test_ids, test)):
@@ -78,17 +86,28 @@ def geometric(p: float, q: float, w: float = 0.5) -> float:
     return cat / (cat + dog)
 
 
-@pytest.mark.parametrize(("method", "weights", "oof_cat", "test_cat"), [
-    ("mean", None, [0.15, 0.25, 0.45, 0.7], [0.65, 0.4]),
-    ("weighted", "3,1", [0.125, 0.325, 0.375, 0.8], [0.775, 0.3]),
-    ("geometric", None, [geometric(p, q) for p, q in zip(A_OOF, B_OOF, strict=True)],
-     [geometric(0.9, 0.4), geometric(0.2, 0.6)]),
-    ("geometric", "3,1", [geometric(p, q, 0.75) for p, q in zip(A_OOF, B_OOF, strict=True)],
-     [geometric(0.9, 0.4, 0.75), geometric(0.2, 0.6, 0.75)]),
-    # Ranks of P(cat) among the rows: a 1,3,2,4 and b 2,1,4,3 (over 4), mean 1.5,2,3,3.5; P(dog)'s
-    # ranks are the reverse, so each row's ranks sum to 5/4 and P(cat) = mean rank / 5.
-    ("rank", None, [0.3, 0.4, 0.6, 0.7], [0.5, 0.5]),
-])
+@pytest.mark.parametrize(
+    ("method", "weights", "oof_cat", "test_cat"),
+    [
+        ("mean", None, [0.15, 0.25, 0.45, 0.7], [0.65, 0.4]),
+        ("weighted", "3,1", [0.125, 0.325, 0.375, 0.8], [0.775, 0.3]),
+        (
+            "geometric",
+            None,
+            [geometric(p, q) for p, q in zip(A_OOF, B_OOF, strict=True)],
+            [geometric(0.9, 0.4), geometric(0.2, 0.6)],
+        ),
+        (
+            "geometric",
+            "3,1",
+            [geometric(p, q, 0.75) for p, q in zip(A_OOF, B_OOF, strict=True)],
+            [geometric(0.9, 0.4, 0.75), geometric(0.2, 0.6, 0.75)],
+        ),
+        # Ranks of P(cat) among the rows: a 1,3,2,4 and b 2,1,4,3 (over 4), mean 1.5,2,3,3.5; P(dog)'s
+        # ranks are the reverse, so each row's ranks sum to 5/4 and P(cat) = mean rank / 5.
+        ("rank", None, [0.3, 0.4, 0.6, 0.7], [0.5, 0.5]),
+    ],
+)
 def test_blends_equal_the_hand_computed_tables(config, method, weights, oof_cat, test_cat):
     write_run("a", binary(A_OOF), binary(A_TEST))
     write_run("b", binary(B_OOF), binary(B_TEST), shuffle=True)  # other row order: aligned by id
@@ -103,6 +122,7 @@ def test_blends_equal_the_hand_computed_tables(config, method, weights, oof_cat,
 
 
 # ----------------------------------------------------------------------------- fitted weights
+
 
 def constructed_members(n: int = 300, seed: int = 0):
     """Two members with independent noise on 3 classes: a strong one and a weaker one (less signal)."""
@@ -157,7 +177,12 @@ def test_an_ensemble_of_ensembles_is_a_run_with_its_submission(config):
     assert result.oof_score == 1.0
     for name in ("ab", "abc"):
         assert {p.name for p in Path("runs", name).iterdir()} == {
-            "oof.parquet", "test.parquet", "cv.json", "classes.json", "members.json"}
+            "oof.parquet",
+            "test.parquet",
+            "cv.json",
+            "classes.json",
+            "members.json",
+        }
     members = json.loads(Path("runs/abc/members.json").read_text())
     assert members["method"] == "mean" and members["weights"] == "given"
     assert [(m["run"], m["weight"]) for m in members["members"]] == [("runs/ab", 0.25), ("runs/c", 0.75)]
@@ -193,13 +218,16 @@ def test_an_existing_blend_is_replaced_only_with_force(config):
 # ----------------------------------------------------------------------------- refusals
 
 
-@pytest.mark.parametrize(("other", "message"), [
-    ({"classes": ["dog", "cat"]}, "classes that disagree"),
-    ({"test_ids": ["t1", "t3"]}, "different test ids"),
-    ({"fold_sha": "0" * 64}, "different fold files"),
-    ({"oof_ids": TRAIN_IDS[:3], "oof": binary(B_OOF[:3])}, "different training ids"),
-    ({"fold_sha": None}, "does not record the fold file"),
-])
+@pytest.mark.parametrize(
+    ("other", "message"),
+    [
+        ({"classes": ["dog", "cat"]}, "classes that disagree"),
+        ({"test_ids": ["t1", "t3"]}, "different test ids"),
+        ({"fold_sha": "0" * 64}, "different fold files"),
+        ({"oof_ids": TRAIN_IDS[:3], "oof": binary(B_OOF[:3])}, "different training ids"),
+        ({"fold_sha": None}, "does not record the fold file"),
+    ],
+)
 def test_mismatched_runs_are_refused_and_nothing_is_written(config, other, message):
     write_run("a", binary(A_OOF), binary(A_TEST))
     write_run("b", **{"oof": binary(B_OOF), "test": binary(B_TEST), **other})
@@ -209,12 +237,15 @@ def test_mismatched_runs_are_refused_and_nothing_is_written(config, other, messa
     assert not Path("submissions").exists()
 
 
-@pytest.mark.parametrize(("weights", "method", "message"), [
-    ("0.5", "mean", "2 non-negative numbers"),
-    ("1,-1", "mean", "2 non-negative numbers"),
-    ("x,y", "mean", "comma-separated list"),
-    (None, "median", "is not one of"),
-])
+@pytest.mark.parametrize(
+    ("weights", "method", "message"),
+    [
+        ("0.5", "mean", "2 non-negative numbers"),
+        ("1,-1", "mean", "2 non-negative numbers"),
+        ("x,y", "mean", "comma-separated list"),
+        (None, "median", "is not one of"),
+    ],
+)
 def test_bad_weights_and_methods_are_refused(config, weights, method, message):
     write_run("a", binary(A_OOF), binary(A_TEST))
     write_run("b", binary(B_OOF), binary(B_TEST))

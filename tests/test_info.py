@@ -11,9 +11,19 @@ from comp.info import describe_run
 from comp.models import count_parameters
 
 runner = CliRunner()
-FAST = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "data.image_size=16", "folds.k=2",
-        "data.root=data/shapes", "data.competition=shapes", "name=shapes", "train.num_workers=0",
-        "train.epochs=1", "train.batch_size=8", "aug.phase1=none"]
+FAST = [
+    "model.name=resnet18_cifar",
+    "model.kwargs={widths: [8, 16, 32, 64]}",
+    "data.image_size=16",
+    "folds.k=2",
+    "data.root=data/shapes",
+    "data.competition=shapes",
+    "name=shapes",
+    "train.num_workers=0",
+    "train.epochs=1",
+    "train.batch_size=8",
+    "aug.phase1=none",
+]
 
 
 def sets(*extra: str) -> list[str]:

@@ -52,11 +52,7 @@ def zip_bytes(files: dict[str, bytes], links: dict[str, str] | None = None) -> b
 
 
 def folder_files(folder: Path, prefix: str = "") -> dict[str, bytes]:
-    return {
-        prefix + p.relative_to(folder).as_posix(): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+    return {prefix + p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def image_competition_zip(tmp_path: Path) -> bytes:
@@ -73,9 +69,7 @@ def image_competition_zip(tmp_path: Path) -> bytes:
 
 
 def files_outside(root: Path, skip: set[str]) -> set[str]:
-    return {
-        p.relative_to(root).as_posix() for p in root.rglob("*") if p.relative_to(root).parts[0] not in skip
-    }
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.relative_to(root).parts[0] not in skip}
 
 
 @pytest.fixture
@@ -202,9 +196,7 @@ def test_survey_finds_the_train_csv_and_its_columns_by_content(tmp_path):
     (root / "train").rename(root / "train_images")
     (root / "test").rename(root / "test_images")
     (root / "sample_submission.csv").rename(root / "sampleSubmission.csv")
-    labels = pd.DataFrame(
-        {"weight": "1", "image_name": table["id"], "breed": "b" + table["label"], "n": range(15)}
-    )
+    labels = pd.DataFrame({"weight": "1", "image_name": table["id"], "breed": "b" + table["label"], "n": range(15)})
     labels.to_csv(root / "labels.csv", index=False)
     pd.DataFrame({"x": ["1", "2"], "y": ["3", "4"]}).to_csv(root / "metadata.csv", index=False)
 
@@ -256,9 +248,7 @@ def clean_home(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def test_credentials_are_found_where_the_client_looks_and_missing_ones_say_where_to_put_them(
-    clean_home, monkeypatch
-):
+def test_credentials_are_found_where_the_client_looks_and_missing_ones_say_where_to_put_them(clean_home, monkeypatch):
     with pytest.raises(CompError, match="No Kaggle credentials") as err:
         require_credentials()
     assert "~/.kaggle/kaggle.json" in err.value.hint and "KAGGLE_USERNAME and KAGGLE_KEY" in err.value.hint
@@ -295,9 +285,7 @@ def test_ledger_keeps_values_as_text_and_updates_rows_in_place(tmp_path):
         },
         ledger,
     )
-    append_entry(
-        {"time": "t2", "file": "b.csv", "sha256": "99cd", "message": "second", "kaggle_ref": "124"}, ledger
-    )
+    append_entry({"time": "t2", "file": "b.csv", "sha256": "99cd", "message": "second", "kaggle_ref": "124"}, ledger)
     assert update_entry("0123", {"status": "complete", "public_score": "0.75"}, ledger)
     assert not update_entry("999", {"status": "complete"}, ledger)
     row = find_by_sha256("00ab", ledger)
@@ -329,9 +317,7 @@ class StubApi:
             )
 
         yield SimpleNamespace(
-            competitions=SimpleNamespace(
-                competition_api_client=SimpleNamespace(get_submission=get_submission)
-            )
+            competitions=SimpleNamespace(competition_api_client=SimpleNamespace(get_submission=get_submission))
         )
 
 
@@ -345,9 +331,7 @@ class StubApi:
 def test_waiting_for_a_score_backs_off_and_is_bounded(statuses, sleeps, final):
     slept = []
     creds = SimpleNamespace(source="test", secrets=())
-    scored = wait_for_score(
-        StubApi(statuses), creds, SLUG, "7", poll_interval=1.0, max_wait=5.0, sleep=slept.append
-    )
+    scored = wait_for_score(StubApi(statuses), creds, SLUG, "7", poll_interval=1.0, max_wait=5.0, sleep=slept.append)
     assert slept == sleeps and scored.status.name == final
 
 
@@ -359,10 +343,7 @@ def test_download_extracts_an_image_competition_and_surveys_it(project, fake, ho
     code, output = run_comp(fake, home, "download", SLUG)
     assert code == 0, output
     folder = project / "data" / SLUG
-    assert (
-        len(list((folder / "train").glob("*/*.png"))) == 36
-        and len(list((folder / "test").glob("*.png"))) == 8
-    )
+    assert len(list((folder / "train").glob("*/*.png"))) == 36 and len(list((folder / "test").glob("*.png"))) == 8
     assert not (folder / "train.zip").exists()
     record = json.loads((folder / ".download.json").read_text())
     assert record["sha256"] == hashlib.sha256(fake.archives[SLUG]).hexdigest()
@@ -463,18 +444,16 @@ def test_round_trip_download_submit_wait_and_list(project, fake, home, tmp_path)
     assert code == 0 and "layout: csv (train.csv: id column 'id', label column 'label')" in output, output
 
     submission = write_submission(project, "exp1", oof=0.8125)
-    code, output = run(
-        "submit", "submissions/exp1.csv", "-m", "first try", "--wait", "--poll-interval", "0.05"
-    )
+    code, output = run("submit", "submissions/exp1.csv", "-m", "first try", "--wait", "--poll-interval", "0.05")
     assert code == 0, output
     assert "Kaggle ref 1000" in output and "Public score: 0.91250  (OOF 0.8125)" in output
     assert fake.submissions[0].content == submission.read_bytes()
     assert (fake.submissions[0].file_name, fake.submissions[0].description) == ("exp1.csv", "first try")
     assert sum("GetSubmission" in call for call in fake.calls) == 3  # pending, pending, complete
     ledger = read_ledger(project / "submissions" / "ledger.csv")
-    assert ledger[
-        ["file", "message", "oof_score", "kaggle_ref", "status", "public_score"]
-    ].values.tolist() == [["submissions/exp1.csv", "first try", "0.8125", "1000", "complete", "0.91250"]]
+    assert ledger[["file", "message", "oof_score", "kaggle_ref", "status", "public_score"]].values.tolist() == [
+        ["submissions/exp1.csv", "first try", "0.8125", "1000", "complete", "0.91250"]
+    ]
     assert ledger["sha256"][0] == hashlib.sha256(submission.read_bytes()).hexdigest()
 
     (project / "submissions" / "copy.csv").write_bytes(submission.read_bytes())  # same content, other name
@@ -500,9 +479,7 @@ def test_failed_upload_is_reported_and_nothing_is_recorded(project, fake, home):
     write_submission(project, "exp1")
     fake.upload_status = 400
     # VERBOSE makes the client print every request's headers: its Authorization must not leak either
-    code, output = run_comp(
-        fake, home, "submit", "submissions/exp1.csv", "-m", "try", *COMPETITION, VERBOSE="1"
-    )
+    code, output = run_comp(fake, home, "submit", "submissions/exp1.csv", "-m", "try", *COMPETITION, VERBOSE="1")
     assert code == 1 and "Could not submit to competition" in output and "did not count" in output
     assert base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode() not in output
     assert not any("CreateSubmission" in call for call in fake.calls)

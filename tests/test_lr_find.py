@@ -11,9 +11,18 @@ from comp.errors import CompError
 from comp.lr_find import DIVERGENCE, WINDOW_DECADES, lr_schedule, suggest
 
 runner = CliRunner()
-FAST = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "data.image_size=16", "folds.k=2",
-        "data.root=data/shapes", "data.competition=shapes", "name=shapes", "train.num_workers=0",
-        "train.batch_size=8", "aug.phase1=none"]
+FAST = [
+    "model.name=resnet18_cifar",
+    "model.kwargs={widths: [8, 16, 32, 64]}",
+    "data.image_size=16",
+    "folds.k=2",
+    "data.root=data/shapes",
+    "data.competition=shapes",
+    "name=shapes",
+    "train.num_workers=0",
+    "train.batch_size=8",
+    "aug.phase1=none",
+]
 
 
 def steepest_windows(curve: pd.DataFrame) -> list[tuple[float, float]]:

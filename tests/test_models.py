@@ -112,9 +112,7 @@ def test_head_and_backbone_parameters_split_the_model():
 def test_max_params_refuses_a_model_over_the_limit():
     with pytest.raises(CompError, match=r"6,573,130 parameters.*model.max_params = 6,000,000"):
         create_model(ModelConfig(name="resnet9", max_params=6_000_000), 10)
-    assert (
-        count_parameters(create_model(ModelConfig(name="resnet9", max_params=6_573_130), 10))[0] == 6_573_130
-    )
+    assert count_parameters(create_model(ModelConfig(name="resnet9", max_params=6_573_130), 10))[0] == 6_573_130
 
 
 def test_max_params_refusal_reaches_the_cli_as_a_clean_error(project):
@@ -195,9 +193,7 @@ def test_other_class_count_reinitialises_only_the_classifier(tmp_path, trained_r
 
 def test_backbone_weights_load_under_a_new_head(tmp_path, trained_resnet9):
     weights = _save(trained_resnet9, tmp_path / "w.safetensors")
-    model = create_model(
-        ModelConfig(name="resnet9", kwargs=SMALL, weights=weights, head={"hidden": 16}), 3
-    ).eval()
+    model = create_model(ModelConfig(name="resnet9", kwargs=SMALL, weights=weights, head={"hidden": 16}), 3).eval()
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(model.forward_features(x), trained_resnet9.forward_features(x))
 
@@ -254,9 +250,7 @@ def offline_hub(tmp_path, monkeypatch) -> Path:
 
 
 def test_pretrained_without_internet_or_cache_says_to_use_model_weights(offline_hub):
-    with pytest.raises(
-        CompError, match="pretrained weights for model 'mobilenetv3_small_050'.*model.weights"
-    ):
+    with pytest.raises(CompError, match="pretrained weights for model 'mobilenetv3_small_050'.*model.weights"):
         create_model(ModelConfig(name="mobilenetv3_small_050", pretrained=True), 10)
 
 
@@ -276,9 +270,7 @@ def test_pretrained_weights_come_from_the_local_cache_offline(offline_hub):
 def test_local_weights_win_over_a_download(offline_hub, tmp_path):
     source = timm.create_model("mobilenetv3_small_050", num_classes=10).eval()
     weights = _save(source, tmp_path / "mobilenet.safetensors")
-    model = create_model(
-        ModelConfig(name="mobilenetv3_small_050", pretrained=True, weights=weights), 10
-    ).eval()
+    model = create_model(ModelConfig(name="mobilenetv3_small_050", pretrained=True, weights=weights), 10).eval()
     x = torch.randn(1, 3, 32, 32)
     assert torch.equal(model(x), source(x))
 

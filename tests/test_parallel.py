@@ -13,10 +13,28 @@ from comp.errors import CompError
 from comp.parallel import choose_gpus, device_slots, parse_gpus, train_arguments
 
 runner = CliRunner()
-TINY = ["--set", "model.name=resnet18_cifar", "--set", "model.kwargs={widths: [8, 16, 32, 64]}",
-        "--set", "data.image_size=16", "--set", "aug.phase1=none", "--set", "train.batch_size=8",
-        "--set", "train.epochs=2", "--set", "folds.k=3", "--set", "data.root=data/shapes",
-        "--set", "data.competition=shapes", "--set", "name=shapes"]
+TINY = [
+    "--set",
+    "model.name=resnet18_cifar",
+    "--set",
+    "model.kwargs={widths: [8, 16, 32, 64]}",
+    "--set",
+    "data.image_size=16",
+    "--set",
+    "aug.phase1=none",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "folds.k=3",
+    "--set",
+    "data.root=data/shapes",
+    "--set",
+    "data.competition=shapes",
+    "--set",
+    "name=shapes",
+]
 
 # Loaded by every Python process started with the hook folder on PYTHONPATH: the process training fold 1
 # crashes when it writes the second epoch's metrics.csv (after epoch 1 was committed to last.pt).
@@ -51,8 +69,10 @@ def test_slots_translate_gpu_numbers_through_the_parents_visible_devices():
 
 def test_cpu_slots_share_the_cores():
     two = device_slots(2, [], [0, 1], visible=None)
-    assert [(s.device, s.cores, s.env) for s in two] == [("cpu", [0], {"OMP_NUM_THREADS": "1"}),
-                                                           ("cpu", [1], {"OMP_NUM_THREADS": "1"})]
+    assert [(s.device, s.cores, s.env) for s in two] == [
+        ("cpu", [0], {"OMP_NUM_THREADS": "1"}),
+        ("cpu", [1], {"OMP_NUM_THREADS": "1"}),
+    ]
     three = device_slots(3, [], [0, 1], visible=None)
     assert all(s.cores is None and s.env == {"OMP_NUM_THREADS": "1"} for s in three)
 
@@ -72,7 +92,17 @@ def test_gpus_that_are_not_there_are_refused(monkeypatch):
 
 def test_fold_processes_get_the_same_config_and_flags():
     assert train_arguments(2, "configs/x.yaml", ["train.lr=0.1", "name=a"], force=False, resume=True) == [
-        "train", "--fold", "2", "--config", "configs/x.yaml", "--set", "train.lr=0.1", "--set", "name=a", "--resume"]
+        "train",
+        "--fold",
+        "2",
+        "--config",
+        "configs/x.yaml",
+        "--set",
+        "train.lr=0.1",
+        "--set",
+        "name=a",
+        "--resume",
+    ]
 
 
 def test_parallel_spreads_the_folds_of_fold_all_only(project):

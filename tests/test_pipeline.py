@@ -11,10 +11,30 @@ from comp.cli import app
 
 runner = CliRunner()
 # A small CIFAR-style ResNet keeps the suite quick; the pipeline is the same for any timm model.
-FAST = ["--set", "model.name=resnet18_cifar", "--set", "model.kwargs={widths: [16, 32, 64, 128]}",
-        "--set", "data.image_size=16", "--set", "train.epochs=6", "--set", "aug.phase1=none",
-        "--set", "train.batch_size=8", "--set", "train.lr=0.003", "--set", "folds.k=2",
-        "--set", "data.root=data/numbers", "--set", "data.competition=numbers", "--set", "name=numbers"]
+FAST = [
+    "--set",
+    "model.name=resnet18_cifar",
+    "--set",
+    "model.kwargs={widths: [16, 32, 64, 128]}",
+    "--set",
+    "data.image_size=16",
+    "--set",
+    "train.epochs=6",
+    "--set",
+    "aug.phase1=none",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.lr=0.003",
+    "--set",
+    "folds.k=2",
+    "--set",
+    "data.root=data/numbers",
+    "--set",
+    "data.competition=numbers",
+    "--set",
+    "name=numbers",
+]
 
 
 def comp(*args):

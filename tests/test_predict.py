@@ -27,8 +27,16 @@ from comp.predict import TableWriter, predict, read_predictions
 from comp.tta import AUTO_CANDIDATES
 
 runner = CliRunner()
-FAST = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "data.image_size=16", "folds.k=2",
-        "data.root=data/shapes", "data.competition=shapes", "name=shapes", "train.num_workers=0"]
+FAST = [
+    "model.name=resnet18_cifar",
+    "model.kwargs={widths: [8, 16, 32, 64]}",
+    "data.image_size=16",
+    "folds.k=2",
+    "data.root=data/shapes",
+    "data.competition=shapes",
+    "name=shapes",
+    "train.num_workers=0",
+]
 
 
 def write_fold(config, fold: int, classes: list, seed: int) -> None:
@@ -131,8 +139,10 @@ def test_the_configured_metric_is_the_cv_score(project):
 @pytest.mark.parametrize("channels_last", [False, True])  # the memory format changes speed, not predictions
 def test_predictions_come_from_best_safetensors_with_the_runs_own_model(project, channels_last):
     config = make_run(project, folds=(0,))
-    changed = load_config("configs/default.yaml", [*FAST, "model.name=resnet9", "data.image_size=24",
-                                                   f"train.channels_last={channels_last}"])
+    changed = load_config(
+        "configs/default.yaml",
+        [*FAST, "model.name=resnet9", "data.image_size=24", f"train.channels_last={channels_last}"],
+    )
     result = predict(changed, load_competition(changed.data))
     folds = pd.read_csv(config.fold_file)
     assert result.missing_folds == [1]
@@ -154,8 +164,11 @@ def test_predictions_come_from_best_safetensors_with_the_runs_own_model(project,
 def test_table_writer_writes_row_groups_as_batches_come(tmp_path, monkeypatch):
     monkeypatch.setattr(TableWriter, "ROWS_PER_GROUP", 4)
     rng = np.random.default_rng(0)
-    batches = [(["a", "b", "c"], rng.random((3, 2))), (["d", "e", "f"], rng.random((3, 2))),
-               (["g"], rng.random((1, 2)))]
+    batches = [
+        (["a", "b", "c"], rng.random((3, 2))),
+        (["d", "e", "f"], rng.random((3, 2))),
+        (["g"], rng.random((1, 2))),
+    ]
     with TableWriter(tmp_path / "t.parquet", [10, "x"], ["identity"]) as writer:
         for ids, probs in batches:
             writer.append(ids, probs)

@@ -25,9 +25,18 @@ from comp.folds import make_folds
 from comp.models import create_model
 
 runner = CliRunner()
-FAST = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "data.image_size=16", "folds.k=2",
-        "data.root=data/shapes", "data.competition=shapes", "name=shapes", "train.num_workers=0",
-        "probe.cv=2", "probe.grid={C: [0.1, 10], kernel: [linear, rbf]}"]
+FAST = [
+    "model.name=resnet18_cifar",
+    "model.kwargs={widths: [8, 16, 32, 64]}",
+    "data.image_size=16",
+    "folds.k=2",
+    "data.root=data/shapes",
+    "data.competition=shapes",
+    "name=shapes",
+    "train.num_workers=0",
+    "probe.cv=2",
+    "probe.grid={C: [0.1, 10], kernel: [linear, rbf]}",
+]
 
 
 def cli(command, *args):
@@ -101,16 +110,35 @@ def test_probe_from_run_is_a_run_that_ensemble_blends(source):
 
 def test_cached_features_are_reused_and_a_new_grid_needs_force(source, monkeypatch):
     assert cli("probe", "--from-run", "shapes", "--name", "svm").exit_code == 0
-    again = cli("probe", "--from-run", "shapes", "--name", "svm", "--set", "probe.classifier=logistic",
-                "--set", "probe.grid={C: [1]}")
+    again = cli(
+        "probe",
+        "--from-run",
+        "shapes",
+        "--name",
+        "svm",
+        "--set",
+        "probe.classifier=logistic",
+        "--set",
+        "probe.grid={C: [1]}",
+    )
     assert again.exit_code == 1 and "--force" in again.output
 
     def no_featurising(*args, **kwargs):
         raise AssertionError("features were computed again")
 
     monkeypatch.setattr(comp.probe, "extract_features", no_featurising)
-    result = cli("probe", "--from-run", "shapes", "--name", "svm", "--force", "--set", "probe.classifier=logistic",
-                 "--set", "probe.grid={C: [1]}")
+    result = cli(
+        "probe",
+        "--from-run",
+        "shapes",
+        "--name",
+        "svm",
+        "--force",
+        "--set",
+        "probe.classifier=logistic",
+        "--set",
+        "probe.grid={C: [1]}",
+    )
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert json.loads((source[0].run_dir.parent / "svm/cv.json").read_text())["probe"]["classifier"] == "logistic"
 
@@ -118,8 +146,17 @@ def test_cached_features_are_reused_and_a_new_grid_needs_force(source, monkeypat
 def test_configured_weights_featurise_every_fold(source):
     config, _ = source
     weights = config.run_dir / "fold0/best.safetensors"  # a local weights file, as on Kaggle
-    result = cli("probe", "--name", "local", "--set", f"model.weights={weights}", "--set", "probe.classifier=logistic",
-                 "--set", "probe.grid={C: [0.1, 1]}")
+    result = cli(
+        "probe",
+        "--name",
+        "local",
+        "--set",
+        f"model.weights={weights}",
+        "--set",
+        "probe.classifier=logistic",
+        "--set",
+        "probe.grid={C: [0.1, 1]}",
+    )
     assert result.exit_code == 0, result.output
     run = config.run_dir.parent / "local"
     assert [p.name for p in (run / "features").iterdir()] == ["backbone.safetensors"]  # one backbone for all folds

@@ -21,8 +21,16 @@ from comp.models import HeadedModel, count_parameters, create_model
 
 runner = CliRunner()
 RECIPES = sorted(p.name for p in (REPO / "configs/examples").glob("*.yaml"))
-TINY = ["model.pretrained=false", "data.image_size=16", "data.root=data/tiny", "data.competition=tiny",
-        "folds.k=2", "train.epochs=2", "train.batch_size=8", "train.num_workers=0"]
+TINY = [
+    "model.pretrained=false",
+    "data.image_size=16",
+    "data.root=data/tiny",
+    "data.competition=tiny",
+    "folds.k=2",
+    "train.epochs=2",
+    "train.batch_size=8",
+    "train.num_workers=0",
+]
 
 
 def sets(*overrides: str) -> list[str]:
@@ -34,8 +42,13 @@ def recipe(name: str, *overrides: str):
 
 
 def test_the_expected_recipes_are_there():
-    assert RECIPES == ["resnet101_twophase.yaml", "resnet18_cifar_5m.yaml", "resnet34_finetune.yaml",
-                       "resnet9_scratch.yaml", "svm_probe.yaml"]
+    assert RECIPES == [
+        "resnet101_twophase.yaml",
+        "resnet18_cifar_5m.yaml",
+        "resnet34_finetune.yaml",
+        "resnet9_scratch.yaml",
+        "svm_probe.yaml",
+    ]
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -89,9 +102,11 @@ def test_the_svm_probe_recipe_fits_its_grid_on_tiny_data(project):
     small = ModelConfig(name="resnet18_cifar", kwargs={"widths": [8, 16, 32, 64]})
     torch.manual_seed(0)
     save_weights(create_model(small, 4).state_dict(), project / "small.safetensors", [0, 1, 2, 3], 0)
-    config = ["--config", str(REPO / "configs/examples/svm_probe.yaml"),
-              *sets("model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}",
-                    "model.weights=small.safetensors")]
+    config = [
+        "--config",
+        str(REPO / "configs/examples/svm_probe.yaml"),
+        *sets("model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "model.weights=small.safetensors"),
+    ]
     assert runner.invoke(app, ["folds", *config]).exit_code == 0
     result = runner.invoke(app, ["probe", *config])
     assert result.exit_code == 0, result.output + repr(result.exception)

@@ -55,8 +55,9 @@ def test_roc_points_and_auc_equal_a_direct_threshold_sweep():
     _, targets, probs = random_oof()
     for c, curve in enumerate(roc_curves(targets, probs)):
         scores, positive = probs[:, c], targets == c
-        sweep = {(float(np.mean(scores[~positive] >= t)), float(np.mean(scores[positive] >= t)))
-                 for t in np.unique(scores)}
+        sweep = {
+            (float(np.mean(scores[~positive] >= t)), float(np.mean(scores[positive] >= t))) for t in np.unique(scores)
+        }
         points = set(zip(curve.fpr.tolist(), curve.tpr.tolist(), strict=True))
         assert points <= sweep | {(0.0, 0.0)} and (1.0, 1.0) in points
         pairs = scores[positive][:, None] - scores[~positive][None, :]
@@ -94,8 +95,9 @@ def test_hundred_class_confusion_matrix_names_every_class_without_overlap():
     ax = fig.axes[0]
     for labels, side in ((ax.get_yticklabels(), "y"), (ax.get_xticklabels(), "x")):
         assert len([t for t in labels if t.get_text()]) == 100
-        boxes = sorted((b.y0, b.y1) if side == "y" else (b.x0, b.x1) for b in (t.get_window_extent(renderer)
-                                                                               for t in labels))
+        boxes = sorted(
+            (b.y0, b.y1) if side == "y" else (b.x0, b.x1) for b in (t.get_window_extent(renderer) for t in labels)
+        )
         assert all(prev[1] <= nxt[0] + 0.5 for prev, nxt in zip(boxes, boxes[1:], strict=False))
     assert fig.get_size_inches().tolist() == [28.5, 27.5]  # a quarter inch per class
 
@@ -108,9 +110,11 @@ def read_png(path):
 def test_evaluate_scores_the_oof_table_updates_cv_json_and_draws_every_report(project):
     config = make_run(project, ["predict.metric=macro_f1"], n_classes=3)
     (config.run_dir / "fold0/metrics.csv").write_text(
-        "epoch,train_loss,val_loss,val_accuracy,lr,phase\n1,1.0,1.1,0.4,0.001,1\n2,0.8,1.0,0.5,0.001,2\n")
+        "epoch,train_loss,val_loss,val_accuracy,lr,phase\n1,1.0,1.1,0.4,0.001,1\n2,0.8,1.0,0.5,0.001,2\n"
+    )
     (config.run_dir / "fold1/metrics.csv").write_text(  # before metrics.csv had a phase column
-        "epoch,train_loss,val_loss,val_accuracy,lr\n1,1.0,1.2,0.3,0.001\n")
+        "epoch,train_loss,val_loss,val_accuracy,lr\n1,1.0,1.2,0.3,0.001\n"
+    )
     competition = load_competition(config.data)
     predict(config, competition)
     before = json.loads((config.run_dir / "cv.json").read_text())
@@ -135,8 +139,12 @@ def test_evaluate_scores_the_oof_table_updates_cv_json_and_draws_every_report(pr
 
     n_wrong = min(16, int(np.sum(predicted != labels)))
     rows = -(-n_wrong // 4)
-    expected = {"training_curves": (650, 1300), "confusion_matrix": (600, 700), "roc_curves": (580, 580),
-                "top_losses": (rows * 320, min(n_wrong, 4) * 260)}
+    expected = {
+        "training_curves": (650, 1300),
+        "confusion_matrix": (600, 700),
+        "roc_curves": (580, 580),
+        "top_losses": (rows * 320, min(n_wrong, 4) * 260),
+    }
     assert [p.name for p in result.reports] == [f"{name}.png" for name in expected]
     for path in result.reports:
         size, inked = read_png(path)

@@ -27,12 +27,26 @@ from comp.train import train
 
 # EMA, a phase switch at epoch 2, dropout, mixup and random augmentation: every random stream there is.
 # 4 batches an epoch; last.pt is written after batch 2 of each epoch and at its end.
-TINY = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "data.image_size=16",
-        "train.batch_size=4", "train.epochs=3", "folds.k=2", "data.root=data/tiny", "data.competition=tiny",
-        "name=tiny", "train.ema=true", "train.ema_decay=0.9", "aug.phase1=light", "aug.phase2=strong",
-        "aug.phase2_epoch=2", "model.drop_rate=0.3", "train.mixup_alpha=0.4", "train.checkpoint_every_steps=2"]
+TINY = [
+    "model.name=resnet18_cifar",
+    "model.kwargs={widths: [8, 16, 32, 64]}",
+    "data.image_size=16",
+    "train.batch_size=4",
+    "train.epochs=3",
+    "folds.k=2",
+    "data.root=data/tiny",
+    "data.competition=tiny",
+    "name=tiny",
+    "train.ema=true",
+    "train.ema_decay=0.9",
+    "aug.phase1=light",
+    "aug.phase2=strong",
+    "aug.phase2_epoch=2",
+    "model.drop_rate=0.3",
+    "train.mixup_alpha=0.4",
+    "train.checkpoint_every_steps=2",
+]
 runner = CliRunner()
-
 
 
 def make_tiny(project):
@@ -84,8 +98,9 @@ def metrics(fold=0):
 def assert_same_training(reference):
     """Fold 0 has the reference's metrics.csv values (timing aside) and bit-identical best weights."""
     reference_metrics, reference_weights = reference
-    pd.testing.assert_frame_equal(metrics().drop(columns="seconds"), reference_metrics.drop(columns="seconds"),
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(
+        metrics().drop(columns="seconds"), reference_metrics.drop(columns="seconds"), check_exact=True
+    )
     weights = load_file("runs/tiny/fold0/best.safetensors")
     assert weights.keys() == reference_weights.keys()
     assert all(torch.equal(weights[k], reference_weights[k]) for k in weights)
@@ -108,6 +123,7 @@ def interrupt_after_checkpoints(monkeypatch, n, *overrides, fold=0):
 
 
 # ----------------------------------------------------------------------------- exact resume
+
 
 def test_two_identical_runs_give_identical_metrics_and_weights(tiny, straight):
     run()
@@ -150,6 +166,7 @@ def test_sigkill_at_a_random_moment_then_resume_equals_the_uninterrupted_run(tin
 
 # ----------------------------------------------------------------------------- the fold loop
 
+
 def test_fold_all_skips_finished_resumes_interrupted_and_refuses_without_resume(tiny, monkeypatch):
     run("train.epochs=1", fold=0)
     interrupt_after_checkpoints(monkeypatch, 2, "train.epochs=1", fold=1)
@@ -159,7 +176,7 @@ def test_fold_all_skips_finished_resumes_interrupted_and_refuses_without_resume(
     assert "fold 0: finished already, skipped" in refused.output and "--resume" in refused.output
     resumed = cli("--fold", "all", "--resume", "--set", "train.epochs=1")
     assert resumed.exit_code == 0, resumed.output
-    table = resumed.output[resumed.output.index("Folds"):]
+    table = resumed.output[resumed.output.index("Folds") :]
     assert "│ 0    │ skipped" in table and "│ 1    │ resumed" in table
     assert resumed.output.strip().splitlines()[-1] == "Results saved to runs/tiny"
 
@@ -209,6 +226,7 @@ def test_a_pickle_with_code_placed_as_last_pt_is_refused_without_running_it(tiny
 
 
 # ----------------------------------------------------------------------------- records
+
 
 def test_each_fold_records_config_versions_git_and_fold_file_hash(tiny):
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]

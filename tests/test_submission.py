@@ -60,9 +60,7 @@ def test_integer_labels_stay_integers(tmp_path):
 def test_string_labels_with_spaces_and_slashes_are_written_verbatim(tmp_path):
     classes = ["Black-grass", "Common Chickweed", "cat/dog", "Loose Silky-bent"]
     sample = sample_from(tmp_path, "file,species\na.png,Black-grass\nb.png,Black-grass\nc.png,Black-grass\n")
-    probs = confident(
-        ["a.png", "b.png", "c.png"], classes, ["Common Chickweed", "cat/dog", "Loose Silky-bent"]
-    )
+    probs = confident(["a.png", "b.png", "c.png"], classes, ["Common Chickweed", "cat/dog", "Loose Silky-bent"])
     lines = written(make_submission(sample, probs, classes), tmp_path / "sub.csv")
     assert lines == ["file,species", "a.png,Common Chickweed", "b.png,cat/dog", "c.png,Loose Silky-bent"]
 
@@ -182,9 +180,7 @@ def test_missing_and_misnamed_columns(tmp_path):
 
 def test_extra_column(tmp_path):
     problems = check(tmp_path, "id,label,score\nb,1,3\na,1,3\nc,1,3\n")
-    assert [(p.column, p.fix) for p in problems] == [
-        ("score", "Remove it: Kaggle refuses columns the sample lacks.")
-    ]
+    assert [(p.column, p.fix) for p in problems] == [("score", "Remove it: Kaggle refuses columns the sample lacks.")]
 
 
 def test_duplicate_column(tmp_path):

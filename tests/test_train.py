@@ -23,10 +23,18 @@ from comp.models import backbone_parameters, create_model, head_parameters
 from comp.optim import make_optimizer, make_scheduler, param_groups
 from comp.train import make_loaders, make_mixup, mixes, train
 
-TINY = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "data.image_size=16",
-        "train.batch_size=4", "train.epochs=2", "folds.k=2", "aug.phase1=none", "name=tiny",
-        "data.root=data/tiny", "data.competition=tiny"]
-
+TINY = [
+    "model.name=resnet18_cifar",
+    "model.kwargs={widths: [8, 16, 32, 64]}",
+    "data.image_size=16",
+    "train.batch_size=4",
+    "train.epochs=2",
+    "folds.k=2",
+    "aug.phase1=none",
+    "name=tiny",
+    "data.root=data/tiny",
+    "data.competition=tiny",
+]
 
 
 def config_with(*overrides):
@@ -49,6 +57,7 @@ def run(*overrides, fold=0, **kwargs):
 
 # ----------------------------------------------------------------------------- schedules
 
+
 def lrs_over(config, steps_per_epoch=10, metrics=None):
     """The learning rate of each optimizer step (plateau: of each epoch, fed `metrics`)."""
     param = nn.Parameter(torch.zeros(2))
@@ -67,12 +76,15 @@ def test_onecycle_peaks_at_lr_at_the_configured_point(project):
     assert lrs.max() == pytest.approx(0.01)
     assert abs(int(lrs.argmax()) - 0.3 * len(lrs)) <= 1
     assert lrs[0] < 0.01 / 10 and lrs[-1] < 0.01 / 1000
-    assert (np.diff(lrs[: lrs.argmax()]) > 0).all() and (np.diff(lrs[lrs.argmax():]) < 0).all()
+    assert (np.diff(lrs[: lrs.argmax()]) > 0).all() and (np.diff(lrs[lrs.argmax() :]) < 0).all()
 
 
 def test_cosine_warms_up_linearly_then_ends_near_its_minimum(project):
-    lrs = lrs_over(config_with("train.scheduler=cosine", "train.lr=0.01", "train.epochs=10",
-                               "train.warmup_epochs=2", "train.min_lr=0.0001"))
+    lrs = lrs_over(
+        config_with(
+            "train.scheduler=cosine", "train.lr=0.01", "train.epochs=10", "train.warmup_epochs=2", "train.min_lr=0.0001"
+        )
+    )
     warmup = lrs[:21]
     assert np.allclose(np.diff(warmup), np.diff(warmup)[0]) and warmup[-1] == pytest.approx(0.01)
     assert (np.diff(lrs[20:]) < 0).all()
@@ -88,15 +100,23 @@ def test_plateau_drops_by_its_factor_after_patience_epochs_without_improvement(p
 
 
 def test_plateau_follows_the_monitor_direction(project):
-    config = config_with("train.scheduler=plateau", "train.monitor=val_accuracy", "train.lr_patience=0",
-                         "train.lr_factor=0.5", "train.lr=0.01")
+    config = config_with(
+        "train.scheduler=plateau",
+        "train.monitor=val_accuracy",
+        "train.lr_patience=0",
+        "train.lr_factor=0.5",
+        "train.lr=0.01",
+    )
     lrs = lrs_over(config, metrics=[0.5, 0.6, 0.7, 0.7])  # a rising accuracy is an improvement
     assert list(lrs) == pytest.approx([0.01, 0.01, 0.01, 0.01])
 
 
 def test_step_drops_every_step_epochs_and_none_stays_flat(project):
-    lrs = lrs_over(config_with("train.scheduler=step", "train.lr=0.01", "train.epochs=6", "train.step_epochs=2",
-                               "train.lr_factor=0.1"))
+    lrs = lrs_over(
+        config_with(
+            "train.scheduler=step", "train.lr=0.01", "train.epochs=6", "train.step_epochs=2", "train.lr_factor=0.1"
+        )
+    )
     assert list(lrs) == pytest.approx([0.01] * 20 + [0.001] * 20 + [0.0001] * 20)
     assert set(lrs_over(config_with("train.scheduler=none", "train.lr=0.01"))) == {0.01}
 
@@ -109,6 +129,7 @@ def test_unknown_scheduler_and_optimizer_are_clear_errors(project):
 
 
 # ----------------------------------------------------------------------------- optimizers
+
 
 class TinyNet(nn.Module):
     """A body and a classifier, with timm's get_classifier: enough for the optimizer's groups."""
@@ -166,26 +187,32 @@ def test_the_fused_update_comp_picks_equals_torchs_per_tensor_update(project, na
 
 
 def test_sgd_takes_momentum_and_nesterov_from_the_config(project):
-    optimizer = make_optimizer(config_with("train.optimizer=sgd", "train.momentum=0.8", "train.nesterov=false"),
-                               TinyNet())
+    optimizer = make_optimizer(
+        config_with("train.optimizer=sgd", "train.momentum=0.8", "train.nesterov=false"), TinyNet()
+    )
     assert isinstance(optimizer, torch.optim.SGD)
     assert {(g["momentum"], g["nesterov"]) for g in optimizer.param_groups} == {(0.8, False)}
 
 
 def test_groups_scale_the_backbone_lr_and_spare_biases_and_norms_from_decay(project):
     model = TinyNet()
-    groups = param_groups(model, config_with("train.lr=0.01", "train.backbone_lr_scale=0.1",
-                                             "train.weight_decay=0.05").train)
+    groups = param_groups(
+        model, config_with("train.lr=0.01", "train.backbone_lr_scale=0.1", "train.weight_decay=0.05").train
+    )
     by_name = {g["name"]: g for g in groups}
     assert groups[0]["name"] == "head"  # metrics.csv's lr is the head's
     assert by_name["head"]["lr"] == 0.01 and by_name["backbone"]["lr"] == pytest.approx(0.001)
     assert by_name["backbone"]["params"] == [model.body[0].weight] and by_name["backbone"]["weight_decay"] == 0.05
     assert {id(p) for p in by_name["backbone_no_decay"]["params"]} == {
-        id(model.body[0].bias), id(model.body[1].weight), id(model.body[1].bias)}
+        id(model.body[0].bias),
+        id(model.body[1].weight),
+        id(model.body[1].bias),
+    }
     assert by_name["backbone_no_decay"]["weight_decay"] == 0.0
 
 
 # ----------------------------------------------------------------------------- mixup
+
 
 def test_mixup_makes_soft_targets_until_its_off_epoch(project):
     config = config_with("train.mixup_alpha=0.4", "train.mixup_off_epoch=3", "train.label_smoothing=0.1")
@@ -202,14 +229,19 @@ def test_mixup_makes_soft_targets_until_its_off_epoch(project):
 
 # ----------------------------------------------------------------------------- data
 
+
 def test_epoch_batches_depend_on_seed_and_epoch_only_and_resume_mid_epoch(tiny):
     config = config_with("aug.phase1=[{name: InvertImg, p: 0.5}]", "aug.phase2=[{name: InvertImg, p: 1.0}]")
     competition = load_competition(config.data)
     folds = pd.read_csv(config.fold_file)
 
     def loader_with(workers):
-        loader, _ = make_loaders(config.model_copy(update={"train": config.train.model_copy(
-            update={"num_workers": workers})}), competition, folds, 0)
+        loader, _ = make_loaders(
+            config.model_copy(update={"train": config.train.model_copy(update={"num_workers": workers})}),
+            competition,
+            folds,
+            0,
+        )
         return loader
 
     def epoch_batches(loader, epoch=1, phase=1, start=0):
@@ -236,6 +268,7 @@ def test_epoch_batches_depend_on_seed_and_epoch_only_and_resume_mid_epoch(tiny):
 
 
 # ----------------------------------------------------------------------------- a fold
+
 
 def test_phase_switch_shows_in_metrics_and_output(tiny, capsys):
     config, _ = run("train.epochs=3", "aug.phase2_epoch=2", "aug.phase2=light")
@@ -272,10 +305,20 @@ def test_ema_weights_differ_from_the_raw_ones_and_are_the_ones_saved(tiny):
 
 
 def test_every_knob_runs_together_and_accumulation_counts_optimizer_steps(tiny):
-    config, (result,) = run("train.optimizer=sgd", "train.scheduler=cosine", "train.warmup_epochs=0.5",
-                            "train.clip_grad=1.0", "train.grad_accum_steps=3", "train.label_smoothing=0.1",
-                            "train.cutmix_alpha=1.0", "train.mixup_alpha=0.2", "train.mixup_off_epoch=2",
-                            "train.channels_last=true", "train.monitor=val_macro_f1", "train.tensorboard=true")
+    config, (result,) = run(
+        "train.optimizer=sgd",
+        "train.scheduler=cosine",
+        "train.warmup_epochs=0.5",
+        "train.clip_grad=1.0",
+        "train.grad_accum_steps=3",
+        "train.label_smoothing=0.1",
+        "train.cutmix_alpha=1.0",
+        "train.mixup_alpha=0.2",
+        "train.mixup_off_epoch=2",
+        "train.channels_last=true",
+        "train.monitor=val_macro_f1",
+        "train.tensorboard=true",
+    )
     state = torch.load(config.run_dir / "fold0/last.pt", weights_only=True)
     assert state["position"]["step"] == 2 * math.ceil(4 / 3)  # 4 batches an epoch, steps after 3 and 4
     metrics = pd.read_csv(config.run_dir / "fold0/metrics.csv")
@@ -285,13 +328,20 @@ def test_every_knob_runs_together_and_accumulation_counts_optimizer_steps(tiny):
 
 def test_early_stopping_ends_the_fold_after_patience_epochs_without_improvement(tiny, capsys):
     # A frozen backbone and a learning rate of 1e-9: the accuracy cannot change, so epoch 2 is no better.
-    config, (result,) = run("train.epochs=6", "train.freeze_epochs=6", "train.lr=1e-9", "train.scheduler=none",
-                            "train.patience=1", "train.monitor=val_accuracy")
+    config, (result,) = run(
+        "train.epochs=6",
+        "train.freeze_epochs=6",
+        "train.lr=1e-9",
+        "train.scheduler=none",
+        "train.patience=1",
+        "train.monitor=val_accuracy",
+    )
     assert len(pd.read_csv(config.run_dir / "fold0/metrics.csv")) == 2 and result.best_epoch == 1
     assert "early stop after epoch 2" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- bad input
+
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tiny, monkeypatch):
     calls = []
@@ -326,14 +376,17 @@ def test_weights_going_inf_are_caught_before_they_are_saved(tiny, monkeypatch):
     assert state["position"]["epoch"] == 1 and all(v.isfinite().all() for v in state["model"].values())
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["train.batch_size=17"], r"train\.batch_size=17 is larger than fold 0's 16 training rows"),
-    (["train.optimizer=adamx"], r"Unknown train\.optimizer 'adamx'"),
-    (["train.monitor=val_acc"], r"Unknown train\.monitor 'val_acc'\. Did you mean val_accuracy\?"),
-    (["train.mixup_alpha=0.2", "train.batch_size=5"], r"train\.batch_size=5 must be even"),
-    (["aug.phase2=[{name: Flipp}]"], r"aug\.phase2\[0\]: unknown albumentations transform 'Flipp'"),
-    (["train.scheduler=cosine", "train.warmup_epochs=2"], r"train\.warmup_epochs=2\.0 leaves no epoch"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.batch_size=17"], r"train\.batch_size=17 is larger than fold 0's 16 training rows"),
+        (["train.optimizer=adamx"], r"Unknown train\.optimizer 'adamx'"),
+        (["train.monitor=val_acc"], r"Unknown train\.monitor 'val_acc'\. Did you mean val_accuracy\?"),
+        (["train.mixup_alpha=0.2", "train.batch_size=5"], r"train\.batch_size=5 must be even"),
+        (["aug.phase2=[{name: Flipp}]"], r"aug\.phase2\[0\]: unknown albumentations transform 'Flipp'"),
+        (["train.scheduler=cosine", "train.warmup_epochs=2"], r"train\.warmup_epochs=2\.0 leaves no epoch"),
+    ],
+)
 def test_bad_input_is_refused_before_anything_is_written(tiny, overrides, message):
     with pytest.raises(CompError, match=message):
         run(*overrides)

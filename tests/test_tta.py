@@ -44,8 +44,9 @@ def test_a_mirror_symmetric_image_gives_the_same_result_under_hflip():
     half = torch.randn(1, 3, 8, 4, generator=torch.Generator().manual_seed(2))
     symmetric = torch.cat([half, half.flip(3)], dim=3)
     with torch.no_grad():
-        torch.testing.assert_close(predict_views(model, symmetric, ["hflip"]),
-                                   predict_views(model, symmetric, ["identity"]))
+        torch.testing.assert_close(
+            predict_views(model, symmetric, ["hflip"]), predict_views(model, symmetric, ["identity"])
+        )
 
 
 def test_all_views_of_a_batch_run_in_one_forward_pass():
@@ -83,13 +84,16 @@ def test_without_tta_the_identity_view_alone():
     assert resolve_views(views, use_tta=True) == views
 
 
-@pytest.mark.parametrize("views, message", [
-    (["identity", "hflp"], r"Unknown TTA view 'hflp'.*Did you mean hflip\?"),
-    (["scale0.9"], r"Unknown TTA view 'scale0.9'"),
-    (["fivecrop1.5"], r"Unknown TTA view 'fivecrop1.5'"),
-    (["identity", "identity"], "twice"),
-    ([], "empty"),
-])
+@pytest.mark.parametrize(
+    "views, message",
+    [
+        (["identity", "hflp"], r"Unknown TTA view 'hflp'.*Did you mean hflip\?"),
+        (["scale0.9"], r"Unknown TTA view 'scale0.9'"),
+        (["fivecrop1.5"], r"Unknown TTA view 'fivecrop1.5'"),
+        (["identity", "identity"], "twice"),
+        ([], "empty"),
+    ],
+)
 def test_bad_views_are_clear_errors(views, message):
     with pytest.raises(CompError, match=message) as err:
         resolve_views(views, use_tta=True)
@@ -127,7 +131,6 @@ def test_auto_starts_from_the_best_single_view_even_when_it_is_not_identity():
 
 
 def test_auto_candidates_are_every_view():
-    assert AUTO_CANDIDATES == ["identity", "hflip", "vflip", "hvflip", "rot90", "rot180", "rot270", "scale",
-                               "fivecrop"]
+    assert AUTO_CANDIDATES == ["identity", "hflip", "vflip", "hvflip", "rot90", "rot180", "rot270", "scale", "fivecrop"]
     for name in AUTO_CANDIDATES:
         view_copies(name)
