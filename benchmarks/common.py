@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from comp.config import Config, load_config
-from comp.data import Competition, load_competition
+from comp.data.competition import Competition, load_competition
+from comp.data.folds import make_folds
 from comp.device import amp_dtype, autocast, model_memory_format, resolve_device, usable_cpu_count
-from comp.folds import make_folds
-from comp.models import create_model
-from comp.optim import make_optimizer, make_scheduler
+from comp.models.factory import create_model
+from comp.training.optim import make_optimizer, make_scheduler
 
 REPO = Path(__file__).resolve().parents[1]
 # The reference case: the default config with resnet18 on 32x32 images, batch 128.

@@ -1,6 +1,6 @@
 """Data pipeline speed: decode + augment images/s of comp's training loader alone, per worker count.
 
-The loader is comp's own (`comp.train.make_loaders`, fold 0, phase-1 augmentation), iterated for
+The loader is comp's own (`comp.training.fold.make_loaders`, fold 0, phase-1 augmentation), iterated for
 one epoch without a model, with the in-memory cache on (decode once, augment every epoch) and
 off (decode every time), for every worker count from 0 to the number of usable cores. Before the
 table, the cost of each stage per image on one thread: what the workers have to hide.
@@ -20,10 +20,10 @@ from common import write_competition as write_png_competition
 from torch.utils.data import default_collate
 
 from comp.augment import ModelInput, build_train_transform
-from comp.data import read_image
+from comp.data.competition import read_image
 from comp.device import usable_cpu_count
-from comp.models import create_model
-from comp.train import make_loaders
+from comp.models.factory import create_model
+from comp.training.fold import make_loaders
 
 
 def per_image_microseconds(fn, n: int) -> float:

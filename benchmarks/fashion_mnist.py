@@ -27,13 +27,14 @@ import numpy as np
 import pandas as pd
 
 from comp.config import Config, load_config
-from comp.data import load_competition
-from comp.demo import score_submission
+from comp.data.competition import load_competition
+from comp.data.demo import score_submission
+from comp.data.folds import make_folds
 from comp.device import usable_cpu_count
 from comp.ensemble import ensemble
-from comp.folds import make_folds
 from comp.predict import predict
-from comp.train import fold_state, train
+from comp.runs import fold_state, run_dir
+from comp.training.fold import train
 
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist.yaml"
@@ -106,11 +107,11 @@ def train_folds(config: Config, competition, folds: str) -> tuple[list, float]:
     started = time.perf_counter()
     if folds == "all":
         results = train(config, competition, "all", resume=True)
-    elif fold_state(config, 0) == "finished":
+    elif fold_state(run_dir(config.name), 0) == "finished":
         print("fold 0: finished already, kept")
         results = []
     else:
-        results = train(config, competition, 0, resume=fold_state(config, 0) == "interrupted")
+        results = train(config, competition, 0, resume=fold_state(run_dir(config.name), 0) == "interrupted")
     return results, time.perf_counter() - started
 
 

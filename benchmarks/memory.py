@@ -29,7 +29,7 @@ SMALL_MODEL = ["model.name=resnet9", "model.kwargs={widths: [8, 16, 32, 64]}"]
 def child(task: str, data_root: Path, overrides: list[str], config_path: Path | None) -> None:
     """Train fold 0 or predict in this process; print peak RSS and time as the last line (JSON)."""
     from comp.predict import predict
-    from comp.train import train
+    from comp.training.fold import train
 
     config = bench_config(data_root, overrides, config_path)
     competition, _ = prepare(config)

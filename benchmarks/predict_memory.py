@@ -30,6 +30,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from comp.runs import run_dir
+
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES, N_TRAIN, N_TEST, SMALL = 10, 100, 20_000, 1_000
 VIEW_SETS = {
@@ -89,20 +91,20 @@ def build_run(workdir: Path, run: str) -> None:
     from safetensors.torch import save_file
 
     from comp.config import save_config
-    from comp.data import load_competition, save_classes
-    from comp.folds import make_folds
-    from comp.models import create_model
+    from comp.data.competition import load_competition, save_classes
+    from comp.data.folds import make_folds
+    from comp.models.factory import create_model
 
     config = config_for(workdir, run, N_TEST)
-    if (config.run_dir / "fold0/summary.json").exists():
+    if (run_dir(config.name) / "fold0/summary.json").exists():
         return
     competition = load_competition(config.data)
     make_folds(config, competition)
-    save_classes(competition.classes, config.run_dir / "classes.json")
-    save_config(config, config.run_dir / "config.yaml")
+    save_classes(competition.classes, run_dir(config.name) / "classes.json")
+    save_config(config, run_dir(config.name) / "config.yaml")
     torch.manual_seed(0)
     model = create_model(config.model, len(competition.classes))
-    folder = config.run_dir / "fold0"
+    folder = run_dir(config.name) / "fold0"
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "best.safetensors"), metadata={"classes": json.dumps(competition.classes)})
@@ -114,7 +116,7 @@ def build_run(workdir: Path, run: str) -> None:
 
 def child(workdir: Path, n_test: int) -> None:
     """Run `comp predict` on n_test images in this process; print its peak RSS and wall time as JSON."""
-    from comp.data import load_competition
+    from comp.data.competition import load_competition
     from comp.predict import predict
 
     os.chdir(workdir)
@@ -147,7 +149,7 @@ def measure_memory(workdir: Path, repeats: int) -> list[dict]:
 def measure_throughput(workdir: Path, repeats: int, n_images: int) -> list[dict]:
     from rich.progress import Progress
 
-    from comp.data import load_competition
+    from comp.data.competition import load_competition
     from comp.predict import Streamer, open_run
     from comp.tta import AUTO_CANDIDATES
 

@@ -1,6 +1,6 @@
 """Training speed: comp's real training loop against the model alone on tensors in memory.
 
-comp's loop is `comp.train.train` on fold 0 of a generated PNG competition for --epochs epochs:
+comp's loop is `comp.training.fold.train` on fold 0 of a generated PNG competition for --epochs epochs:
 data read from disk (or decoded once into the in-memory cache), augmented, validated every
 epoch, logged and checkpointed. The model alone is the same model, optimizer, schedule,
 precision and memory format stepping on one batch already in memory. Two ratios:
@@ -38,7 +38,7 @@ from common import (
 
 from comp.config import Config
 from comp.device import default_num_workers, resolve_device
-from comp.train import train
+from comp.training.fold import train
 
 # The config values the model alone depends on: two loops that agree on them share one reference.
 MODEL_KEYS = (

@@ -36,7 +36,7 @@ from common import (
 )
 
 from comp.predict import predict
-from comp.train import train
+from comp.training.fold import train
 from comp.tta import view_copies
 
 

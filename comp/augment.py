@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from comp.config import AugConfig, AugSteps
 from comp.errors import CompError
-from comp.models import normalization
+from comp.models.factory import normalization
 
 FORMAT_HINT = "Write each transform as {name: HorizontalFlip, p: 0.5} (or HorizontalFlip: {p: 0.5})."
 

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from comp import __version__
 from comp.errors import CompError
+from comp.runs import run_dir
 
 console = Console()
 err_console = Console(stderr=True)
@@ -77,7 +78,7 @@ def _config(config: Path, overrides: list[str] | None):
 
 
 def _competition(cfg):
-    from comp.data import load_competition
+    from comp.data.competition import load_competition
 
     return load_competition(cfg.data)
 
@@ -92,11 +93,11 @@ def download(
     cfg = _config(config, set_)
     slug = slug or cfg.data.competition
     if slug == "demo":
-        from comp.demo import build_demo
+        from comp.data.demo import build_demo
 
         console.print(build_demo(Path("data/demo"), force).summary_line())
         return
-    from comp.kaggle import download_competition
+    from comp.kaggle.api import download_competition
 
     for line in download_competition(slug, force=force).summary_lines(slug):
         console.print(line, markup=False, highlight=False)
@@ -108,7 +109,7 @@ def folds(
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a fold file that differs.")] = False,
 ) -> None:
-    from comp.folds import folds_summary, make_folds
+    from comp.data.folds import folds_summary, make_folds
 
     cfg = _config(config, set_)
     console.print(folds_summary(*make_folds(cfg, _competition(cfg), force=force)))
@@ -147,10 +148,10 @@ def train(
         ),
     ] = None,
 ) -> None:
-    from comp.distributed import launch_training, process_group, quiet_other_ranks, under_torchrun
-    from comp.parallel import outcomes_table, parse_gpus, train_arguments, train_parallel
-    from comp.train import results_table
-    from comp.train import train as train_folds
+    from comp.training.distributed import launch_training, process_group, quiet_other_ranks, under_torchrun
+    from comp.training.fold import results_table
+    from comp.training.fold import train as train_folds
+    from comp.training.parallel import outcomes_table, parse_gpus, train_arguments, train_parallel
 
     if fold != "all" and not fold.isdigit():
         raise typer.BadParameter(f"--fold must be a fold number or 'all', not {fold!r}.")
@@ -168,8 +169,8 @@ def train(
         failed = [str(o.fold) for o in outcomes if o.status == "failed"]
         if failed:
             raise CompError(
-                f"Fold(s) {', '.join(failed)} failed; the other folds are saved in {cfg.run_dir}.",
-                hint=f"Fix the cause ({cfg.run_dir / 'logs'} has each fold's output), then run the same "
+                f"Fold(s) {', '.join(failed)} failed; the other folds are saved in {run_dir(cfg.name)}.",
+                hint=f"Fix the cause ({run_dir(cfg.name) / 'logs'} has each fold's output), then run the same "
                 "command with --resume: finished folds are skipped, interrupted ones continue.",
             )
     elif devices > 1 and not under_torchrun():
@@ -190,7 +191,7 @@ def train(
                 cfg, _competition(cfg), fold if fold == "all" else int(fold), force=force, resume=resume
             )
             console.print(results_table(results))
-    console.print(f"Results saved to {cfg.run_dir}")
+    console.print(f"Results saved to {run_dir(cfg.name)}")
 
 
 @command(help="Predict each trained fold's out-of-fold rows and the test set, write cv.json; or a folder (--images).")
@@ -287,12 +288,12 @@ def validate(
 ) -> None:
     from rich.table import Table
 
-    from comp.submission import validate_with_config
+    from comp.submission.formats import validate_with_config
 
     cfg = _config(config, set_)
     problems, classes = validate_with_config(file, cfg)
     if classes is None:
-        console.print(f"No {cfg.run_dir / 'classes.json'}: the label vocabulary was not checked.")
+        console.print(f"No {run_dir(cfg.name) / 'classes.json'}: the label vocabulary was not checked.")
     if problems:
         table = Table("line", "column", "problem", "fix", title=f"{file}")
         for p in problems:
@@ -318,7 +319,7 @@ def submit(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    from comp.kaggle import submit as submit_to_kaggle
+    from comp.kaggle.api import submit as submit_to_kaggle
 
     cfg = _config(config, set_)
     result = submit_to_kaggle(cfg, file, message, force=force, wait=wait, poll_interval=poll_interval)
@@ -345,7 +346,7 @@ def submissions(
     from rich.markup import escape
     from rich.table import Table
 
-    from comp.kaggle import list_submissions
+    from comp.kaggle.api import list_submissions
 
     cfg = _config(config, set_)
     rows = list_submissions(cfg.data.competition, limit=limit)
@@ -407,7 +408,7 @@ def lr_find(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    from comp.lr_find import lr_find as range_test
+    from comp.training.lr_find import lr_find as range_test
 
     cfg = _config(config, set_)
     result = range_test(cfg, _competition(cfg), fold=fold, start_lr=start_lr, end_lr=end_lr, steps=steps)

@@ -154,10 +154,6 @@ class Config(Section):
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
 
     @property
-    def run_dir(self) -> Path:
-        return Path("runs") / self.name
-
-    @property
     def fold_file(self) -> Path:
         return Path("folds") / f"{self.data.competition}_k{self.folds.k}_s{self.seed}.csv"
 

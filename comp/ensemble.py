@@ -29,14 +29,22 @@ from scipy.optimize import minimize
 from scipy.stats import rankdata
 
 from comp.config import Config
-from comp.data import Competition, check_same_classes, column_name, save_classes
+from comp.data.competition import Competition, check_same_classes, column_name, save_classes
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
 from comp.metrics import EPS
 from comp.metrics import log_loss as metric_log_loss
 from comp.metrics import score as metric_score
-from comp.predict import probability_table, read_predictions, write_predictions
-from comp.submission import make_submission, write_submission
+from comp.runs import (
+    next_submission_path,
+    probability_table,
+    read_cv,
+    read_predictions,
+    resolve_run,
+    run_dir,
+    write_predictions,
+)
+from comp.submission.formats import make_submission, write_submission
 
 METHODS = ("mean", "weighted", "geometric", "rank")
 
@@ -69,22 +77,6 @@ class SubmissionResult:
     member_scores: dict[str, Score]
     weights: dict[str, float]
     blend_score: Score | None = None
-
-
-def resolve_run(run: str) -> Path:
-    """A run name (a folder under runs/) or a path to a run folder."""
-    for candidate in (Path("runs") / run, Path(run)):
-        if (candidate / "test.parquet").exists():
-            return candidate
-    raise CompError(
-        f"Run '{run}' has no test predictions (looked in runs/{run}/ and {run}/).",
-        hint="Run `comp predict` for it first, or check the name with `ls runs/`.",
-    )
-
-
-def read_cv(run_dir: Path) -> dict:
-    path = run_dir / "cv.json"
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 # ----------------------------------------------------------------------------- members
@@ -268,7 +260,7 @@ def blend_members(
 def _check_name(name: str, run_dirs: list[Path]) -> Path:
     if not name or name.startswith(".") or Path(name).name != name:
         raise CompError(f"--name {name!r} must be a plain folder name (no '/', not starting with '.').")
-    out_dir = Path("runs") / name
+    out_dir = run_dir(name)
     if any(out_dir.resolve() == d.resolve() for d in run_dirs):
         raise CompError(f"--name {name!r} is one of the runs being blended.", hint="Pick another --name.")
     return out_dir
@@ -407,17 +399,6 @@ def write_run_submission(
             "config": config.to_dict(),
         },
     )
-    return path
-
-
-def next_submission_path(name: str) -> Path:
-    """submissions/<name>.csv, or the next free <name>-2.csv, ... (both the CSV and its JSON must be free)."""
-    if name == "ledger":
-        name = "ledger-run"
-    folder = Path("submissions")
-    path, n = folder / f"{name}.csv", 2
-    while path.exists() or path.with_suffix(".json").exists():
-        path, n = folder / f"{name}-{n}.csv", n + 1
     return path
 
 

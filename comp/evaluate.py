@@ -16,13 +16,12 @@ import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
 from comp.config import Config
-from comp.data import Competition, check_same_classes, column_name
-from comp.ensemble import resolve_run
+from comp.data.competition import Competition, check_same_classes, column_name
 from comp.errors import CompError
 from comp.io import write_json
 from comp.metrics import all_scores, score
-from comp.predict import read_predictions
 from comp.report import write_reports
+from comp.runs import fold_dirs, read_predictions, resolve_run
 
 
 @dataclass
@@ -65,9 +64,12 @@ def load_oof(run_dir: Path, competition: Competition) -> OOF:
 def fold_scores(run_dir: Path, oof: OOF, metric: str) -> dict[str, float]:
     """The metric on each fold's rows (the ids of fold<k>/oof.parquet); empty for a blended run."""
     scores = {}
-    for path in sorted(run_dir.glob("fold*/oof.parquet")):
+    for k, folder in fold_dirs(run_dir).items():
+        path = folder / "oof.parquet"
+        if not path.exists():
+            continue
         rows = np.isin(oof.ids, pd.read_parquet(path, columns=["id"])["id"].to_numpy())
-        scores[path.parent.name[4:]] = score(metric, oof.targets[rows], oof.probs[rows])
+        scores[str(k)] = score(metric, oof.targets[rows], oof.probs[rows])
     return dict(sorted(scores.items(), key=lambda item: int(item[0])))
 
 

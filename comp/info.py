@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comp.config import Config
-from comp.data import Competition, Label, read_csv_text
-from comp.ensemble import read_cv
-from comp.models import count_parameters, create_model, head_parameters, normalization
-from comp.train import fold_state
+from comp.data.competition import Competition, Label, read_csv_text
+from comp.models.factory import count_parameters, create_model, head_parameters, normalization
+from comp.runs import fold_state, read_cv, run_dir
 
 
 @dataclass
@@ -58,14 +57,14 @@ def fold_count(config: Config) -> int:
 def describe_run(config: Config, competition: Competition) -> RunInfo:
     counts = competition.train["label"].value_counts()
     return RunInfo(
-        run_dir=config.run_dir,
+        run_dir=run_dir(config.name),
         model=describe_model(config, len(competition.classes)),
         image_size=config.data.image_size,
         class_counts={c: int(counts.get(c, 0)) for c in competition.classes},
         fold_file=config.fold_file,
         fold_file_exists=config.fold_file.exists(),
-        fold_states={k: fold_state(config, k) for k in range(fold_count(config))},
-        cv_score=read_cv(config.run_dir).get("oof"),
+        fold_states={k: fold_state(run_dir(config.name), k) for k in range(fold_count(config))},
+        cv_score=read_cv(run_dir(config.name)).get("oof"),
     )
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 from rich.console import Console
 
 from comp.config import load_config
-from comp.data import load_competition
-from comp.demo import SOLUTION_FILE, build_demo, score_submission
+from comp.data.competition import load_competition
+from comp.data.demo import SOLUTION_FILE, build_demo, score_submission
+from comp.data.folds import folds_summary, make_folds
 from comp.ensemble import ensemble
-from comp.folds import folds_summary, make_folds
 from comp.predict import predict
-from comp.train import train
+from comp.training.fold import train
 
 console = Console()
 

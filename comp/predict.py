@@ -10,18 +10,13 @@ are the run's own (runs/<name>/config.yaml); views, batch size and device come f
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from rich.console import Console
 from rich.progress import Progress
@@ -30,17 +25,25 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
 from comp.augment import ModelInput, fit_size
-from comp.checkpoint import read_record
 from comp.config import Config, load_config
-from comp.data import IMAGE_SUFFIXES, Competition, check_same_classes, column_name, load_classes, read_image
-from comp.dataset import loader_options
+from comp.data.competition import IMAGE_SUFFIXES, Competition, check_same_classes, load_classes, read_image
+from comp.data.dataset import loader_options
+from comp.data.folds import fold_file_hash, load_folds
 from comp.device import amp_dtype, autocast, model_memory_format, resolve_device
 from comp.errors import CompError
-from comp.folds import fold_file_hash, load_folds
-from comp.io import read_parquet_metadata, write_csv, write_json, write_parquet
+from comp.io import write_csv, write_json
 from comp.metrics import score
-from comp.models import create_model
-from comp.train import fold_dir, fold_state
+from comp.models.factory import create_model
+from comp.runs import (
+    TableWriter,
+    finished_folds,
+    fold_dir,
+    probability_table,
+    run_dir,
+    staged_outputs,
+    write_predictions,
+)
+from comp.training.checkpoint import read_record
 from comp.tta import AUTO_CANDIDATES, ViewChoice, choose_views, combine, resolve_views, view_log_probs
 
 console = Console()
@@ -85,84 +88,6 @@ class FolderPrediction:
 # ----------------------------------------------------------------------------- prediction tables
 
 
-def probability_table(ids, probs: np.ndarray, classes: list) -> pd.DataFrame:
-    table = pd.DataFrame(probs, columns=[column_name(c) for c in classes])
-    table.insert(0, "id", list(ids))
-    return table
-
-
-def _table_metadata(classes: list, views: list[str]) -> dict[str, str]:
-    return {"classes": json.dumps(classes), "views": json.dumps(views)}
-
-
-def write_predictions(path: Path, table: pd.DataFrame, classes: list, views: list[str]) -> None:
-    """Prediction files carry their class list, so they can never be read against other classes."""
-    write_parquet(path, table, metadata=_table_metadata(classes, views))
-
-
-def read_predictions(path: Path) -> tuple[pd.DataFrame, list]:
-    """A prediction table indexed by id, and its class list."""
-    if not path.exists():
-        raise CompError(f"{path} not found.", hint="Run `comp predict` for that run first.")
-    classes = json.loads(read_parquet_metadata(path)["classes"])
-    return pd.read_parquet(path).set_index("id"), classes
-
-
-def accuracy(table: pd.DataFrame, labels: pd.Series, classes: list) -> float:
-    """Share of rows whose most probable class is the true label (rows aligned by id)."""
-    predicted = np.asarray(classes, dtype=object)[table[[column_name(c) for c in classes]].to_numpy().argmax(1)]
-    return float((predicted == labels.reindex(table.index).to_numpy()).mean())
-
-
-class TableWriter:
-    """A prediction table written to parquet batch by batch, never held whole in memory."""
-
-    ROWS_PER_GROUP = 16384  # rows held before a row group is written: memory stays bounded
-
-    def __init__(self, path: Path, classes: list, views: list[str]):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fields = [pa.field("id", pa.string()), *(pa.field(column_name(c), pa.float64()) for c in classes)]
-        self.schema = pa.schema(fields, metadata=_table_metadata(classes, views))
-        self.writer = pq.ParquetWriter(path, self.schema)
-        self.pending: list[pa.RecordBatch] = []
-        self.pending_rows = 0
-
-    def append(self, ids, probs: np.ndarray) -> None:
-        arrays = [pa.array([str(i) for i in ids], pa.string()), *(pa.array(col) for col in probs.T)]
-        self.pending.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
-        self.pending_rows += len(probs)
-        if self.pending_rows >= self.ROWS_PER_GROUP:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self.pending:
-            self.writer.write_table(pa.Table.from_batches(self.pending, schema=self.schema))
-        self.pending, self.pending_rows = [], 0
-
-    def __enter__(self) -> TableWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._flush()
-        self.writer.close()
-
-
-@contextmanager
-def staged_outputs(run_dir: Path) -> Iterator[Path]:
-    """A scratch folder mirroring `run_dir`: its files replace the run's only when the block succeeds."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".predict-", dir=run_dir))
-    try:
-        yield stage
-        files = sorted((p for p in stage.rglob("*") if p.is_file()), key=lambda p: (p.name == "cv.json", str(p)))
-        for path in files:  # cv.json last: whoever sees the new score finds the new tables
-            target = run_dir / path.relative_to(stage)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
 # ----------------------------------------------------------------------------- the trained run
 
 
@@ -175,20 +100,16 @@ class TrainedRun:
 
 def open_run(config: Config) -> TrainedRun:
     """The run's config, class map and finished folds, each fold's checkpoint checked before anything runs."""
-    run_dir = config.run_dir
-    finished = sorted(
-        int(p.name[4:])
-        for p in run_dir.glob("fold*")
-        if p.name[4:].isdigit() and fold_state(config, int(p.name[4:])) == "finished"
-    )
+    folder = run_dir(config.name)
+    finished = finished_folds(folder)
     if not finished:
         raise CompError(
-            f"Run '{config.name}' has no trained folds in {run_dir}.",
+            f"Run '{config.name}' has no trained folds in {folder}.",
             hint="Train first: comp train --fold all (or check `name` in the config).",
         )
-    classes = load_classes(run_dir / "classes.json")
+    classes = load_classes(folder / "classes.json")
     for k in finished:
-        path = fold_dir(config, k) / "best.safetensors"
+        path = fold_dir(folder, k) / "best.safetensors"
         if not path.exists():
             raise CompError(
                 f"Fold {k} of run '{config.name}' is finished but {path} is missing.",
@@ -196,19 +117,19 @@ def open_run(config: Config) -> TrainedRun:
             )
         with safe_open(str(path), framework="pt") as f:
             check_same_classes(classes, json.loads(f.metadata()["classes"]), f"Checkpoint {path}")
-    saved = run_dir / "config.yaml"
+    saved = folder / "config.yaml"
     return TrainedRun(load_config(saved) if saved.exists() else config, classes, finished)
 
 
 def load_fold_model(run: TrainedRun, fold: int, device: torch.device) -> torch.nn.Module:
-    path = fold_dir(run.config, fold) / "best.safetensors"
+    path = fold_dir(run_dir(run.config.name), fold) / "best.safetensors"
     local = run.config.model.model_copy(update={"pretrained": False, "weights": None})
     model = create_model(local, len(run.classes))
     try:
         model.load_state_dict(load_file(str(path)))
     except RuntimeError as exc:
         raise CompError(
-            f"{path} does not fit model '{local.name}' of {run.config.run_dir / 'config.yaml'}: "
+            f"{path} does not fit model '{local.name}' of {run_dir(run.config.name) / 'config.yaml'}: "
             f"{str(exc).splitlines()[0]}",
             hint="Retrain the fold (comp train --force), or restore the run's config.yaml.",
         ) from None
@@ -316,7 +237,7 @@ def check_fold_file(config: Config, run: TrainedRun, folds: pd.DataFrame) -> lis
         )
     digest = fold_file_hash(config)
     for k in run.folds:
-        record = read_record(fold_dir(config, k))
+        record = read_record(fold_dir(run_dir(config.name), k))
         if record and record.get("fold_file_sha256") not in (None, digest):
             raise CompError(
                 f"{config.fold_file} changed since fold {k} of run '{config.name}' was trained on it: "
@@ -330,14 +251,14 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
     """Write every trained fold's oof/test tables, then the run's oof.parquet, test.parquet and cv.json."""
     setting = resolve_views(config.predict.tta, tta)
     run = open_run(config)
-    run_dir, mean, metric = config.run_dir, config.predict.tta_mean, config.predict.metric
-    check_same_classes(run.classes, competition.classes, f"Run {run_dir}")
+    folder, mean, metric = run_dir(config.name), config.predict.tta_mean, config.predict.metric
+    check_same_classes(run.classes, competition.classes, f"Run {folder}")
     folds = load_folds(config, competition)
     missing = check_fold_file(config, run, folds)
     candidates = AUTO_CANDIDATES if setting == "auto" else setting
     train = competition.train.set_index("id")
 
-    with Progress(console=console, transient=True) as progress, staged_outputs(run_dir) as stage:
+    with Progress(console=console, transient=True) as progress, staged_outputs(folder) as stage:
         stream = Streamer(run, config, progress)
         oof_ids = {k: folds.loc[folds["fold"] == k, "id"].to_numpy() for k in run.folds}
         oof_log_probs = {
@@ -368,7 +289,7 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
         oof_score = write_run_predictions(
             stage, oof_tables, test_probs, competition, run.classes, views, metric, fold_scores, config, **extra
         )
-    return PredictResult(run_dir, views, metric, fold_scores, oof_score, missing, choice)
+    return PredictResult(folder, views, metric, fold_scores, oof_score, missing, choice)
 
 
 def write_run_predictions(
@@ -444,7 +365,7 @@ def folder_images(image_dir: Path) -> list[Path]:
 
 def recorded_views(config: Config) -> list[str]:
     """The views `predict.tta: auto` chose for this run the last time `comp predict --tta` ran."""
-    path = config.run_dir / "cv.json"
+    path = run_dir(config.name) / "cv.json"
     cv = json.loads(path.read_text()) if path.exists() else {}
     if "tta_auto" not in cv:
         raise CompError(
@@ -466,6 +387,6 @@ def predict_folder(config: Config, image_dir: str | Path, tta: bool = False) -> 
         probs = fold_mean(Streamer(run, config, progress), [str(p) for p in paths], names, views, image_dir.name)
     table = probability_table(names, probs, run.classes)
     table.insert(1, "label", pd.Series(np.asarray(run.classes, dtype=object)[probs.argmax(1)], dtype=object))
-    out = config.run_dir / "predictions" / f"{image_dir.name}.csv"
+    out = run_dir(config.name) / "predictions" / f"{image_dir.name}.csv"
     write_csv(out, table)
     return FolderPrediction(out, len(paths), views, run.folds)

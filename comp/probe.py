@@ -38,25 +38,15 @@ from sklearn.svm import SVC
 
 from comp.augment import ModelInput
 from comp.config import Config, ProbeConfig, save_config
-from comp.data import Competition, check_same_classes, save_classes
+from comp.data.competition import Competition, check_same_classes, save_classes
+from comp.data.folds import load_folds
 from comp.device import amp_dtype, autocast, resolve_device
 from comp.errors import CompError
-from comp.folds import load_folds
 from comp.io import atomic_path, sha256_file, write_json
 from comp.metrics import score
-from comp.models import create_model
-from comp.predict import (
-    TrainedRun,
-    class_indices,
-    image_loader,
-    load_fold_model,
-    open_run,
-    probability_table,
-    staged_outputs,
-    write_predictions,
-    write_run_predictions,
-)
-from comp.train import fold_dir
+from comp.models.factory import create_model
+from comp.predict import TrainedRun, class_indices, image_loader, load_fold_model, open_run, write_run_predictions
+from comp.runs import fold_dir, fold_dirs, probability_table, run_dir, staged_outputs, write_predictions
 
 console = Console()
 
@@ -123,9 +113,9 @@ def configured_backbone(config: Config, num_classes: int) -> Backbone:
 
 
 def fold_backbone(run: TrainedRun, fold: int) -> Backbone:
-    weights = fold_dir(run.config, fold) / "best.safetensors"
+    weights = fold_dir(run_dir(run.config.name), fold) / "best.safetensors"
     identity = {
-        "run": str(run.config.run_dir),
+        "run": str(run_dir(run.config.name)),
         "fold": fold,
         "weights_sha256": sha256_file(weights),
         "image_size": run.config.data.image_size,
@@ -142,7 +132,7 @@ def plan(config: Config, competition: Competition, from_run: str | None) -> tupl
         backbone = configured_backbone(config, len(competition.classes))
         return config, {int(k): backbone for k in sorted(folds["fold"].unique())}
     run = open_run(config.model_copy(update={"name": from_run}))
-    check_same_classes(run.classes, competition.classes, f"Run {run.config.run_dir}")
+    check_same_classes(run.classes, competition.classes, f"Run {run_dir(run.config.name)}")
     folds = load_folds(run.config, competition)  # the run's own folds: its fold k never saw fold k's rows
     missing = sorted(set(int(k) for k in folds["fold"]) - set(run.folds))
     if missing:
@@ -278,19 +268,19 @@ def class_probabilities(model: BaseEstimator, features: np.ndarray, n_classes: i
 # ----------------------------------------------------------------------------- the run
 
 
-def check_output(run_dir: Path, from_run: str | None, force: bool) -> None:
-    if from_run is not None and run_dir.resolve() == (Path("runs") / from_run).resolve():
+def check_output(folder: Path, from_run: str | None, force: bool) -> None:
+    if from_run is not None and folder.resolve() == run_dir(from_run).resolve():
         raise CompError(
             f"The probe would write into run '{from_run}', whose weights it reads.",
             hint="Name the probe's run: --name NAME (or --set name=NAME).",
         )
-    if any(run_dir.glob("fold*/best.safetensors")) or any(run_dir.glob("fold*/last.pt")):
+    if any((f / "best.safetensors").exists() or (f / "last.pt").exists() for f in fold_dirs(folder).values()):
         raise CompError(
-            f"{run_dir} holds a trained run; the probe's predictions would mix with its own.",
+            f"{folder} holds a trained run; the probe's predictions would mix with its own.",
             hint="Name the probe's run: --name NAME (or --set name=NAME).",
         )
-    if (run_dir / "cv.json").exists() and not force:
-        raise CompError(f"{run_dir} already holds predictions.", hint="Pass --force to replace them, or --name NAME.")
+    if (folder / "cv.json").exists() and not force:
+        raise CompError(f"{folder} already holds predictions.", hint="Pass --force to replace them, or --name NAME.")
 
 
 def probe(
@@ -298,7 +288,7 @@ def probe(
 ) -> ProbeResult:
     """Fit the probe on every fold; write runs/<name>/ (name: `name`, else config.name) as a run."""
     out = config.model_copy(update={"name": name or config.name})
-    check_output(out.run_dir, from_run, force)
+    check_output(run_dir(out.name), from_run, force)
     source, backbones = plan(config, competition, from_run)
     # The probe run records what it really used: the source's model, image size and fold file.
     out = out.model_copy(
@@ -314,9 +304,11 @@ def probe(
     row = pd.Index(competition.train["id"])
     device = resolve_device(config.train.device)
     results, oof_tables, test_probs = {}, [], []
-    with Progress(console=console, transient=True) as progress, staged_outputs(out.run_dir) as stage:
+    with Progress(console=console, transient=True) as progress, staged_outputs(run_dir(out.name)) as stage:
         for k, backbone in backbones.items():
-            train_x, test_x = cached_features(backbone, competition, config, out.run_dir / "features", device, progress)
+            train_x, test_x = cached_features(
+                backbone, competition, config, run_dir(out.name) / "features", device, progress
+            )
             fit_ids = folds.loc[folds["fold"] != k, "id"].to_numpy()
             val_ids = folds.loc[folds["fold"] == k, "id"].to_numpy()
             classifier, best, search_score = fit_fold(
@@ -363,7 +355,7 @@ def probe(
         )
         save_classes(classes, stage / "classes.json")
         save_config(out, stage / "config.yaml")
-    return ProbeResult(out.run_dir, metric, results, oof_score)
+    return ProbeResult(run_dir(out.name), metric, results, oof_score)
 
 
 def _params(params: dict) -> str:

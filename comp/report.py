@@ -18,8 +18,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from comp.data import read_image
+from comp.data.competition import read_image
 from comp.io import atomic_path
+from comp.runs import fold_dirs
 
 DPI = 100
 TOP_LOSSES = 16
@@ -234,7 +235,9 @@ def write_reports(
     """Every report of a run's OOF table (and of its folds' metrics.csv, for a trained run)."""
     figures = {}
     metrics = {
-        int(p.parent.name[4:]): pd.read_csv(p) for p in run_dir.glob("fold*/metrics.csv") if p.parent.name[4:].isdigit()
+        k: pd.read_csv(folder / "metrics.csv")
+        for k, folder in fold_dirs(run_dir).items()
+        if (folder / "metrics.csv").exists()
     }
     if metrics:
         figures["training_curves"] = curves_figure(dict(sorted(metrics.items())))

@@ -5,7 +5,7 @@ import pytest
 from conftest import write_csv_competition, write_folders_competition
 
 from comp.config import DataConfig
-from comp.data import decide_classes, load_competition, normalise_labels, read_image
+from comp.data.competition import decide_classes, load_competition, normalise_labels, read_image
 from comp.errors import CompError
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from comp import dataset
 from comp.config import DataConfig, load_config
-from comp.data import read_image
-from comp.dataset import ImageDataset, available_memory, loader_options, should_cache
+from comp.data import dataset
+from comp.data.competition import read_image
+from comp.data.dataset import ImageDataset, available_memory, loader_options, should_cache
 
 
 @pytest.fixture

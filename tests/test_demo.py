@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from comp.cli import app
 from comp.config import load_config
-from comp.data import load_competition, read_image
-from comp.demo import SOLUTION_FILE, build_demo, score_submission
+from comp.data.competition import load_competition, read_image
+from comp.data.demo import SOLUTION_FILE, build_demo, score_submission
 
 
 def test_demo_is_a_csv_competition_of_the_real_digits_with_their_true_labels(project):

@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 from comp.augment import ModelInput
 from comp.cli import app
 from comp.config import load_config
-from comp.data import load_competition
+from comp.data.competition import load_competition
+from comp.data.folds import load_folds
 from comp.device import amp_dtype
-from comp.distributed import ShardSampler, shard_batch
-from comp.folds import load_folds
-from comp.models import create_model
-from comp.train import evaluate, make_loaders
+from comp.models.factory import create_model
+from comp.training.distributed import ShardSampler, shard_batch
+from comp.training.fold import evaluate, make_loaders
 
 runner = CliRunner()
 # 32 images in 3 folds: fold 0 validates on 11 rows, shared 6 + 5 by two processes.

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from comp.cli import app
 from comp.config import load_config
-from comp.data import Competition
+from comp.data.competition import Competition
 from comp.ensemble import ensemble
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
-from comp.predict import probability_table, read_predictions, write_predictions
+from comp.runs import probability_table, read_predictions, write_predictions
 
 CLASSES = ["cat", "dog"]
 TRAIN_IDS = ["a", "b", "c", "d"]

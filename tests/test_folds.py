@@ -3,9 +3,9 @@ import pytest
 from conftest import write_csv_competition
 
 from comp.config import load_config
-from comp.data import load_competition
+from comp.data.competition import load_competition
+from comp.data.folds import assign_folds, make_folds
 from comp.errors import CompError
-from comp.folds import assign_folds, make_folds
 
 
 def _setup(project, **kwargs):

@@ -6,9 +6,9 @@ from typer.testing import CliRunner
 
 from comp.cli import app
 from comp.config import load_config
-from comp.data import load_competition
+from comp.data.competition import load_competition
 from comp.info import describe_run
-from comp.models import count_parameters
+from comp.models.factory import count_parameters
 
 runner = CliRunner()
 FAST = [

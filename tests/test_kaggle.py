@@ -26,11 +26,11 @@ import yaml
 from conftest import REPO, write_csv_competition, write_folders_competition
 from fake_kaggle import KEY, USERNAME, FakeKaggle
 
-from comp.archive import extract_all, extract_zip
+from comp.data.survey import survey_competition
 from comp.errors import CompError
-from comp.kaggle import find_credentials, require_credentials, wait_for_score
-from comp.ledger import append_entry, find_by_sha256, read_ledger, update_entry
-from comp.survey import survey_competition
+from comp.kaggle.api import find_credentials, require_credentials, wait_for_score
+from comp.kaggle.archive import extract_all, extract_zip
+from comp.kaggle.ledger import append_entry, find_by_sha256, read_ledger, update_entry
 
 SLUG = "fake-comp"
 
@@ -164,7 +164,7 @@ def test_zip_slip_is_refused_and_nothing_lands_outside(tmp_path, files, links):
 def _loads_with(survey_config: dict) -> object:
     """The competition that comp's own loader reads with the surveyed config lines."""
     from comp.config import build_config
-    from comp.data import load_competition
+    from comp.data.competition import load_competition
 
     return load_competition(build_config({"data": survey_config}).data)
 
@@ -488,7 +488,7 @@ def test_failed_upload_is_reported_and_nothing_is_recorded(project, fake, home):
 
 def test_submit_refuses_an_invalid_file_before_anything_else(project, clean_home):
     from comp.config import load_config
-    from comp.kaggle import submit
+    from comp.kaggle.api import submit
 
     write_csv_competition(project / "data" / SLUG)
     bad = project / "submissions" / "bad.csv"

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from comp.cli import app
 from comp.errors import CompError
-from comp.lr_find import DIVERGENCE, WINDOW_DECADES, lr_schedule, suggest
+from comp.training.lr_find import DIVERGENCE, WINDOW_DECADES, lr_schedule, suggest
 
 runner = CliRunner()
 FAST = [

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from comp.cli import app
 from comp.config import ModelConfig
 from comp.errors import CompError
-from comp.models import (
+from comp.models.factory import (
     HeadedModel,
     backbone_parameters,
     count_parameters,

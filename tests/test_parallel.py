@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from comp.cli import app
 from comp.errors import CompError
-from comp.parallel import choose_gpus, device_slots, parse_gpus, train_arguments
+from comp.training.parallel import choose_gpus, device_slots, parse_gpus, train_arguments
 
 runner = CliRunner()
 TINY = [

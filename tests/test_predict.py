@@ -19,11 +19,12 @@ from typer.testing import CliRunner
 from comp.augment import ModelInput, fit_size
 from comp.cli import app
 from comp.config import load_config, save_config
-from comp.data import load_competition, read_image, save_classes
+from comp.data.competition import load_competition, read_image, save_classes
+from comp.data.folds import make_folds
 from comp.errors import CompError
-from comp.folds import make_folds
-from comp.models import create_model
-from comp.predict import TableWriter, predict, read_predictions
+from comp.models.factory import create_model
+from comp.predict import predict
+from comp.runs import TableWriter, read_predictions, run_dir
 from comp.tta import AUTO_CANDIDATES
 
 runner = CliRunner()
@@ -43,7 +44,7 @@ def write_fold(config, fold: int, classes: list, seed: int) -> None:
     """A finished fold as `comp train` leaves it: best.safetensors with its class list, and summary.json."""
     torch.manual_seed(seed)
     model = create_model(config.model, len(classes))
-    folder = config.run_dir / f"fold{fold}"
+    folder = run_dir(config.name) / f"fold{fold}"
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "best.safetensors"), metadata={"classes": json.dumps(classes), "epoch": "1"})
@@ -56,8 +57,8 @@ def make_run(project, overrides=(), folds=(0, 1), n_classes: int = 3):
     config = load_config("configs/default.yaml", [*FAST, *overrides])
     competition = load_competition(config.data)
     make_folds(config, competition)
-    save_classes(competition.classes, config.run_dir / "classes.json")
-    save_config(config, config.run_dir / "config.yaml")
+    save_classes(competition.classes, run_dir(config.name) / "classes.json")
+    save_config(config, run_dir(config.name) / "config.yaml")
     for k in folds:
         write_fold(config, k, competition.classes, seed=k)
     return config
@@ -68,7 +69,9 @@ def cli(*args):
 
 
 def run_files(config) -> dict[str, bytes]:
-    return {str(p.relative_to(config.run_dir)): p.read_bytes() for p in config.run_dir.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(run_dir(config.name))): p.read_bytes() for p in run_dir(config.name).rglob("*") if p.is_file()
+    }
 
 
 # ----------------------------------------------------------------------------- views
@@ -85,30 +88,30 @@ def test_oof_and_test_rows_of_the_same_image_use_the_same_views(project):
     fold = int(pd.read_csv(config.fold_file).set_index("id").loc["img_1_0", "fold"])
 
     result = predict(config, competition, tta=True)
-    oof, _ = read_predictions(config.run_dir / f"fold{fold}/oof.parquet")
-    test, _ = read_predictions(config.run_dir / f"fold{fold}/test.parquet")
+    oof, _ = read_predictions(run_dir(config.name) / f"fold{fold}/oof.parquet")
+    test, _ = read_predictions(run_dir(config.name) / f"fold{fold}/test.parquet")
     np.testing.assert_allclose(oof.loc["img_1_0"], test.loc["copy"], rtol=1e-6)
     assert result.views == ["identity", "hflip"]
     for name in ("oof.parquet", "test.parquet", f"fold{fold}/oof.parquet", f"fold{fold}/test.parquet"):
-        assert json.loads(pq.read_schema(config.run_dir / name).metadata[b"views"]) == ["identity", "hflip"]
-    assert json.loads((config.run_dir / "cv.json").read_text())["views"] == ["identity", "hflip"]
+        assert json.loads(pq.read_schema(run_dir(config.name) / name).metadata[b"views"]) == ["identity", "hflip"]
+    assert json.loads((run_dir(config.name) / "cv.json").read_text())["views"] == ["identity", "hflip"]
 
     predict(config, competition, tta=False)  # the views matter here: identity alone gives other numbers
-    identity, _ = read_predictions(config.run_dir / f"fold{fold}/oof.parquet")
+    identity, _ = read_predictions(run_dir(config.name) / f"fold{fold}/oof.parquet")
     assert np.abs(identity.loc["img_1_0"].to_numpy() - oof.loc["img_1_0"].to_numpy()).max() > 1e-4
 
 
 def test_test_predictions_follow_the_sample_submissions_order(project):
     config = make_run(project)
     predict(config, load_competition(config.data))
-    before, _ = read_predictions(config.run_dir / "test.parquet")
+    before, _ = read_predictions(run_dir(config.name) / "test.parquet")
     path = project / "data/shapes/sample_submission.csv"
     shuffled = pd.read_csv(path).sample(frac=1, random_state=3)
     assert list(shuffled["id"]) != list(before.index)
     shuffled.to_csv(path, index=False)
 
     predict(config, load_competition(config.data))
-    after = pd.read_parquet(config.run_dir / "test.parquet")
+    after = pd.read_parquet(run_dir(config.name) / "test.parquet")
     assert list(after["id"]) == list(shuffled["id"])
     pd.testing.assert_frame_equal(after.set_index("id").loc[before.index], before)
 
@@ -116,19 +119,19 @@ def test_test_predictions_follow_the_sample_submissions_order(project):
 def test_auto_chooses_views_on_oof_rows_and_records_the_choice(project):
     config = make_run(project)  # predict.tta: auto is the default
     result = predict(config, load_competition(config.data), tta=True)
-    cv = json.loads((config.run_dir / "cv.json").read_text())
+    cv = json.loads((run_dir(config.name) / "cv.json").read_text())
     record = cv["tta_auto"]
     assert set(record["alone"]) == set(AUTO_CANDIDATES) and len(record["steps"]) == len(AUTO_CANDIDATES)
     assert cv["views"] == record["views"] == result.views == [s["view"] for s in record["steps"] if s["kept"]]
     assert cv["oof"] == pytest.approx(record["score"]) and cv["oof"] >= max(record["alone"].values())
-    assert json.loads(pq.read_schema(config.run_dir / "fold1/test.parquet").metadata[b"views"]) == result.views
+    assert json.loads(pq.read_schema(run_dir(config.name) / "fold1/test.parquet").metadata[b"views"]) == result.views
 
 
 def test_the_configured_metric_is_the_cv_score(project):
     config = make_run(project, ["predict.metric=log_loss"])
     result = predict(config, load_competition(config.data))
-    cv = json.loads((config.run_dir / "cv.json").read_text())
-    oof = pd.read_parquet(config.run_dir / "oof.parquet").set_index("id")
+    cv = json.loads((run_dir(config.name) / "cv.json").read_text())
+    oof = pd.read_parquet(run_dir(config.name) / "oof.parquet").set_index("id")
     labels = pd.read_csv(project / "data/shapes/train.csv").set_index("id")["label"]
     expected = -np.mean([np.log(oof.loc[i, str(labels[i])]) for i in oof.index])
     assert cv["metric"] == result.metric == "log_loss"
@@ -146,15 +149,17 @@ def test_predictions_come_from_best_safetensors_with_the_runs_own_model(project,
     result = predict(changed, load_competition(changed.data))
     folds = pd.read_csv(config.fold_file)
     assert result.missing_folds == [1]
-    assert sorted(pd.read_parquet(config.run_dir / "oof.parquet")["id"]) == sorted(folds.loc[folds["fold"] == 0, "id"])
+    assert sorted(pd.read_parquet(run_dir(config.name) / "oof.parquet")["id"]) == sorted(
+        folds.loc[folds["fold"] == 0, "id"]
+    )
 
     model = create_model(config.model, 3).eval()  # resnet18_cifar at 16 px, as the run was trained
-    model.load_state_dict(load_file(str(config.run_dir / "fold0/best.safetensors")))
+    model.load_state_dict(load_file(str(run_dir(config.name) / "fold0/best.safetensors")))
     image = read_image(project / "data/shapes/test/x0.png")
     batch = ModelInput.of(model, torch.device("cpu"))(torch.from_numpy(fit_size(image, 16))[None])
     with torch.no_grad():
         expected = model(batch).softmax(1)[0].numpy()
-    test, _ = read_predictions(config.run_dir / "fold0/test.parquet")
+    test, _ = read_predictions(run_dir(config.name) / "fold0/test.parquet")
     np.testing.assert_allclose(test.loc["x0"].to_numpy(), expected, rtol=1e-4, atol=1e-6)
 
 
@@ -187,14 +192,14 @@ def test_predict_images_writes_labels_and_fold_mean_probabilities(project):
     predict(config, load_competition(config.data))
     result = cli("predict", "--images", "data/shapes/test")
     assert result.exit_code == 0, result.output
-    path = config.run_dir / "predictions/test.csv"
+    path = run_dir(config.name) / "predictions/test.csv"
     assert str(path) in result.output.replace("\n", "")
     table = pd.read_csv(path)
     assert list(table.columns) == ["id", "label", "0", "1", "2"]
     assert list(table["id"]) == [f"x{i}.png" for i in range(6)]
     probs = table[["0", "1", "2"]].to_numpy()
     assert list(table["label"]) == list(probs.argmax(1))
-    test, _ = read_predictions(config.run_dir / "test.parquet")
+    test, _ = read_predictions(run_dir(config.name) / "test.parquet")
     np.testing.assert_allclose(probs, test.loc[[f"x{i}" for i in range(6)]].to_numpy(), rtol=1e-6)
 
 
@@ -215,7 +220,7 @@ def test_a_run_without_trained_folds_is_refused(project):
     with pytest.raises(CompError, match="no trained folds") as err:
         predict(config, load_competition(config.data))
     assert "comp train" in err.value.hint
-    assert not (config.run_dir / "oof.parquet").exists()
+    assert not (run_dir(config.name) / "oof.parquet").exists()
 
 
 def test_a_fold_trained_on_other_classes_is_refused_before_anything_is_written(project):
@@ -223,16 +228,16 @@ def test_a_fold_trained_on_other_classes_is_refused_before_anything_is_written(p
     write_fold(config, 1, [0, 1, 2, 3], seed=1)
     with pytest.raises(CompError, match=r"fold1/best.safetensors was made for classes that disagree.*not in the data"):
         predict(config, load_competition(config.data))
-    assert sorted(p.name for p in config.run_dir.iterdir()) == ["classes.json", "config.yaml", "fold0", "fold1"]
-    assert not list(config.run_dir.rglob("*.parquet"))
+    assert sorted(p.name for p in run_dir(config.name).iterdir()) == ["classes.json", "config.yaml", "fold0", "fold1"]
+    assert not list(run_dir(config.name).rglob("*.parquet"))
 
 
 def test_a_fold_file_changed_since_training_is_refused(project):
     config = make_run(project)
-    (config.run_dir / "fold1/run.json").write_text(json.dumps({"fold_file_sha256": "0" * 64}))
+    (run_dir(config.name) / "fold1/run.json").write_text(json.dumps({"fold_file_sha256": "0" * 64}))
     with pytest.raises(CompError, match="changed since fold 1"):
         predict(config, load_competition(config.data))
-    assert not list(config.run_dir.rglob("*.parquet"))
+    assert not list(run_dir(config.name).rglob("*.parquet"))
 
 
 def test_a_failure_midway_leaves_the_previous_predictions_untouched(project):
@@ -254,7 +259,7 @@ def test_missing_test_images_are_listed_and_nothing_is_written(project):
     assert result.exit_code == 1 and "Traceback" not in result.output
     message = " ".join(result.output.split())
     assert "2 test image(s)" in message and "x1, x4" in message
-    assert not list(config.run_dir.rglob("*.parquet"))
+    assert not list(run_dir(config.name).rglob("*.parquet"))
 
 
 def test_unknown_view_and_empty_folder_are_clear_errors(project):
@@ -264,4 +269,4 @@ def test_unknown_view_and_empty_folder_are_clear_errors(project):
     (project / "empty").mkdir()
     result = cli("predict", "--images", "empty")
     assert result.exit_code == 1 and "No images in" in result.output
-    assert not list(config.run_dir.rglob("*.parquet")) and not (config.run_dir / "predictions").exists()
+    assert not list(run_dir(config.name).rglob("*.parquet")) and not (run_dir(config.name) / "predictions").exists()

@@ -17,12 +17,13 @@ from typer.testing import CliRunner
 
 import comp.probe
 from comp.augment import ModelInput, fit_size
-from comp.checkpoint import save_weights
 from comp.cli import app
 from comp.config import load_config, save_config
-from comp.data import load_competition, read_image, save_classes
-from comp.folds import make_folds
-from comp.models import create_model
+from comp.data.competition import load_competition, read_image, save_classes
+from comp.data.folds import make_folds
+from comp.models.factory import create_model
+from comp.runs import run_dir
+from comp.training.checkpoint import save_weights
 
 runner = CliRunner()
 FAST = [
@@ -51,11 +52,11 @@ def source(project):
     config = load_config("configs/default.yaml", FAST)
     competition = load_competition(config.data)
     make_folds(config, competition)
-    save_classes(competition.classes, config.run_dir / "classes.json")
-    save_config(config, config.run_dir / "config.yaml")
+    save_classes(competition.classes, run_dir(config.name) / "classes.json")
+    save_config(config, run_dir(config.name) / "config.yaml")
     for k in (0, 1):
         torch.manual_seed(k)
-        folder = config.run_dir / f"fold{k}"
+        folder = run_dir(config.name) / f"fold{k}"
         save_weights(create_model(config.model, 3).state_dict(), folder / "best.safetensors", competition.classes, 1)
         (folder / "summary.json").write_text("{}")
     return config, competition
@@ -64,7 +65,7 @@ def source(project):
 def fold_features(config, fold: int, image_path: str) -> np.ndarray:
     """What fold `fold`'s own model makes of one image: its pooled pre-logits features."""
     model = create_model(config.model, 3)
-    with safe_open(str(config.run_dir / f"fold{fold}/best.safetensors"), framework="pt") as f:
+    with safe_open(str(run_dir(config.name) / f"fold{fold}/best.safetensors"), framework="pt") as f:
         model.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
     image = torch.from_numpy(fit_size(read_image(image_path), 16))
     batch = ModelInput.of(model, torch.device("cpu"))(image[None])
@@ -77,10 +78,10 @@ def test_probe_from_run_is_a_run_that_ensemble_blends(source):
     assert cli("predict").exit_code == 0
     result = cli("probe", "--from-run", "shapes", "--name", "svm")
     assert result.exit_code == 0, result.output
-    run = config.run_dir.parent / "svm"
+    run = run_dir(config.name).parent / "svm"
 
     cv = json.loads((run / "cv.json").read_text())
-    trained_cv = json.loads((config.run_dir / "cv.json").read_text())
+    trained_cv = json.loads((run_dir(config.name) / "cv.json").read_text())
     assert cv["metric"] == "accuracy" and set(cv["folds"]) == {"0", "1"} and cv["oof"] >= 0.8
     assert cv["fold_file_sha256"] == trained_cv["fold_file_sha256"]
     assert json.loads((run / "classes.json").read_text()) == [0, 1, 2]
@@ -105,7 +106,9 @@ def test_probe_from_run_is_a_run_that_ensemble_blends(source):
 
     blended = cli("ensemble", "shapes", "svm", "--name", "blend")
     assert blended.exit_code == 0, blended.output
-    assert (config.run_dir.parent / "blend/oof.parquet").exists() and (config.run_dir.parent / "blend/cv.json").exists()
+    assert (run_dir(config.name).parent / "blend/oof.parquet").exists() and (
+        run_dir(config.name).parent / "blend/cv.json"
+    ).exists()
 
 
 def test_cached_features_are_reused_and_a_new_grid_needs_force(source, monkeypatch):
@@ -140,12 +143,12 @@ def test_cached_features_are_reused_and_a_new_grid_needs_force(source, monkeypat
         "probe.grid={C: [1]}",
     )
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert json.loads((source[0].run_dir.parent / "svm/cv.json").read_text())["probe"]["classifier"] == "logistic"
+    assert json.loads((run_dir(source[0].name).parent / "svm/cv.json").read_text())["probe"]["classifier"] == "logistic"
 
 
 def test_configured_weights_featurise_every_fold(source):
     config, _ = source
-    weights = config.run_dir / "fold0/best.safetensors"  # a local weights file, as on Kaggle
+    weights = run_dir(config.name) / "fold0/best.safetensors"  # a local weights file, as on Kaggle
     result = cli(
         "probe",
         "--name",
@@ -158,7 +161,7 @@ def test_configured_weights_featurise_every_fold(source):
         "probe.grid={C: [0.1, 1]}",
     )
     assert result.exit_code == 0, result.output
-    run = config.run_dir.parent / "local"
+    run = run_dir(config.name).parent / "local"
     assert [p.name for p in (run / "features").iterdir()] == ["backbone.safetensors"]  # one backbone for all folds
     assert json.loads((run / "cv.json").read_text())["oof"] >= 0.8
 
@@ -176,4 +179,4 @@ def test_mistakes_are_one_paragraph_errors(source, args, message):
     result = cli("probe", *args)
     assert result.exit_code == 1 and message in " ".join(result.output.split()), result.output
     assert "Traceback" not in result.output
-    assert not (source[0].run_dir.parent / "p/cv.json").exists()
+    assert not (run_dir(source[0].name).parent / "p/cv.json").exists()

@@ -13,11 +13,11 @@ from conftest import REPO, write_csv_competition
 from typer.testing import CliRunner
 
 from comp.augment import validate_aug
-from comp.checkpoint import save_weights
 from comp.cli import app
 from comp.config import ModelConfig, load_config
 from comp.errors import CompError
-from comp.models import HeadedModel, count_parameters, create_model
+from comp.models.factory import HeadedModel, count_parameters, create_model
+from comp.training.checkpoint import save_weights
 
 runner = CliRunner()
 RECIPES = sorted(p.name for p in (REPO / "configs/examples").glob("*.yaml"))

@@ -12,11 +12,12 @@ from sklearn import metrics as sk
 from test_predict import cli, make_run
 
 from comp.config import PredictConfig
-from comp.data import load_competition
+from comp.data.competition import load_competition
 from comp.evaluate import evaluate_run
 from comp.metrics import METRICS, all_scores
 from comp.predict import predict
 from comp.report import confusion_counts, confusion_figure, phase_switch, roc_curves, top_losses
+from comp.runs import run_dir
 
 
 def random_oof(n: int = 200, n_classes: int = 4, seed: int = 0):
@@ -109,21 +110,21 @@ def read_png(path):
 
 def test_evaluate_scores_the_oof_table_updates_cv_json_and_draws_every_report(project):
     config = make_run(project, ["predict.metric=macro_f1"], n_classes=3)
-    (config.run_dir / "fold0/metrics.csv").write_text(
+    (run_dir(config.name) / "fold0/metrics.csv").write_text(
         "epoch,train_loss,val_loss,val_accuracy,lr,phase\n1,1.0,1.1,0.4,0.001,1\n2,0.8,1.0,0.5,0.001,2\n"
     )
-    (config.run_dir / "fold1/metrics.csv").write_text(  # before metrics.csv had a phase column
+    (run_dir(config.name) / "fold1/metrics.csv").write_text(  # before metrics.csv had a phase column
         "epoch,train_loss,val_loss,val_accuracy,lr\n1,1.0,1.2,0.3,0.001\n"
     )
     competition = load_competition(config.data)
     predict(config, competition)
-    before = json.loads((config.run_dir / "cv.json").read_text())
+    before = json.loads((run_dir(config.name) / "cv.json").read_text())
 
     result = evaluate_run(config, competition)
-    oof = pd.read_parquet(config.run_dir / "oof.parquet").set_index("id")
+    oof = pd.read_parquet(run_dir(config.name) / "oof.parquet").set_index("id")
     labels = pd.read_csv(project / "data/shapes/train.csv").set_index("id")["label"].loc[oof.index].to_numpy()
     predicted = oof.to_numpy().argmax(1)
-    cv = json.loads((config.run_dir / "cv.json").read_text())
+    cv = json.loads((run_dir(config.name) / "cv.json").read_text())
     assert cv["metric"] == "macro_f1" and cv["oof"] == result.scores["macro_f1"]
     assert cv["metrics"]["accuracy"] == pytest.approx(np.mean(predicted == labels))
     p_true = oof.to_numpy()[np.arange(len(oof)), labels]

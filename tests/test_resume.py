@@ -17,13 +17,14 @@ from conftest import REPO, write_csv_competition
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import comp.train
+import comp.training.fold
 from comp.cli import app
 from comp.config import load_config
-from comp.data import load_competition
+from comp.data.competition import load_competition
+from comp.data.folds import make_folds
 from comp.errors import CompError
-from comp.folds import make_folds
-from comp.train import train
+from comp.runs import fold_state, run_dir
+from comp.training.fold import train
 
 # EMA, a phase switch at epoch 2, dropout, mixup and random augmentation: every random stream there is.
 # 4 batches an epoch; last.pt is written after batch 2 of each epoch and at its end.
@@ -108,7 +109,7 @@ def assert_same_training(reference):
 
 def interrupt_after_checkpoints(monkeypatch, n, *overrides, fold=0):
     """The process dies right after writing its n-th last.pt (a deterministic kill)."""
-    real, calls = comp.train.save_state, []
+    real, calls = comp.training.fold.save_state, []
 
     def save_then_die(path, state):
         real(path, state)
@@ -116,10 +117,10 @@ def interrupt_after_checkpoints(monkeypatch, n, *overrides, fold=0):
         if len(calls) == n:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(comp.train, "save_state", save_then_die)
+    monkeypatch.setattr(comp.training.fold, "save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run(*overrides, fold=fold)
-    monkeypatch.setattr(comp.train, "save_state", real)
+    monkeypatch.setattr(comp.training.fold, "save_state", real)
 
 
 # ----------------------------------------------------------------------------- exact resume
@@ -133,7 +134,7 @@ def test_two_identical_runs_give_identical_metrics_and_weights(tiny, straight):
 @pytest.mark.parametrize("checkpoints", [1, 2, 5])  # mid-epoch 1; end of epoch 1 (phase switch next); mid-epoch 3
 def test_resume_after_any_checkpoint_equals_the_uninterrupted_run(tiny, straight, monkeypatch, checkpoints):
     interrupt_after_checkpoints(monkeypatch, checkpoints)
-    assert comp.train.fold_state(config_with(), 0) == "interrupted"
+    assert fold_state(run_dir(config_with().name), 0) == "interrupted"
     (result,) = run(resume=True)
     assert result.status == "resumed"
     assert_same_training(straight)
@@ -153,7 +154,7 @@ def test_sigkill_at_a_random_moment_then_resume_equals_the_uninterrupted_run(tin
             time.sleep(0.01)
         time.sleep(rng.uniform(0, 0.7 * training_seconds / 2**attempt))
         process.send_signal(signal.SIGKILL)
-        if process.wait() == -signal.SIGKILL and comp.train.fold_state(config_with(), 0) == "interrupted":
+        if process.wait() == -signal.SIGKILL and fold_state(run_dir(config_with().name), 0) == "interrupted":
             break
     else:
         pytest.fail(f"the training process always finished before it was killed (seed {seed})")
@@ -189,7 +190,7 @@ def test_changed_config_is_refused_on_resume_and_continued_with_force(tiny, monk
     with pytest.raises(CompError) as refused:
         run("train.lr=0.0005", "train.epochs=4", resume=True)
     assert "train.epochs: 3 -> 4; train.lr: 0.001 -> 0.0005" in refused.value.message
-    assert comp.train.fold_state(config_with(), 0) == "interrupted"  # untouched
+    assert fold_state(run_dir(config_with().name), 0) == "interrupted"  # untouched
 
     run("train.lr=0.0005", "train.epochs=4", resume=True, force=True)
     assert list(metrics()["epoch"]) == [1, 2, 3, 4]

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import comp.submission as submission
+import comp.submission.formats as submission
 from comp.cli import app
 from comp.errors import CompError
-from comp.submission import (
+from comp.submission.formats import (
     detect_format,
     make_submission,
     read_sample_submission,

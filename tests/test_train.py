@@ -13,15 +13,16 @@ from conftest import write_csv_competition
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import comp.train
+import comp.training.fold
 from comp.augment import fit_size
 from comp.config import load_config
-from comp.data import load_competition
+from comp.data.competition import load_competition
+from comp.data.folds import make_folds
 from comp.errors import CompError
-from comp.folds import make_folds
-from comp.models import backbone_parameters, create_model, head_parameters
-from comp.optim import make_optimizer, make_scheduler, param_groups
-from comp.train import make_loaders, make_mixup, mixes, train
+from comp.models.factory import backbone_parameters, create_model, head_parameters
+from comp.runs import run_dir
+from comp.training.fold import make_loaders, make_mixup, mixes, train
+from comp.training.optim import make_optimizer, make_scheduler, param_groups
 
 TINY = [
     "model.name=resnet18_cifar",
@@ -272,7 +273,7 @@ def test_epoch_batches_depend_on_seed_and_epoch_only_and_resume_mid_epoch(tiny):
 
 def test_phase_switch_shows_in_metrics_and_output(tiny, capsys):
     config, _ = run("train.epochs=3", "aug.phase2_epoch=2", "aug.phase2=light")
-    metrics = pd.read_csv(config.run_dir / "fold0/metrics.csv")
+    metrics = pd.read_csv(run_dir(config.name) / "fold0/metrics.csv")
     assert list(metrics["phase"]) == [1, 2, 2]
     assert {"epoch", "phase", "lr", "train_loss", "val_loss", "val_accuracy", "seconds"} <= set(metrics.columns)
     assert "augmentation phase 2 (aug.phase2) from epoch 2" in capsys.readouterr().out
@@ -283,7 +284,7 @@ def test_frozen_backbone_is_unchanged_during_freeze_epochs_and_trains_after(tiny
     save_file(start.state_dict(), "start.safetensors")
     initial = load_file("start.safetensors")
     saved = []
-    monkeypatch.setattr(comp.train, "save_state", lambda path, state: saved.append(copy.deepcopy(state)))
+    monkeypatch.setattr(comp.training.fold, "save_state", lambda path, state: saved.append(copy.deepcopy(state)))
     run("model.weights=start.safetensors", "train.freeze_epochs=1", "train.epochs=2", "train.backbone_lr_scale=0.5")
 
     model = create_model(config_with().model, 4)
@@ -298,8 +299,8 @@ def test_frozen_backbone_is_unchanged_during_freeze_epochs_and_trains_after(tiny
 
 def test_ema_weights_differ_from_the_raw_ones_and_are_the_ones_saved(tiny):
     config, _ = run("train.ema=true", "train.ema_decay=0.5", "train.epochs=1")
-    state = torch.load(config.run_dir / "fold0/last.pt", weights_only=True)
-    best = load_file(config.run_dir / "fold0/best.safetensors")
+    state = torch.load(run_dir(config.name) / "fold0/last.pt", weights_only=True)
+    best = load_file(run_dir(config.name) / "fold0/best.safetensors")
     assert all(torch.equal(best[k], state["ema"][k]) for k in best)
     assert not all(torch.equal(best[k], state["model"][k]) for k in best)
 
@@ -319,11 +320,11 @@ def test_every_knob_runs_together_and_accumulation_counts_optimizer_steps(tiny):
         "train.monitor=val_macro_f1",
         "train.tensorboard=true",
     )
-    state = torch.load(config.run_dir / "fold0/last.pt", weights_only=True)
+    state = torch.load(run_dir(config.name) / "fold0/last.pt", weights_only=True)
     assert state["position"]["step"] == 2 * math.ceil(4 / 3)  # 4 batches an epoch, steps after 3 and 4
-    metrics = pd.read_csv(config.run_dir / "fold0/metrics.csv")
+    metrics = pd.read_csv(run_dir(config.name) / "fold0/metrics.csv")
     assert "val_macro_f1" in metrics.columns and result.best_epoch in (1, 2)
-    assert list((config.run_dir / "fold0/tb").glob("events.out.tfevents.*"))
+    assert list((run_dir(config.name) / "fold0/tb").glob("events.out.tfevents.*"))
 
 
 def test_early_stopping_ends_the_fold_after_patience_epochs_without_improvement(tiny, capsys):
@@ -336,7 +337,7 @@ def test_early_stopping_ends_the_fold_after_patience_epochs_without_improvement(
         "train.patience=1",
         "train.monitor=val_accuracy",
     )
-    assert len(pd.read_csv(config.run_dir / "fold0/metrics.csv")) == 2 and result.best_epoch == 1
+    assert len(pd.read_csv(run_dir(config.name) / "fold0/metrics.csv")) == 2 and result.best_epoch == 1
     assert "early stop after epoch 2" in capsys.readouterr().out
 
 
@@ -345,34 +346,34 @@ def test_early_stopping_ends_the_fold_after_patience_epochs_without_improvement(
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tiny, monkeypatch):
     calls = []
-    real_loss = comp.train.training_loss
+    real_loss = comp.training.fold.training_loss
 
     def loss_going_nan(logits, targets, smoothing):
         calls.append(1)
         loss = real_loss(logits, targets, smoothing)
         return loss * float("nan") if len(calls) == 6 else loss  # epoch 2, step 2
 
-    monkeypatch.setattr(comp.train, "training_loss", loss_going_nan)
+    monkeypatch.setattr(comp.training.fold, "training_loss", loss_going_nan)
     with pytest.raises(CompError, match=r"fold 0, epoch 2, step 2 of 4") as err:
         run("train.epochs=3")
     assert "last.pt keeps the last good checkpoint" in err.value.message
-    folder = config_with().run_dir / "fold0"
+    folder = run_dir(config_with().name) / "fold0"
     assert torch.load(folder / "last.pt", weights_only=True)["position"]["epoch"] == 1
     assert len(pd.read_csv(folder / "metrics.csv")) == 1 and not (folder / "summary.json").exists()
 
 
 def test_weights_going_inf_are_caught_before_they_are_saved(tiny, monkeypatch):
-    real_step = comp.train.Trainer.optimizer_step
+    real_step = comp.training.fold.Trainer.optimizer_step
 
     def step_then_break(self, step):
         real_step(self, step)
         if step == 8:  # the last step of epoch 2: its loss was finite, the weights are not
             next(self.model.parameters()).data.fill_(float("inf"))
 
-    monkeypatch.setattr(comp.train.Trainer, "optimizer_step", step_then_break)
+    monkeypatch.setattr(comp.training.fold.Trainer, "optimizer_step", step_then_break)
     with pytest.raises(CompError, match=r"The weights became inf or nan in fold 0, epoch 2, by step 4 of 4"):
         run("train.epochs=3", "model.drop_rate=0.0")
-    state = torch.load(config_with().run_dir / "fold0/last.pt", weights_only=True)
+    state = torch.load(run_dir(config_with().name) / "fold0/last.pt", weights_only=True)
     assert state["position"]["epoch"] == 1 and all(v.isfinite().all() for v in state["model"].values())
 
 

@@ -23,13 +23,14 @@ from rich.console import Console
 from rich.progress import Progress
 
 from comp.config import Config
-from comp.data import Competition
+from comp.data.competition import Competition
+from comp.data.folds import load_folds
 from comp.device import autocast, resolve_device
 from comp.errors import CompError
-from comp.folds import load_folds
 from comp.io import atomic_path, write_csv
-from comp.models import create_model
-from comp.train import Trainer, build_trainer, make_loaders, seed_everything, train_mode, training_loss
+from comp.models.factory import create_model
+from comp.runs import run_dir
+from comp.training.fold import Trainer, build_trainer, make_loaders, seed_everything, train_mode, training_loss
 
 console = Console()
 
@@ -167,7 +168,7 @@ def lr_find(
     with Progress(console=console, transient=True) as progress:
         curve, diverged = sweep(trainer, train_loader, lrs, progress)
     suggested, fastest = suggest(curve)
-    report = config.run_dir / "report"
+    report = run_dir(config.name) / "report"
     table, plot = report / "lr_find.csv", report / "lr_find.png"
     write_csv(table, curve)
     plot_curve(

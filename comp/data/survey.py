@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from comp.data import IMAGE_SUFFIXES
+from comp.data.competition import IMAGE_SUFFIXES
 from comp.errors import CompError
 
 ID_NAMES = ("id", "image_id", "image", "img", "filename", "file", "file_name", "image_name", "name", "path")

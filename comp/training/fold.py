@@ -35,7 +35,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from comp.augment import Augment, ModelInput, build_train_transform, phase_at, validate_aug
-from comp.checkpoint import (
+from comp.config import Config, save_config
+from comp.data.competition import Competition, check_same_classes, load_classes, save_classes
+from comp.data.dataset import ImageDataset, loader_options, should_cache
+from comp.data.folds import fold_file_hash, load_folds
+from comp.device import amp_dtype, autocast, model_memory_format, resolve_device
+from comp.errors import CompError
+from comp.io import write_csv, write_json
+from comp.metrics import score as metric_score
+from comp.models.factory import check_model_name, count_parameters, create_model, head_parameters
+from comp.runs import fold_dir, fold_state, run_dir
+from comp.training.checkpoint import (
     config_changes,
     load_state,
     new_record,
@@ -48,11 +58,7 @@ from comp.checkpoint import (
     save_weights,
     write_record,
 )
-from comp.config import Config, save_config
-from comp.data import Competition, check_same_classes, load_classes, save_classes
-from comp.dataset import ImageDataset, loader_options, should_cache
-from comp.device import amp_dtype, autocast, model_memory_format, resolve_device
-from comp.distributed import (
+from comp.training.distributed import (
     broadcast_buffers,
     check_batch_split,
     data_parallel,
@@ -67,12 +73,7 @@ from comp.distributed import (
     validation_sampler,
     world_size,
 )
-from comp.errors import CompError
-from comp.folds import fold_file_hash, load_folds
-from comp.io import write_csv, write_json
-from comp.metrics import score as metric_score
-from comp.models import check_model_name, count_parameters, create_model, head_parameters
-from comp.optim import (
+from comp.training.optim import (
     Scheduler,
     check_monitor,
     check_optimizer,
@@ -100,20 +101,6 @@ class FoldResult:
 # ----------------------------------------------------------------------------- fold state
 
 
-def fold_dir(config: Config, fold: int) -> Path:
-    return config.run_dir / f"fold{fold}"
-
-
-def fold_state(config: Config, fold: int) -> str:
-    """new | interrupted | finished."""
-    folder = fold_dir(config, fold)
-    if (folder / "summary.json").exists():
-        return "finished"
-    if (folder / "last.pt").exists() or (folder / "metrics.csv").exists():
-        return "interrupted"
-    return "new"
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -124,16 +111,16 @@ def seed_everything(seed: int) -> None:
 
 
 def check_run_classes(config: Config, competition: Competition) -> None:
-    classes_path = config.run_dir / "classes.json"
+    classes_path = run_dir(config.name) / "classes.json"
     if classes_path.exists():
-        check_same_classes(load_classes(classes_path), competition.classes, f"Run {config.run_dir}")
+        check_same_classes(load_classes(classes_path), competition.classes, f"Run {run_dir(config.name)}")
 
 
 def prepare_run(config: Config, competition: Competition) -> None:
     """Write (or check) the run's config.yaml and classes.json."""
     check_run_classes(config, competition)
-    save_classes(competition.classes, config.run_dir / "classes.json")
-    save_config(config, config.run_dir / "config.yaml")
+    save_classes(competition.classes, run_dir(config.name) / "classes.json")
+    save_config(config, run_dir(config.name) / "config.yaml")
 
 
 # ----------------------------------------------------------------------------- data
@@ -545,7 +532,7 @@ def train_fold(
 ) -> FoldResult:
     """Train one fold from scratch, or continue it from last.pt when `resume` (with changed values: `force`)."""
     cfg = config.train
-    folder = fold_dir(config, fold)
+    folder = fold_dir(run_dir(config.name), fold)
     state = resumable_state(config, competition, fold, force) if resume else None
     seed_everything(config.seed + fold)
     model = prepare_model(create_model(config.model, len(competition.classes)).to(rank_device(cfg.device)), cfg.sync_bn)
@@ -652,7 +639,7 @@ def train_fold(
 
 def open_fold(config: Config, fold: int, trainer: Trainer, state: dict | None) -> Position:
     """Continue from last.pt (recorded in run.json), or start the fold folder afresh."""
-    folder = fold_dir(config, fold)
+    folder = fold_dir(run_dir(config.name), fold)
     if state is None:
         if is_main_process():
             shutil.rmtree(folder, ignore_errors=True)
@@ -693,7 +680,7 @@ def end_epoch(trainer: Trainer, position: Position, folder: Path, classes: list,
 
 def resumable_state(config: Config, competition: Competition, fold: int, force: bool, mmap: bool = False):
     """last.pt of an interrupted fold, checked: same classes, and same config unless `force`. None: no last.pt."""
-    path = fold_dir(config, fold) / "last.pt"
+    path = fold_dir(run_dir(config.name), fold) / "last.pt"
     if not path.exists():
         return None
     state = load_state(path, mmap=mmap)
@@ -714,8 +701,8 @@ def resumable_state(config: Config, competition: Competition, fold: int, force: 
 
 def plan_fold(config: Config, fold: int, one_fold: bool, force: bool, resume: bool) -> str:
     """train | resume | skip for one fold, or a CompError when its work would be lost."""
-    state = fold_state(config, fold)
-    folder = fold_dir(config, fold)
+    state = fold_state(run_dir(config.name), fold)
+    folder = fold_dir(run_dir(config.name), fold)
     if state == "new" or (force and not resume):
         return "train"
     if state == "interrupted":
@@ -767,7 +754,7 @@ def check_before_training(
         if action == "resume":
             resumable_state(config, competition, k, force, mmap=True)
     for k in range(int(folds["fold"].max()) + 1):
-        record = read_record(fold_dir(config, k))
+        record = read_record(fold_dir(run_dir(config.name), k))
         retrained = plan.get(k) == "train"
         if record and not retrained and record["fold_file_sha256"] != digest:
             raise CompError(
@@ -802,7 +789,7 @@ def train(
     results = []
     for k, action in plan.items():
         if action == "skip":
-            summary = json.loads((fold_dir(config, k) / "summary.json").read_text())
+            summary = json.loads((fold_dir(run_dir(config.name), k) / "summary.json").read_text())
             results.append(FoldResult(**{**summary, "status": "skipped"}))
         else:
             results.append(train_fold(config, competition, folds, k, resume=action == "resume", force=force))

@@ -23,12 +23,13 @@ from typing import Any
 
 import requests
 
-from comp.archive import extract_all
 from comp.config import Config
+from comp.data.survey import Survey, survey_competition
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
-from comp.ledger import LEDGER_PATH, append_entry, find_by_sha256, oof_by_ref, update_entry
-from comp.survey import Survey, survey_competition
+from comp.kaggle.archive import extract_all
+from comp.kaggle.ledger import append_entry, find_by_sha256, oof_by_ref, update_entry
+from comp.runs import LEDGER
 
 TOKEN_PAGE = "https://www.kaggle.com/settings/api"
 CREDENTIAL_HELP = (
@@ -416,7 +417,7 @@ def submit_file(
     wait: bool = False,
     poll_interval: float = POLL_INTERVAL,
     max_wait: float = WAIT_LIMIT,
-    ledger_path: Path = LEDGER_PATH,
+    ledger_path: Path = LEDGER,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SubmitResult:
     """Send a file to Kaggle, record it in the ledger, and optionally wait for its score.
@@ -471,7 +472,7 @@ def submit_file(
 
 def _validate(csv_path: Path, config: Config) -> list[str]:
     """The validator's warnings for a submission; CompError listing its errors."""
-    from comp.submission import validate_with_config
+    from comp.submission.formats import validate_with_config
 
     problems, _ = validate_with_config(csv_path, config)
     errors = [_describe(p) for p in problems if p.is_error]
@@ -520,7 +521,7 @@ class SubmissionRow:
     oof_score: str  # from the ledger, when comp submitted this one
 
 
-def list_submissions(competition: str, limit: int = 20, ledger_path: Path = LEDGER_PATH) -> list[SubmissionRow]:
+def list_submissions(competition: str, limit: int = 20, ledger_path: Path = LEDGER) -> list[SubmissionRow]:
     """The competition's recent submissions beside the ledger's OOF scores; new scores go into the ledger."""
     check_slug(competition)
     creds = require_credentials()

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from comp.config import Config
-from comp.data import column_name, load_classes, read_csv_text
+from comp.data.competition import column_name, load_classes, read_csv_text
 from comp.errors import CompError
 from comp.io import write_csv
+from comp.runs import run_dir
 
 FORMATS = ("label", "probabilities", "binary")
 # Kaggle's upload limit varies by competition; past this size uploads get slow or are refused.
@@ -598,7 +599,7 @@ def validate_with_config(csv_path: str | Path, config: Config) -> tuple[list[Pro
 
     Returns the problems and the classes used (None when the run has no classes.json yet).
     """
-    classes_path = config.run_dir / "classes.json"
+    classes_path = run_dir(config.name) / "classes.json"
     try:
         classes = load_classes(classes_path) if classes_path.exists() else None
     except ValueError:

@@ -12,12 +12,12 @@ import pandas as pd
 
 from comp.errors import CompError
 from comp.io import write_csv
+from comp.runs import LEDGER
 
-LEDGER_PATH = Path("submissions/ledger.csv")
 COLUMNS = ["time", "file", "sha256", "message", "oof_score", "kaggle_ref", "status", "public_score"]
 
 
-def read_ledger(path: Path = LEDGER_PATH) -> pd.DataFrame:
+def read_ledger(path: Path = LEDGER) -> pd.DataFrame:
     """The ledger's rows (all text); an empty table when there is no ledger yet."""
     path = Path(path)
     if not path.exists():
@@ -35,21 +35,21 @@ def read_ledger(path: Path = LEDGER_PATH) -> pd.DataFrame:
     return table
 
 
-def find_by_sha256(sha256: str, path: Path = LEDGER_PATH) -> dict[str, str] | None:
+def find_by_sha256(sha256: str, path: Path = LEDGER) -> dict[str, str] | None:
     """The first ledger row of a file with this content, or None."""
     table = read_ledger(path)
     rows = table[table["sha256"] == sha256]
     return None if rows.empty else rows.iloc[0].to_dict()
 
 
-def oof_by_ref(path: Path = LEDGER_PATH) -> dict[str, str]:
+def oof_by_ref(path: Path = LEDGER) -> dict[str, str]:
     """Kaggle ref -> OOF score, for the rows that have both."""
     table = read_ledger(path)
     known = table[(table["kaggle_ref"] != "") & (table["oof_score"] != "")]
     return dict(zip(known["kaggle_ref"], known["oof_score"], strict=True))
 
 
-def append_entry(entry: dict[str, object], path: Path = LEDGER_PATH) -> None:
+def append_entry(entry: dict[str, object], path: Path = LEDGER) -> None:
     unknown = set(entry) - set(COLUMNS)
     if unknown:
         raise ValueError(f"unknown ledger columns: {sorted(unknown)}")
@@ -59,7 +59,7 @@ def append_entry(entry: dict[str, object], path: Path = LEDGER_PATH) -> None:
     write_csv(path, table)
 
 
-def update_entry(kaggle_ref: str, values: dict[str, object], path: Path = LEDGER_PATH) -> bool:
+def update_entry(kaggle_ref: str, values: dict[str, object], path: Path = LEDGER) -> bool:
     """Set columns of the row with this Kaggle ref; False when no row has it or nothing changed."""
     table = read_ledger(path)
     rows = table["kaggle_ref"] == str(kaggle_ref)

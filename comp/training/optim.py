@@ -29,7 +29,7 @@ from torch.optim.lr_scheduler import (
 from comp.config import Config, TrainConfig
 from comp.errors import CompError
 from comp.metrics import METRICS
-from comp.models import head_parameters
+from comp.models.factory import head_parameters
 
 Scheduler = LRScheduler | ReduceLROnPlateau
 WARMUP_START = 0.01  # cosine warm-up starts at lr * this

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from comp.augment import fit_size
 from comp.config import DataConfig, TrainConfig
-from comp.data import read_image
+from comp.data.competition import read_image
 from comp.device import default_num_workers, usable_cpu_count
 
 # The in-memory cache may take up to this share of the memory available when it is built.

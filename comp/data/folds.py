@@ -9,7 +9,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from comp.config import Config
-from comp.data import Competition, read_csv_text
+from comp.data.competition import Competition, read_csv_text
 from comp.errors import CompError
 from comp.io import sha256_file, write_csv
 

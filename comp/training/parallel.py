@@ -22,12 +22,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from comp.checkpoint import now
 from comp.config import Config
-from comp.data import Competition
+from comp.data.competition import Competition
 from comp.device import resolve_device
 from comp.errors import CompError
-from comp.train import FoldResult, fold_dir, plan_training
+from comp.runs import fold_dir, run_dir
+from comp.training.checkpoint import now
+from comp.training.fold import FoldResult, plan_training
 
 console = Console()
 POLL_SECONDS = 1.0
@@ -140,12 +141,12 @@ class Running:
 
 
 def epochs_done(config: Config, fold: int) -> int:
-    path = fold_dir(config, fold) / "metrics.csv"  # replaced atomically: never read half-written
+    path = fold_dir(run_dir(config.name), fold) / "metrics.csv"  # replaced atomically: never read half-written
     return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
 
 
 def read_result(config: Config, fold: int) -> FoldResult | None:
-    path = fold_dir(config, fold) / "summary.json"
+    path = fold_dir(run_dir(config.name), fold) / "summary.json"
     return FoldResult(**json.loads(path.read_text())) if path.exists() else None
 
 
@@ -159,7 +160,7 @@ def failure_message(log: Path, offset: int) -> str:
 
 
 def start(config: Config, fold: int, slot: Slot, arguments: list[str]) -> Running:
-    log = config.run_dir / "logs" / f"fold{fold}.log"
+    log = run_dir(config.name) / "logs" / f"fold{fold}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out:
         offset = out.tell()
@@ -218,7 +219,7 @@ def train_parallel(
     waiting = [k for k, action in plan.items() if action != "skip"]
     console.print(
         f"{len(waiting)} fold(s) to train, {parallel} at a time on "
-        f"{', '.join(sorted({s.device for s in slots}))}; logs in {config.run_dir / 'logs'}",
+        f"{', '.join(sorted({s.device for s in slots}))}; logs in {run_dir(config.name) / 'logs'}",
         highlight=False,
     )
     columns = [

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from comp.config import Config, TrainConfig
-from comp.data import Competition
+from comp.data.competition import Competition
 from comp.device import resolve_device, usable_cpu_count
 from comp.errors import CompError
 
@@ -303,7 +303,7 @@ def launch_training(
     resume: bool = False,
 ) -> None:
     """`comp train --devices N`: refuse here, once, what every process would refuse; then run them under torchrun."""
-    from comp.train import plan_training  # comp.train builds on this module
+    from comp.training.fold import plan_training  # comp.training.fold builds on this module
 
     check_devices(config.train, n_processes)
     plan_training(config, competition, fold, force, resume)

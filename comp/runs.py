@@ -1,0 +1,175 @@
+"""The run folder and the submissions folder: the one module that knows where a run's files live.
+
+A run folder, trained or blended, exposes the same three things: oof.parquet, test.parquet and
+cv.json, so a blend is just another run. A trained run also has one folder per fold:
+
+    runs/<name>/config.yaml, classes.json, cv.json, oof.parquet, test.parquet
+    runs/<name>/fold<k>/best.safetensors, last.pt, metrics.csv, run.json, summary.json, oof.parquet, test.parquet
+    submissions/<name>.csv (+ .json), submissions/ledger.csv
+
+A prediction table is `id` plus one probability column per class named `str(label)`, stored as
+parquet with the class list (and the TTA views) in its metadata, so it can never be read against
+other classes. Tables are aligned by id, never by row order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from comp.data.competition import column_name
+from comp.errors import CompError
+from comp.io import read_parquet_metadata, write_parquet
+
+RUNS = Path("runs")
+SUBMISSIONS = Path("submissions")
+LEDGER = SUBMISSIONS / "ledger.csv"
+
+FoldState = Literal["new", "interrupted", "finished"]
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+def run_dir(name: str) -> Path:
+    return RUNS / name
+
+
+def fold_dir(run: Path, fold: int) -> Path:
+    return run / f"fold{fold}"
+
+
+def fold_number(folder: Path) -> int | None:
+    """k for a folder named fold<k>; None for any other name."""
+    digits = folder.name.removeprefix("fold")
+    return int(digits) if folder.name.startswith("fold") and digits.isdigit() else None
+
+
+def fold_dirs(run: Path) -> dict[int, Path]:
+    """The run's fold folders by fold number, in fold order."""
+    found = {fold_number(p): p for p in run.glob("fold*") if p.is_dir()}
+    return {k: found[k] for k in sorted(k for k in found if k is not None)}
+
+
+def fold_state(run: Path, fold: int) -> FoldState:
+    folder = fold_dir(run, fold)
+    if (folder / "summary.json").exists():
+        return "finished"
+    if (folder / "last.pt").exists() or (folder / "metrics.csv").exists():
+        return "interrupted"
+    return "new"
+
+
+def finished_folds(run: Path) -> list[int]:
+    return [k for k in fold_dirs(run) if fold_state(run, k) == "finished"]
+
+
+def resolve_run(run: str) -> Path:
+    """A run name (a folder under runs/) or a path to a run folder, which must hold test predictions."""
+    for candidate in (run_dir(run), Path(run)):
+        if (candidate / "test.parquet").exists():
+            return candidate
+    raise CompError(
+        f"Run '{run}' has no test predictions (looked in {run_dir(run)}/ and {run}/).",
+        hint=f"Run `comp predict` for it first, or check the name with `ls {RUNS}/`.",
+    )
+
+
+def read_cv(run: Path) -> dict:
+    path = run / "cv.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def next_submission_path(name: str) -> Path:
+    """submissions/<name>.csv, or the next free <name>-2.csv, ... (both the CSV and its JSON must be free)."""
+    if name == LEDGER.stem:
+        name = f"{LEDGER.stem}-run"
+    path, n = SUBMISSIONS / f"{name}.csv", 2
+    while path.exists() or path.with_suffix(".json").exists():
+        path, n = SUBMISSIONS / f"{name}-{n}.csv", n + 1
+    return path
+
+
+@contextmanager
+def staged_outputs(run: Path) -> Iterator[Path]:
+    """A scratch folder mirroring `run`: its files replace the run's only when the block succeeds."""
+    run.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".predict-", dir=run))
+    try:
+        yield stage
+        files = sorted((p for p in stage.rglob("*") if p.is_file()), key=lambda p: (p.name == "cv.json", str(p)))
+        for path in files:  # cv.json last: whoever sees the new score finds the new tables
+            target = run / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- prediction tables
+
+
+def probability_table(ids, probs: np.ndarray, classes: list) -> pd.DataFrame:
+    table = pd.DataFrame(probs, columns=[column_name(c) for c in classes])
+    table.insert(0, "id", list(ids))
+    return table
+
+
+def _table_metadata(classes: list, views: list[str]) -> dict[str, str]:
+    return {"classes": json.dumps(classes), "views": json.dumps(views)}
+
+
+def write_predictions(path: Path, table: pd.DataFrame, classes: list, views: list[str]) -> None:
+    write_parquet(path, table, metadata=_table_metadata(classes, views))
+
+
+def read_predictions(path: Path) -> tuple[pd.DataFrame, list]:
+    """A prediction table indexed by id, and its class list."""
+    if not path.exists():
+        raise CompError(f"{path} not found.", hint="Run `comp predict` for that run first.")
+    classes = json.loads(read_parquet_metadata(path)["classes"])
+    return pd.read_parquet(path).set_index("id"), classes
+
+
+class TableWriter:
+    """A prediction table written to parquet batch by batch, never held whole in memory."""
+
+    ROWS_PER_GROUP = 16384  # rows held before a row group is written: memory stays bounded
+
+    def __init__(self, path: Path, classes: list, views: list[str]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fields = [pa.field("id", pa.string()), *(pa.field(column_name(c), pa.float64()) for c in classes)]
+        self.schema = pa.schema(fields, metadata=_table_metadata(classes, views))
+        self.writer = pq.ParquetWriter(path, self.schema)
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+
+    def append(self, ids, probs: np.ndarray) -> None:
+        arrays = [pa.array([str(i) for i in ids], pa.string()), *(pa.array(col) for col in probs.T)]
+        self.pending.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        self.pending_rows += len(probs)
+        if self.pending_rows >= self.ROWS_PER_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.Table.from_batches(self.pending, schema=self.schema))
+        self.pending, self.pending_rows = [], 0
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._flush()
+        self.writer.close()
