@@ -7,7 +7,7 @@ from pathlib import Path
 
 from comp.config import Config
 from comp.data.competition import Competition, Label, read_csv_text
-from comp.models.factory import count_parameters, create_model, head_parameters, normalization
+from comp.models.factory import count_parameters, create_model, normalization, split_parameters
 from comp.runs import fold_state, read_cv, run_dir
 
 
@@ -42,7 +42,7 @@ def describe_model(config: Config, num_classes: int) -> ModelInfo:
     offline = config.model.model_copy(update={"pretrained": False, "weights": None, "max_params": None})
     model = create_model(offline, num_classes)
     total, trainable = count_parameters(model)
-    head = sum(p.numel() for p in head_parameters(model))
+    head = sum(p.numel() for p in split_parameters(model)[0])
     mean, std = normalization(model)
     return ModelInfo(config.model.name, total, trainable, head, config.model.max_params, mean, std)
 

@@ -15,11 +15,10 @@ from comp.config import ModelConfig
 from comp.errors import CompError
 from comp.models.factory import (
     HeadedModel,
-    backbone_parameters,
     count_parameters,
     create_model,
-    head_parameters,
     normalization,
+    split_parameters,
 )
 
 SMALL = {"widths": [8, 16, 32, 64]}  # comp's architectures at a width that keeps the tests quick
@@ -101,9 +100,9 @@ def test_head_is_dropout_linear_relu_bn_dropout_linear_on_any_backbone(name, kwa
 
 def test_head_and_backbone_parameters_split_the_model():
     plain = create_model(ModelConfig(name="resnet9"), 10)
-    assert {id(p) for p in head_parameters(plain)} == {id(plain.fc.weight), id(plain.fc.bias)}
+    assert {id(p) for p in split_parameters(plain)[0]} == {id(plain.fc.weight), id(plain.fc.bias)}
     headed = create_model(ModelConfig(name="resnet9", head={"hidden": 32}), 10)
-    head, backbone = head_parameters(headed), backbone_parameters(headed)
+    head, backbone = split_parameters(headed)
     assert {id(p) for p in head} == {id(p) for p in headed.head.parameters()}
     assert {id(p) for p in head} | {id(p) for p in backbone} == {id(p) for p in headed.parameters()}
     assert not {id(p) for p in head} & {id(p) for p in backbone}

@@ -19,7 +19,7 @@ from comp.config import load_config
 from comp.data.competition import load_competition
 from comp.data.folds import make_folds
 from comp.errors import CompError
-from comp.models.factory import backbone_parameters, create_model, head_parameters
+from comp.models.factory import create_model, split_parameters
 from comp.runs import run_dir
 from comp.training.fold import make_loaders, make_mixup, mixes, train
 from comp.training.optim import make_optimizer, make_scheduler, param_groups
@@ -288,8 +288,8 @@ def test_frozen_backbone_is_unchanged_during_freeze_epochs_and_trains_after(tiny
     run("model.weights=start.safetensors", "train.freeze_epochs=1", "train.epochs=2", "train.backbone_lr_scale=0.5")
 
     model = create_model(config_with().model, 4)
-    head = {name for name, p in model.named_parameters() if any(p is h for h in head_parameters(model))}
-    backbone = {name for name, p in model.named_parameters() if any(p is b for b in backbone_parameters(model))}
+    head = {name for name, p in model.named_parameters() if any(p is h for h in split_parameters(model)[0])}
+    backbone = {name for name, p in model.named_parameters() if any(p is b for b in split_parameters(model)[1])}
     buffers = {name for name, _ in model.named_buffers() if not name.startswith("fc.")}
     after_freeze, after_all = saved[0]["model"], saved[1]["model"]
     assert all(torch.equal(after_freeze[k], initial[k]) for k in backbone | buffers)

@@ -441,15 +441,13 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
-def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """What two-stage fine-tuning trains first: the extra head when there is one, else the classifier."""
-    head = model.head if isinstance(model, HeadedModel) else model.get_classifier()
-    return list(head.parameters())
-
-
-def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
-    head = {id(p) for p in head_parameters(model)}
-    return [p for p in model.parameters() if id(p) not in head]
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(head, backbone). The head is what two-stage fine-tuning trains first: the extra head when there
+    is one, else the classifier; the backbone is every other parameter."""
+    head_module = model.head if isinstance(model, HeadedModel) else model.get_classifier()
+    head = list(head_module.parameters())
+    in_head = {id(p) for p in head}
+    return head, [p for p in model.parameters() if id(p) not in in_head]
 
 
 def normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:

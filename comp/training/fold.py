@@ -43,7 +43,7 @@ from comp.device import amp_dtype, autocast, model_memory_format, resolve_device
 from comp.errors import CompError
 from comp.io import write_csv, write_json
 from comp.metrics import score as metric_score
-from comp.models.factory import check_model_name, count_parameters, create_model, head_parameters
+from comp.models.factory import check_model_name, count_parameters, create_model, split_parameters
 from comp.runs import fold_dir, fold_state, run_dir
 from comp.training.checkpoint import (
     config_changes,
@@ -230,10 +230,8 @@ def training_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: 
 
 
 def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
-    head = {id(p) for p in head_parameters(model)}
-    for param in model.parameters():
-        if id(param) not in head:
-            param.requires_grad_(not frozen)
+    for param in split_parameters(model)[1]:
+        param.requires_grad_(not frozen)
 
 
 def train_mode(model: nn.Module) -> None:

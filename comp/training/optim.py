@@ -29,7 +29,7 @@ from torch.optim.lr_scheduler import (
 from comp.config import Config, TrainConfig
 from comp.errors import CompError
 from comp.metrics import METRICS
-from comp.models.factory import head_parameters
+from comp.models.factory import split_parameters
 
 Scheduler = LRScheduler | ReduceLROnPlateau
 WARMUP_START = 0.01  # cosine warm-up starts at lr * this
@@ -40,7 +40,7 @@ WARMUP_START = 0.01  # cosine warm-up starts at lr * this
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Head / backbone x decay / no decay, each group with its own lr and weight_decay."""
-    head = {id(p) for p in head_parameters(model)}
+    head = {id(p) for p in split_parameters(model)[0]}
     no_decay_names = getattr(model, "no_weight_decay", set)()
     grouped: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
