@@ -9,14 +9,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from comp import __version__
+from comp.console import console, err_console
 from comp.errors import CompError
 from comp.runs import run_dir
 
-console = Console()
-err_console = Console(stderr=True)
 app = typer.Typer(
     name="comp",
     help="A Kaggle image-classification competition harness: download, folds, train, predict, ensemble, submit.",
@@ -97,10 +95,9 @@ def download(
 
         console.print(build_demo(Path("data/demo"), force).summary_line())
         return
-    from comp.kaggle.api import download_competition
+    from comp.kaggle.download import download_competition
 
-    for line in download_competition(slug, force=force).summary_lines(slug):
-        console.print(line, markup=False, highlight=False)
+    console.print(download_competition(slug, force=force))
 
 
 @command(help="Stratified k-fold assignment of the training set, written to folds/.")
@@ -286,25 +283,12 @@ def validate(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    from rich.table import Table
+    from comp.submission.validate import validate_with_config
 
-    from comp.submission.formats import validate_with_config
-
-    cfg = _config(config, set_)
-    problems, classes = validate_with_config(file, cfg)
-    if classes is None:
-        console.print(f"No {run_dir(cfg.name) / 'classes.json'}: the label vocabulary was not checked.")
-    if problems:
-        table = Table("line", "column", "problem", "fix", title=f"{file}")
-        for p in problems:
-            style = None if p.is_error else "yellow"
-            table.add_row("" if p.row is None else str(p.row), p.column or "", p.message, p.fix, style=style)
-        console.print(table)
-    errors = sum(p.is_error for p in problems)
-    if errors:
-        console.print(f"[bold red]{file} is not a valid submission[/]: {errors} problem(s).", highlight=False)
+    result = validate_with_config(file, _config(config, set_))
+    console.print(result)
+    if not result.is_valid:
         raise typer.Exit(1)
-    console.print(f"[green]{file} is a valid submission[/]", highlight=False)
 
 
 @command(help="Validate FILE, submit it to Kaggle, record it in submissions/ledger.csv; --wait: the score.")
@@ -319,22 +303,10 @@ def submit(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    from comp.kaggle.api import submit as submit_to_kaggle
+    from comp.kaggle.submit import submit as submit_to_kaggle
 
     cfg = _config(config, set_)
-    result = submit_to_kaggle(cfg, file, message, force=force, wait=wait, poll_interval=poll_interval)
-    for warning in result.warnings:
-        console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
-    oof = "n/a" if result.oof_score is None else f"{result.oof_score:.4f}"
-    console.print(
-        f"Submitted {file} to {cfg.data.competition}: Kaggle ref {result.ref}, sha256 "
-        f"{result.sha256[:12]}, OOF {oof}; recorded in submissions/ledger.csv",
-        markup=False,
-    )
-    if wait and result.status == "pending":
-        console.print("Still pending after the wait: `comp submissions` shows the score later.")
-    elif wait:
-        console.print(f"Public score: {result.public_score}  (OOF {oof})", markup=False)
+    console.print(submit_to_kaggle(cfg, file, message, force=force, wait=wait, poll_interval=poll_interval))
 
 
 @command(help="The competition's recent Kaggle submissions and scores, beside the ledger's OOF scores.")
@@ -343,41 +315,9 @@ def submissions(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    from rich.markup import escape
-    from rich.table import Table
+    from comp.kaggle.submissions import refresh_scores
 
-    from comp.kaggle.api import list_submissions
-
-    cfg = _config(config, set_)
-    rows = list_submissions(cfg.data.competition, limit=limit)
-    table = Table(
-        "date",
-        "ref",
-        "file",
-        "message",
-        "status",
-        "public",
-        "private",
-        "OOF",
-        title=f"{cfg.data.competition}: {len(rows)} recent submission(s)",
-    )
-    for r in rows:
-        table.add_row(
-            *(
-                escape(v)
-                for v in (
-                    r.date,
-                    r.ref,
-                    r.file_name,
-                    r.description,
-                    r.status,
-                    r.public_score,
-                    r.private_score,
-                    r.oof_score,
-                )
-            )
-        )
-    console.print(table)
+    console.print(refresh_scores(_config(config, set_).data.competition, limit=limit))
 
 
 @command(help="The whole pipeline on the offline demo competition, scored on its held-back test labels.")

@@ -44,7 +44,7 @@ from comp.runs import (
     run_dir,
     write_predictions,
 )
-from comp.submission.formats import make_submission, write_submission
+from comp.submission.formats import create_submission, write_submission
 
 METHODS = ("mean", "weighted", "geometric", "rank")
 
@@ -357,7 +357,7 @@ def blend(
 
 def submission_frame(config: Config, competition: Competition, test: pd.DataFrame, classes: list) -> pd.DataFrame:
     check_same_classes(competition.classes, classes, "The test predictions")
-    return make_submission(
+    return create_submission(
         competition.sample, test, classes, config.submission.format, config.submission.positive_class
     )
 

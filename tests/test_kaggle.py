@@ -28,9 +28,10 @@ from fake_kaggle import KEY, USERNAME, FakeKaggle
 
 from comp.data.survey import survey_competition
 from comp.errors import CompError
-from comp.kaggle.api import find_credentials, require_credentials, wait_for_score
 from comp.kaggle.archive import extract_all, extract_zip
+from comp.kaggle.credentials import find_credentials, require_credentials
 from comp.kaggle.ledger import append_entry, find_by_sha256, read_ledger, update_entry
+from comp.kaggle.submit import wait_for_score
 
 SLUG = "fake-comp"
 
@@ -86,11 +87,14 @@ def home(tmp_path_factory) -> Path:
 
 def run_comp(fake: FakeKaggle, home: Path, *args: str, credentials: bool = True, **env: str):
     """`comp ARGS` in a fresh process (cwd: the project folder) talking to the fake Kaggle."""
+    return run_python(fake, home, "-m", "comp", *args, credentials=credentials, **env)
+
+
+def run_python(fake: FakeKaggle, home: Path, *args: str, credentials: bool = True, **env: str):
+    """`python ARGS` in a fresh process (cwd: the project folder) talking to the fake Kaggle."""
     environ = fake.env(home, credentials) | env
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, "-m", "comp", *args], env=environ, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, *args], env=environ, capture_output=True, text=True, timeout=120)
     output = result.stdout + result.stderr
     assert KEY not in output and "Traceback" not in output, output
     return result.returncode, output
@@ -473,6 +477,21 @@ def test_round_trip_download_submit_wait_and_list(project, fake, home, tmp_path)
     assert "1001" in rows[0] and "pending" in rows[0] and "0.8125" in rows[0]
     assert "1000" in rows[1] and "complete" in rows[1] and "0.91250" in rows[1] and "0.8125" in rows[1]
 
+    fake.submissions[1].status, fake.submissions[1].public_score = "COMPLETE", "0.93750"  # scored since
+    ledger_path = project / "submissions" / "ledger.csv"
+    before = ledger_path.read_bytes()
+    listing = f"from comp.kaggle.submissions import list_submissions; print(list_submissions({SLUG!r}).rows[0])"
+    code, output = run_python(fake, home, "-c", listing, credentials=False)
+    assert code == 0 and "0.93750" in output, output
+    assert ledger_path.read_bytes() == before  # listing only reads
+    code, output = run("submissions")
+    assert code == 0 and "0.93750" in output, output
+    assert read_ledger(ledger_path)[["kaggle_ref", "status", "public_score"]].values.tolist()[1] == [
+        "1001",
+        "complete",
+        "0.93750",
+    ]  # `comp submissions` records the scores Kaggle now knows
+
 
 def test_failed_upload_is_reported_and_nothing_is_recorded(project, fake, home):
     write_csv_competition(project / "data" / SLUG)
@@ -488,7 +507,7 @@ def test_failed_upload_is_reported_and_nothing_is_recorded(project, fake, home):
 
 def test_submit_refuses_an_invalid_file_before_anything_else(project, clean_home):
     from comp.config import load_config
-    from comp.kaggle.api import submit
+    from comp.kaggle.submit import submit
 
     write_csv_competition(project / "data" / SLUG)
     bad = project / "submissions" / "bad.csv"

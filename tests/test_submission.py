@@ -10,16 +10,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import comp.submission.formats as submission
+import comp.submission.validate as validator
 from comp.cli import app
 from comp.errors import CompError
-from comp.submission.formats import (
-    detect_format,
-    make_submission,
-    read_sample_submission,
-    validate_submission,
-    write_submission,
-)
+from comp.submission.checks import ROWS_SHOWN
+from comp.submission.formats import create_submission, detect_format, read_sample_submission, write_submission
+from comp.submission.validate import validate_submission
 
 INT_CLASSES = list(range(12))
 
@@ -53,7 +49,7 @@ def test_integer_labels_stay_integers(tmp_path):
     sample = sample_from(tmp_path, "id,label\n007,0\n1,0\n2,0\n3,0\n")
     assert detect_format(sample, INT_CLASSES) == "label"
     probs = confident(["007", "1", "2", "3"], INT_CLASSES, [10, 11, 2, 0])
-    lines = written(make_submission(sample, probs, INT_CLASSES), tmp_path / "sub.csv")
+    lines = written(create_submission(sample, probs, INT_CLASSES), tmp_path / "sub.csv")
     assert lines == ["id,label", "007,10", "1,11", "2,2", "3,0"]
 
 
@@ -61,7 +57,7 @@ def test_string_labels_with_spaces_and_slashes_are_written_verbatim(tmp_path):
     classes = ["Black-grass", "Common Chickweed", "cat/dog", "Loose Silky-bent"]
     sample = sample_from(tmp_path, "file,species\na.png,Black-grass\nb.png,Black-grass\nc.png,Black-grass\n")
     probs = confident(["a.png", "b.png", "c.png"], classes, ["Common Chickweed", "cat/dog", "Loose Silky-bent"])
-    lines = written(make_submission(sample, probs, classes), tmp_path / "sub.csv")
+    lines = written(create_submission(sample, probs, classes), tmp_path / "sub.csv")
     assert lines == ["file,species", "a.png,Common Chickweed", "b.png,cat/dog", "c.png,Loose Silky-bent"]
 
 
@@ -70,7 +66,7 @@ def test_probability_columns_are_matched_by_name_clipped_and_renormalised(tmp_pa
     sample = sample_from(tmp_path, "id,c,a,b\nx,0.2,0.3,0.5\ny,0.2,0.3,0.5\n")
     assert detect_format(sample, classes) == "probabilities"
     probs = pd.DataFrame({"a": [0.2, 0.5], "b": [0.6, -0.1], "c": [0.2, 1.5]}, index=["x", "y"])
-    out = make_submission(sample, probs, classes)
+    out = create_submission(sample, probs, classes)
     assert list(out.columns) == ["id", "c", "a", "b"]
     assert out.loc[0, ["a", "b", "c"]].tolist() == pytest.approx([0.2, 0.6, 0.2])
     assert out.loc[1, ["a", "b", "c"]].tolist() == pytest.approx([0.5 / 1.5, 0.0, 1.0 / 1.5])
@@ -82,16 +78,16 @@ def test_binary_probability_keeps_ids_with_their_file_extension(tmp_path):
     sample = sample_from(tmp_path, "id,has_cactus\nimg_002.png,0.5\nimg_001.png,0.5\n")
     assert detect_format(sample, [0, 1]) == "binary"
     probs = pd.DataFrame({"0": [0.2, 0.7], "1": [0.8, 0.3]}, index=["img_001.png", "img_002.png"])
-    lines = written(make_submission(sample, probs, [0, 1]), tmp_path / "sub.csv")
+    lines = written(create_submission(sample, probs, [0, 1]), tmp_path / "sub.csv")
     assert lines == ["id,has_cactus", "img_002.png,0.3", "img_001.png,0.8"]
-    negative = make_submission(sample, probs, [0, 1], positive_class=0)
+    negative = create_submission(sample, probs, [0, 1], positive_class=0)
     assert negative["has_cactus"].tolist() == pytest.approx([0.7, 0.2])
 
 
 def test_binary_column_named_after_a_class_holds_that_class(tmp_path):
     sample = sample_from(tmp_path, "id,cat\nu,0.5\n")
     probs = pd.DataFrame({"cat": [0.9], "dog": [0.1]}, index=["u"])
-    assert make_submission(sample, probs, ["cat", "dog"])["cat"].tolist() == pytest.approx([0.9])
+    assert create_submission(sample, probs, ["cat", "dog"])["cat"].tolist() == pytest.approx([0.9])
 
 
 def test_one_integer_column_with_two_classes_is_a_label_and_the_config_can_say_binary(tmp_path):
@@ -103,14 +99,14 @@ def test_one_integer_column_with_two_classes_is_a_label_and_the_config_can_say_b
 def test_output_follows_the_unsorted_sample_order(tmp_path):
     sample = sample_from(tmp_path, "id,label\nz9,0\na1,0\nm5,0\n")
     probs = confident(["a1", "m5", "z9"], INT_CLASSES, [1, 5, 9])
-    lines = written(make_submission(sample, probs, INT_CLASSES), tmp_path / "sub.csv")
+    lines = written(create_submission(sample, probs, INT_CLASSES), tmp_path / "sub.csv")
     assert lines == ["id,label", "z9,9", "a1,1", "m5,5"]
 
 
 def test_sample_id_without_prediction_is_refused_with_count_and_examples(tmp_path):
     sample = sample_from(tmp_path, "id,label\na,0\nb,0\nc,0\n")
     with pytest.raises(CompError, match=r"2 of the sample submission's 3 ids have no prediction.*'b', 'c'"):
-        make_submission(sample, confident(["a"], INT_CLASSES, [3]), INT_CLASSES)
+        create_submission(sample, confident(["a"], INT_CLASSES, [3]), INT_CLASSES)
 
 
 def test_nan_predictions_are_refused(tmp_path):
@@ -118,7 +114,7 @@ def test_nan_predictions_are_refused(tmp_path):
     probs = confident(["a"], INT_CLASSES, [3])
     probs.iloc[0, 4] = np.nan
     with pytest.raises(CompError, match="NaN or inf"):
-        make_submission(sample, probs, INT_CLASSES)
+        create_submission(sample, probs, INT_CLASSES)
 
 
 def test_write_submission_refuses_missing_values_and_leaves_no_file(tmp_path):
@@ -277,7 +273,7 @@ def test_empty_values(tmp_path):
 
 
 def test_file_size_warning(tmp_path, monkeypatch):
-    monkeypatch.setattr(submission, "SIZE_WARNING_BYTES", 10)
+    monkeypatch.setattr(validator, "SIZE_WARNING_BYTES", 10)
     problems = check(tmp_path, LABEL_SAMPLE)
     assert len(problems) == 1 and problems[0].severity == "warning" and "MB" in problems[0].message
 
@@ -294,7 +290,7 @@ def test_many_bad_rows_are_listed_a_few_then_counted(tmp_path):
     ids = [f"i{n}" for n in range(50)]
     sample = "id,label\n" + "".join(f"{i},0\n" for i in ids)
     problems = check(tmp_path, "id,label\n" + "".join(f"{i},99\n" for i in ids), sample)
-    assert len(problems) == submission.ROWS_SHOWN + 1
+    assert len(problems) == ROWS_SHOWN + 1
     assert problems[-1].row is None and problems[-1].message.startswith("45 more row(s)")
 
 

@@ -1,9 +1,9 @@
 """Survey a competition folder: which layout it has, which files and columns matter, and the config
 lines that load it (the `data.*` keys), with a short summary of what is inside.
 
-Two layouts (DESIGN.md): `folders` (train/<class>/<image>) and `csv` (a train table whose id
-column names image files, with or without their suffix). The sample submission's first column
-holds the test ids, found as images in the test folder.
+Two layouts: `folders` (train/<class>/<image>) and `csv` (a train table whose id column names
+image files, with or without their suffix). The sample submission's first column holds the test
+ids, found as images in the test folder.
 """
 
 from __future__ import annotations

@@ -1,0 +1,207 @@
+"""`comp submit`: a file validated, sent to Kaggle once, recorded in the ledger, and optionally scored.
+
+The ledger's sha256 column guards against sending the same content twice (each submission counts
+against Kaggle's daily limit); the validator runs before credentials are even looked up.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group
+from rich.text import Text
+
+from comp.config import Config
+from comp.errors import CompError
+from comp.io import sha256_file
+from comp.kaggle.client import calling, check_slug, create_session, status_name
+from comp.kaggle.credentials import Credentials
+from comp.kaggle.ledger import append_entry, find_by_sha256, update_entry
+from comp.runs import LEDGER
+from comp.submission.validate import validate_with_config
+
+POLL_INTERVAL = 10.0  # seconds before the first look at a new submission's score
+POLL_BACKOFF = 1.5  # each wait is this much longer than the one before ...
+POLL_MAX_INTERVAL = 60.0  # ... up to this
+WAIT_LIMIT = 30 * 60.0  # seconds `--wait` waits for a score before leaving it to `comp submissions`
+
+
+@dataclass
+class SubmitResult:
+    file: Path
+    competition: str
+    sha256: str
+    ref: str  # Kaggle's id of the submission
+    oof_score: float | None
+    status: str  # pending | complete | error
+    public_score: str | None
+    warnings: list[str]  # validator warnings: Kaggle accepts the file, but it differs from the sample
+    waited: bool = False  # whether the score was waited for
+    ledger: Path = field(default=LEDGER)
+
+    def __rich__(self) -> Group:
+        oof = "n/a" if self.oof_score is None else f"{self.oof_score:.4f}"
+        lines = [Text(f"warning: {warning}", style="yellow") for warning in self.warnings]
+        lines.append(
+            Text(
+                f"Submitted {self.file} to {self.competition}: Kaggle ref {self.ref}, sha256 "
+                f"{self.sha256[:12]}, OOF {oof}; recorded in {self.ledger.as_posix()}"
+            )
+        )
+        if self.waited and self.status == "pending":
+            lines.append(Text("Still pending after the wait: `comp submissions` shows the score later."))
+        elif self.waited:
+            lines.append(Text(f"Public score: {self.public_score}  (OOF {oof})"))
+        return Group(*lines)
+
+
+def _oof_score(csv_path: Path) -> float | None:
+    """The OOF score `comp ensemble` recorded beside the submission (submissions/<name>.json)."""
+    sidecar = csv_path.with_suffix(".json")
+    try:
+        score = json.loads(sidecar.read_text()).get("oof_score")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(score) if isinstance(score, (int, float)) else None
+
+
+def wait_for_score(
+    api: Any,
+    creds: Credentials,
+    competition: str,
+    ref: str,
+    poll_interval: float = POLL_INTERVAL,
+    max_wait: float = WAIT_LIMIT,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Poll a submission (politely, with backoff) until Kaggle scores it or max_wait seconds have passed."""
+    from kagglesdk.competitions.types.competition_api_service import ApiGetSubmissionRequest
+
+    if poll_interval <= 0:
+        raise ValueError("poll_interval must be positive")
+    request = ApiGetSubmissionRequest()
+    request.ref = int(ref)
+    waited, interval = 0.0, poll_interval
+    while True:
+        with (
+            calling("reading the submission's score", competition, creds),
+            api.build_kaggle_client() as client,
+        ):
+            submission = client.competitions.competition_api_client.get_submission(request)
+        if status_name(submission) != "pending" or waited >= max_wait:
+            return submission
+        sleep(interval)
+        waited += interval
+        interval = min(interval * POLL_BACKOFF, POLL_MAX_INTERVAL)
+
+
+def _refuse_resubmission(csv_path: Path, sha256: str, ledger_path: Path) -> None:
+    previous = find_by_sha256(sha256, ledger_path)
+    if previous is not None:
+        score = previous["public_score"] or previous["status"] or "unknown"
+        raise CompError(
+            f"{csv_path} was already submitted: the same content (sha256 {sha256[:12]}) went to Kaggle at "
+            f"{previous['time']} as {previous['file']} (ref {previous['kaggle_ref']}, public score {score}).",
+            hint="Each submission counts against Kaggle's daily limit; pass --force to submit it again.",
+        )
+
+
+def submit_file(
+    csv_path: Path,
+    message: str,
+    competition: str,
+    *,
+    validate: Callable[[Path], list[str]] | None = None,
+    force: bool = False,
+    wait: bool = False,
+    poll_interval: float = POLL_INTERVAL,
+    max_wait: float = WAIT_LIMIT,
+    ledger_path: Path = LEDGER,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SubmitResult:
+    """Send a file to Kaggle, record it in the ledger, and optionally wait for its score.
+
+    Refuses a file whose content was submitted before (unless force), then runs `validate` (which
+    raises CompError for an invalid file and returns its warnings) before anything is sent.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise CompError(f"Submission file {csv_path} not found.", hint="Check the path (comp writes to submissions/).")
+    sha256 = sha256_file(csv_path)
+    if not force:
+        _refuse_resubmission(csv_path, sha256, ledger_path)
+    warnings = validate(csv_path) if validate is not None else []
+    session = create_session(competition)
+    with session.calling("submitting"):
+        response = session.api.competition_submit(str(csv_path), message, competition, quiet=True)
+    # A failed upload is not an exception: the client answers with this message and ref 0.
+    if response.message == session.api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE or not response.ref:
+        raise CompError(
+            f"Kaggle did not take {csv_path}: {response.message or 'no submission was created'}.",
+            hint="The upload failed, so nothing was recorded and the submission did not count: run the command again.",
+        )
+    ref, oof = str(response.ref), _oof_score(csv_path)
+    append_entry(
+        {
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "file": csv_path.as_posix(),
+            "sha256": sha256,
+            "message": message,
+            "oof_score": oof,
+            "kaggle_ref": ref,
+            "status": "pending",
+            "public_score": None,
+        },
+        ledger_path,
+    )
+    result = SubmitResult(csv_path, competition, sha256, ref, oof, "pending", None, warnings, wait, ledger_path)
+    if wait:
+        scored = wait_for_score(session.api, session.creds, competition, ref, poll_interval, max_wait, sleep)
+        result.status, result.public_score = status_name(scored), scored.public_score
+        update_entry(ref, {"status": result.status, "public_score": result.public_score}, ledger_path)
+        if result.status == "error":
+            raise CompError(
+                f"Kaggle could not score submission {ref} ({csv_path}): "
+                f"{scored.error_description or 'no reason given'}.",
+                hint="Fix the file and submit again; the ledger records the error.",
+            )
+    return result
+
+
+def _validate(csv_path: Path, config: Config) -> list[str]:
+    """The validator's warnings for a submission; CompError listing its errors."""
+    validation = validate_with_config(csv_path, config)
+    if not validation.is_valid:
+        raise CompError(
+            f"{csv_path} is not a valid submission for '{config.data.competition}', so it was not sent: "
+            + "; ".join(p.describe() for p in validation.errors),
+            hint="Fix the file, or write it with `comp ensemble`, then submit again.",
+        )
+    return [p.describe() for p in validation.warnings]
+
+
+def submit(
+    config: Config,
+    csv_path: Path,
+    message: str,
+    *,
+    force: bool = False,
+    wait: bool = False,
+    poll_interval: float = POLL_INTERVAL,
+) -> SubmitResult:
+    """Submit a file to the configured competition, validated against its sample submission first."""
+    return submit_file(
+        csv_path,
+        message,
+        check_slug(config.data.competition),
+        validate=lambda path: _validate(path, config),
+        force=force,
+        wait=wait,
+        poll_interval=poll_interval,
+    )
