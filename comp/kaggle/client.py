@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, redirect_stdout
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 import requests
 
@@ -20,6 +20,7 @@ from comp.errors import CompError
 from comp.kaggle.credentials import CREDENTIAL_HELP, Credentials, redact, require_credentials
 
 SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+SubmissionStatus = Literal["pending", "complete", "error"]
 
 
 def check_slug(slug: str) -> str:
@@ -135,6 +136,6 @@ def create_session(slug: str) -> Session:
     return Session(_sign_in(creds, slug), creds, slug)
 
 
-def status_name(submission: Any) -> str:
-    """A submission's status as a word: pending, complete or error."""
-    return getattr(submission.status, "name", str(submission.status)).rsplit("_", 1)[-1].lower()
+def status_name(submission: Any) -> SubmissionStatus:
+    """A submission's status as a word (Kaggle's SUBMISSION_STATUS_PENDING is pending)."""
+    return cast(SubmissionStatus, getattr(submission.status, "name", str(submission.status)).rsplit("_", 1)[-1].lower())

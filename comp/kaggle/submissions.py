@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from comp.kaggle.client import check_slug, create_session, status_name
+from comp.kaggle.client import SubmissionStatus, check_slug, create_session, status_name
 from comp.kaggle.ledger import oof_by_ref, update_entry
 from comp.runs import LEDGER
 
@@ -23,7 +23,7 @@ class SubmissionRow:
     date: str
     file_name: str
     description: str
-    status: str
+    status: SubmissionStatus
     public_score: str
     private_score: str
     oof_score: str  # from the ledger, when comp submitted this one

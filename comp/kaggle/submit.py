@@ -20,7 +20,7 @@ from rich.text import Text
 from comp.config import Config
 from comp.errors import CompError
 from comp.io import sha256_file
-from comp.kaggle.client import calling, check_slug, create_session, status_name
+from comp.kaggle.client import SubmissionStatus, calling, check_slug, create_session, status_name
 from comp.kaggle.credentials import Credentials
 from comp.kaggle.ledger import append_entry, find_by_sha256, update_entry
 from comp.runs import LEDGER
@@ -39,7 +39,7 @@ class SubmitResult:
     sha256: str
     ref: str  # Kaggle's id of the submission
     oof_score: float | None
-    status: str  # pending | complete | error
+    status: SubmissionStatus
     public_score: str | None
     warnings: list[str]  # validator warnings: Kaggle accepts the file, but it differs from the sample
     waited: bool = False  # whether the score was waited for
@@ -112,6 +112,21 @@ def _refuse_resubmission(csv_path: Path, sha256: str, ledger_path: Path) -> None
         )
 
 
+def _record(csv_path: Path, sha256: str, message: str, oof: float | None, ref: str, ledger_path: Path) -> None:
+    """The ledger's row for a submission Kaggle took; its score comes later."""
+    entry = {
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "file": csv_path.as_posix(),
+        "sha256": sha256,
+        "message": message,
+        "oof_score": oof,
+        "kaggle_ref": ref,
+        "status": "pending",
+        "public_score": None,
+    }
+    append_entry(entry, ledger_path)
+
+
 def submit_file(
     csv_path: Path,
     message: str,
@@ -147,19 +162,7 @@ def submit_file(
             hint="The upload failed, so nothing was recorded and the submission did not count: run the command again.",
         )
     ref, oof = str(response.ref), _oof_score(csv_path)
-    append_entry(
-        {
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "file": csv_path.as_posix(),
-            "sha256": sha256,
-            "message": message,
-            "oof_score": oof,
-            "kaggle_ref": ref,
-            "status": "pending",
-            "public_score": None,
-        },
-        ledger_path,
-    )
+    _record(csv_path, sha256, message, oof, ref, ledger_path)
     result = SubmitResult(csv_path, competition, sha256, ref, oof, "pending", None, warnings, wait, ledger_path)
     if wait:
         scored = wait_for_score(session.api, session.creds, competition, ref, poll_interval, max_wait, sleep)
