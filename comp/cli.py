@@ -93,9 +93,9 @@ def download(
     cfg = _config(config, set_)
     slug = slug or cfg.data.competition
     if slug == "demo":
-        from comp.data.demo import build_demo
+        from comp.data.demo import write_demo
 
-        console.print(build_demo(Path("data/demo"), force).summary_line())
+        console.print(write_demo(Path("data/demo"), force).summary_line())
         return
     from comp.kaggle.api import download_competition
 
@@ -109,10 +109,10 @@ def folds(
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a fold file that differs.")] = False,
 ) -> None:
-    from comp.data.folds import folds_summary, make_folds
+    from comp.data.folds import folds_summary, write_folds
 
     cfg = _config(config, set_)
-    console.print(folds_summary(*make_folds(cfg, _competition(cfg), force=force)))
+    console.print(folds_summary(*write_folds(cfg, _competition(cfg), force=force)))
 
 
 @command(help="Train one fold (--fold K) or every fold (--fold all) of the configured experiment.")

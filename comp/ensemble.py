@@ -32,9 +32,7 @@ from comp.config import Config
 from comp.data.competition import Competition, check_same_classes, column_name, save_classes
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
-from comp.metrics import EPS
-from comp.metrics import log_loss as metric_log_loss
-from comp.metrics import score as metric_score
+from comp.metrics import EPS, log_loss, score
 from comp.runs import (
     next_submission_path,
     probability_table,
@@ -122,21 +120,8 @@ def check_compatible(members: list[Member], classes: list) -> None:
             )
 
 
-def class_indices(ids: pd.Index, competition: Competition, classes: list) -> np.ndarray:
-    """Each OOF row's true class as an index into `classes`."""
-    labels = competition.train.set_index("id")["label"].reindex(ids)
-    indices = pd.Index(classes).get_indexer(labels)
-    if (indices < 0).any():
-        raise CompError(
-            f"{(indices < 0).sum()} OOF id(s) are not training images of {competition.root} "
-            f"(first: {', '.join(map(str, ids[indices < 0][:5]))}).",
-            hint="Blend runs trained on this competition (check data.root).",
-        )
-    return indices
-
-
-def score(probs: np.ndarray, y: np.ndarray, metric: str) -> Score:
-    return Score(metric, metric_score(metric, y, probs), metric_log_loss(y, probs))
+def metric_and_log_loss(metric: str, targets: np.ndarray, probs: np.ndarray) -> Score:
+    return Score(metric, score(metric, targets, probs), log_loss(targets, probs))
 
 
 # ----------------------------------------------------------------------------- blending
@@ -173,7 +158,7 @@ def fit_weights(method: str, oof_stack: np.ndarray, y: np.ndarray) -> np.ndarray
     n = len(oof_stack)
 
     def objective(w: np.ndarray) -> float:
-        return metric_log_loss(y, mix(method, prepared, w))
+        return log_loss(y, mix(method, prepared, w))
 
     equal = np.full(n, 1.0 / n)
     fitted = minimize(
@@ -241,7 +226,7 @@ def blend_members(
     columns = [column_name(c) for c in classes]
     oof_stack = np.stack([m.oof.loc[oof_ids, columns].to_numpy(np.float64) for m in members])
     test_stack = np.stack([m.test.loc[test_ids, columns].to_numpy(np.float64) for m in members])
-    y = class_indices(oof_ids, competition, classes)
+    y = competition.class_indices(oof_ids, classes)
     rule = "mean" if method == "weighted" else method
     parsed = parse_weights(weights, method, len(members))
     fitted = fit_weights(rule, oof_stack, y) if isinstance(parsed, str) else parsed
@@ -252,8 +237,8 @@ def blend_members(
         "auto" if isinstance(parsed, str) else ("given" if weights else "equal"),
         probability_table(oof_ids, oof, classes).set_index("id"),
         probability_table(test_ids, blend_table(rule, test_stack, fitted), classes).set_index("id"),
-        {str(m.run_dir): score(s, y, metric) for m, s in zip(members, oof_stack, strict=True)},
-        score(oof, y, metric),
+        {str(m.run_dir): metric_and_log_loss(metric, y, s) for m, s in zip(members, oof_stack, strict=True)},
+        metric_and_log_loss(metric, y, oof),
     )
 
 

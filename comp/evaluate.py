@@ -17,7 +17,6 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from comp.config import Config
 from comp.data.competition import Competition, check_same_classes, column_name
-from comp.errors import CompError
 from comp.io import write_json
 from comp.metrics import all_scores, score
 from comp.report import write_reports
@@ -48,15 +47,7 @@ def load_oof(run_dir: Path, competition: Competition) -> OOF:
     path = run_dir / "oof.parquet"
     table, classes = read_predictions(path)
     check_same_classes(competition.classes, classes, str(path))
-    labels = competition.train.set_index("id")["label"]
-    unknown = table.index[~table.index.isin(labels.index)]
-    if len(unknown):
-        raise CompError(
-            f"{len(unknown)} id(s) of {path} are not training images of {competition.root} "
-            f"(first: {', '.join(map(str, unknown[:5]))}).",
-            hint="Evaluate the run against the competition it was trained on (check data.root).",
-        )
-    targets = pd.Index(classes).get_indexer(labels.loc[table.index])
+    targets = competition.class_indices(table.index, classes)
     probs = table[[column_name(c) for c in classes]].to_numpy(dtype=np.float64)
     return OOF(table.index.to_numpy(), targets, probs, classes)
 

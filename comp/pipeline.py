@@ -9,8 +9,8 @@ from rich.console import Console
 
 from comp.config import load_config
 from comp.data.competition import load_competition
-from comp.data.demo import SOLUTION_FILE, build_demo, score_submission
-from comp.data.folds import folds_summary, make_folds
+from comp.data.demo import SOLUTION_FILE, score_submission, write_demo
+from comp.data.folds import folds_summary, write_folds
 from comp.ensemble import ensemble
 from comp.predict import predict
 from comp.training.fold import train
@@ -31,10 +31,10 @@ def run_demo(config_path: Path, overrides: list[str] | None = None) -> DemoResul
     if config.data.competition != "demo":
         config = load_config(config_path, [*(overrides or []), "data.competition=demo", "data.root=data/demo"])
     console.rule("[bold]comp download demo")
-    console.print(build_demo(Path(config.data.root)).summary_line())
+    console.print(write_demo(Path(config.data.root)).summary_line())
     competition = load_competition(config.data)
     console.rule("[bold]comp folds")
-    console.print(folds_summary(*make_folds(config, competition)))
+    console.print(folds_summary(*write_folds(config, competition)))
     console.rule("[bold]comp train --fold all")
     train(config, competition, "all", resume=True)
     console.rule("[bold]comp predict --tta")

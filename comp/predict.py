@@ -218,11 +218,6 @@ def mean_probs(log_probs: np.ndarray | torch.Tensor, mean: str) -> np.ndarray:
     return combine(torch.as_tensor(log_probs), mean).exp().double().numpy()
 
 
-def class_indices(ids, competition: Competition, classes: list) -> np.ndarray:
-    labels = competition.train.set_index("id").loc[list(ids), "label"]
-    return pd.Index(classes).get_indexer(labels)
-
-
 # ----------------------------------------------------------------------------- a run
 
 
@@ -264,7 +259,7 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
         oof_log_probs = {
             k: collect(stream(k, train.loc[oof_ids[k], "path"], candidates, "oof"), len(oof_ids[k])) for k in run.folds
         }
-        targets = {k: class_indices(oof_ids[k], competition, run.classes) for k in run.folds}
+        targets = {k: competition.class_indices(oof_ids[k], run.classes) for k in run.folds}
         choice = None
         if setting == "auto":
             choice = choose_views(
@@ -307,7 +302,7 @@ def write_run_predictions(
     """A run's oof.parquet, test.parquet and cv.json (plus `extra` keys), from its folds' OOF tables and
     mean test probabilities; returns the OOF score."""
     oof = pd.concat(oof_tables, ignore_index=True)
-    targets, oof_probs = class_indices(oof["id"], competition, classes), oof.iloc[:, 1:].to_numpy()
+    targets, oof_probs = competition.class_indices(oof["id"], classes), oof.iloc[:, 1:].to_numpy()
     oof_score = score(metric, targets, oof_probs)
     write_predictions(stage / "oof.parquet", oof, classes, views)
     write_predictions(

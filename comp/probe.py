@@ -45,7 +45,7 @@ from comp.errors import CompError
 from comp.io import atomic_path, sha256_file, write_json
 from comp.metrics import score
 from comp.models.factory import create_model
-from comp.predict import TrainedRun, class_indices, image_loader, load_fold_model, open_run, write_run_predictions
+from comp.predict import TrainedRun, image_loader, load_fold_model, open_run, write_run_predictions
 from comp.runs import fold_dir, fold_dirs, probability_table, run_dir, staged_outputs, write_predictions
 
 console = Console()
@@ -203,7 +203,7 @@ def cached_features(
 # ----------------------------------------------------------------------------- the classifier
 
 
-def make_pipeline(cfg: ProbeConfig, seed: int) -> Pipeline:
+def create_pipeline(cfg: ProbeConfig, seed: int) -> Pipeline:
     if cfg.classifier == "svm":
         classifier = SVC(random_state=seed)
     else:
@@ -235,7 +235,7 @@ def fit_fold(
         )
     inner = StratifiedKFold(cfg.cv, shuffle=True, random_state=seed)
     search = GridSearchCV(
-        make_pipeline(cfg, seed),
+        create_pipeline(cfg, seed),
         param_grid(cfg),
         scoring=SEARCH_SCORING.get(metric, "accuracy"),
         cv=inner,
@@ -248,11 +248,11 @@ def fit_fold(
     except ValueError as exc:  # sklearn's InvalidParameterError included: a bad name or value in the grid
         raise CompError(
             f"probe.grid {cfg.grid} does not fit the {cfg.classifier} classifier: {exc}",
-            hint=f"Use the arguments of {type(make_pipeline(cfg, seed)[-1]).__name__}, "
+            hint=f"Use the arguments of {type(create_pipeline(cfg, seed)[-1]).__name__}, "
             f"e.g. {DEFAULT_GRIDS[cfg.classifier]}.",
         ) from None
     best = {name.removeprefix("clf__"): value for name, value in search.best_params_.items()}
-    final = make_pipeline(cfg, seed).set_params(**search.best_params_)
+    final = create_pipeline(cfg, seed).set_params(**search.best_params_)
     if cfg.classifier == "svm":
         final = CalibratedClassifierCV(final, method="sigmoid", cv=inner, ensemble=False)
     return final.fit(features, targets), best, float(search.best_score_)
@@ -313,14 +313,14 @@ def probe(
             val_ids = folds.loc[folds["fold"] == k, "id"].to_numpy()
             classifier, best, search_score = fit_fold(
                 train_x[row.get_indexer(fit_ids)],
-                class_indices(fit_ids, competition, classes),
+                competition.class_indices(fit_ids, classes),
                 out.probe,
                 metric,
                 out.seed,
             )
             val_probs = class_probabilities(classifier, train_x[row.get_indexer(val_ids)], len(classes))
             results[k] = FoldProbe(
-                best, search_score, score(metric, class_indices(val_ids, competition, classes), val_probs)
+                best, search_score, score(metric, competition.class_indices(val_ids, classes), val_probs)
             )
             oof_tables.append(probability_table(val_ids, val_probs, classes))
             test_probs.append(class_probabilities(classifier, test_x, len(classes)))

@@ -36,7 +36,7 @@ def _write_images(folder: Path, ids: list[str], images: np.ndarray) -> None:
         cv2.imwrite(str(folder / f"{image_id}.png"), pixels)
 
 
-def build_demo(dest: Path = Path("data/demo"), force: bool = False, test_fraction: float = 0.2) -> DemoSummary:
+def write_demo(dest: Path = Path("data/demo"), force: bool = False, test_fraction: float = 0.2) -> DemoSummary:
     """Write train.csv, train/ and test/ PNGs, sample_submission.csv and the held-back solution.csv."""
     dest = Path(dest)
     if (dest / SOLUTION_FILE).is_file() and not force:

@@ -57,7 +57,7 @@ def _read_groups(config: Config, competition: Competition) -> pd.Series | None:
     return table.set_index(config.data.id_column)[column].reindex(competition.train["id"]).rename(column)
 
 
-def make_folds(config: Config, competition: Competition, force: bool = False) -> tuple[Path, pd.DataFrame, bool]:
+def write_folds(config: Config, competition: Competition, force: bool = False) -> tuple[Path, pd.DataFrame, bool]:
     """Write folds/<slug>_k<k>_s<seed>.csv; an existing file that differs is replaced only with force.
 
     Returns the path, the table and whether the file was (re)written.
