@@ -150,7 +150,7 @@ def measure_throughput(workdir: Path, repeats: int, n_images: int) -> list[dict]
     from rich.progress import Progress
 
     from comp.data.competition import load_competition
-    from comp.predict import Streamer, open_run
+    from comp.streaming import Streamer, open_run
     from comp.tta import AUTO_CANDIDATES
 
     os.chdir(workdir)

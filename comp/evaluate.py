@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
 from sklearn.metrics import precision_recall_fscore_support
 
 from comp.config import Config
@@ -41,6 +44,30 @@ class Evaluation:
     folds: dict[str, float]  # the configured metric per fold (trained runs)
     per_class: pd.DataFrame  # class, precision, recall, f1, support
     reports: list[Path]
+
+    def __rich__(self) -> Group:
+        return Group(
+            self._scores_table(),
+            self._per_class_table(),
+            *(Text(f"report: {path}") for path in self.reports),
+            Text(f"Updated {self.run_dir / 'cv.json'}: {self.metric} {self.scores[self.metric]:.4f}"),
+        )
+
+    def _scores_table(self) -> Table:
+        table = Table("metric", "OOF", *self.folds, title=f"{self.run_dir} (folds: {self.metric} only)")
+        for name, value in self.scores.items():
+            configured = name == self.metric
+            per_fold = [f"{v:.4f}" for v in self.folds.values()] if configured else [""] * len(self.folds)
+            table.add_row(Text(name, style="bold" if configured else ""), f"{value:.4f}", *per_fold)
+        return table
+
+    def _per_class_table(self) -> Table:
+        table = Table("class", "precision", "recall", "f1", "support", title="per class (OOF)")
+        for row in self.per_class.itertuples():
+            table.add_row(
+                Text(str(row[1])), f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}", str(row.support)
+            )
+        return table
 
 
 def load_oof(run_dir: Path, competition: Competition) -> OOF:

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from rich.console import Console
 from rich.progress import Progress
+from rich.text import Text
 from safetensors import safe_open
 from safetensors.torch import save_file
 from sklearn.base import BaseEstimator
@@ -38,6 +38,7 @@ from sklearn.svm import SVC
 
 from comp.augment import ModelInput
 from comp.config import Config, ProbeConfig, save_config
+from comp.console import console
 from comp.data.competition import Competition, check_same_classes, save_classes
 from comp.data.folds import load_folds
 from comp.device import amp_dtype, autocast, resolve_device
@@ -45,10 +46,9 @@ from comp.errors import CompError
 from comp.io import atomic_path, sha256_file, write_json
 from comp.metrics import score
 from comp.models.factory import create_model
-from comp.predict import TrainedRun, image_loader, load_fold_model, open_run, write_run_predictions
+from comp.predict import write_run_predictions
 from comp.runs import fold_dir, fold_dirs, probability_table, run_dir, staged_outputs, write_predictions
-
-console = Console()
+from comp.streaming import TrainedRun, image_loader, load_fold_model, open_run
 
 DEFAULT_GRIDS: dict[str, dict[str, list]] = {
     "svm": {"C": [0.1, 1, 10], "gamma": ["scale", 0.001], "kernel": ["rbf", "poly"]},
@@ -81,8 +81,12 @@ class FoldProbe:
 class ProbeResult:
     run_dir: Path
     metric: str
+    classifier: str
     folds: dict[int, FoldProbe]
     oof_score: float
+
+    def __rich__(self) -> Text:
+        return Text(f"CV {self.metric} (OOF) of the {self.classifier} probe: {self.oof_score:.4f}  -> {self.run_dir}")
 
 
 # ----------------------------------------------------------------------------- backbones
@@ -156,7 +160,7 @@ def extract_features(
     dtype = amp_dtype(device, config.train.amp)
     task = progress.add_task(label, total=len(loader))
     out = []
-    for images, problems in loader:  # comp.predict's loader: an unreadable file comes as its message
+    for images, problems in loader:  # comp.streaming's loader: an unreadable file comes as its message
         if any(problems):
             raise CompError(next(p for p in problems if p), hint="Replace or remove the file, then probe again.")
         with autocast(device, dtype):
@@ -332,7 +336,7 @@ def probe(
                 VIEWS,
             )
             write_json(stage / f"fold{k}" / "probe.json", {"best_params": best, "search_score": search_score})
-            console.print(
+            progress.console.print(  # each fold's result as it comes, above the progress bar
                 f"fold {k}: {_params(best)} (inner CV {search_score:.4f}), OOF {metric} {results[k].score:.4f}",
                 highlight=False,
             )
@@ -355,7 +359,7 @@ def probe(
         )
         save_classes(classes, stage / "classes.json")
         save_config(out, stage / "config.yaml")
-    return ProbeResult(run_dir(out.name), metric, results, oof_score)
+    return ProbeResult(run_dir(out.name), metric, out.probe.classifier, results, oof_score)
 
 
 def _params(params: dict) -> str:
