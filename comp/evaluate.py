@@ -7,7 +7,6 @@ every metric is recorded under "metrics".
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from comp.data.competition import Competition, check_same_classes, column_name
 from comp.io import write_json
 from comp.metrics import all_scores, score
 from comp.report import write_reports
-from comp.runs import fold_dirs, read_predictions, resolve_run
+from comp.runs import fold_dirs, read_cv, read_predictions, resolve_run
 
 
 @dataclass
@@ -105,10 +104,9 @@ def evaluate_run(config: Config, competition: Competition, run: str | None = Non
     metric = config.predict.metric
     scores = all_scores(oof.targets, oof.probs)
     folds = fold_scores(run_dir, oof, metric)
-    cv_path = run_dir / "cv.json"
-    cv = json.loads(cv_path.read_text()) if cv_path.exists() else {}
+    cv = read_cv(run_dir)
     cv.update(metric=metric, oof=scores[metric], folds=folds, log_loss=scores["log_loss"], metrics=scores)
     image_paths = competition.train.set_index("id")["path"]
     reports = write_reports(run_dir, oof.ids, oof.targets, oof.probs, oof.classes, image_paths)
-    write_json(cv_path, cv)
+    write_json(run_dir / "cv.json", cv)
     return Evaluation(run_dir, metric, scores, folds, per_class_table(oof), reports)

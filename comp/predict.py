@@ -9,7 +9,6 @@ the run's own (runs/<name>/config.yaml); views, batch size and device come from 
 
 from __future__ import annotations
 
-import json
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +29,9 @@ from comp.io import write_csv, write_json
 from comp.metrics import score
 from comp.runs import (
     TableWriter,
+    fold_dir,
     probability_table,
+    read_cv,
     read_fold_record,
     run_dir,
     staged_outputs,
@@ -160,7 +161,7 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
             probs = mean_probs(oof_log_probs.pop(k)[picked], mean)
             fold_scores[k] = score(metric, targets[k], probs)
             oof_tables.append(probability_table(oof_ids[k], probs, run.classes))
-            write_predictions(stage / f"fold{k}" / "oof.parquet", oof_tables[-1], run.classes, views)
+            write_predictions(fold_dir(stage, k) / "oof.parquet", oof_tables[-1], run.classes, views)
         test_probs = fold_mean(stream, competition.test["path"], competition.test["id"], views, "test", stage)
 
         extra = {"tta_mean": mean, **({"tta_auto": asdict(choice)} if choice else {})}
@@ -215,7 +216,7 @@ def fold_mean(stream: Streamer, paths, ids, views: list[str], label: str, tables
     total = np.zeros((len(ids), len(stream.run.classes)))
     for k in stream.run.folds:
         start = 0
-        table = tables / f"fold{k}" / "test.parquet" if tables else None
+        table = fold_dir(tables, k) / "test.parquet" if tables else None
         with TableWriter(table, stream.run.classes, views) if table else nullcontext() as writer:
             for batch in stream(k, paths, views, label):
                 probs = mean_probs(batch, stream.config.predict.tta_mean)
@@ -243,11 +244,10 @@ def folder_images(image_dir: Path) -> list[Path]:
 
 def recorded_views(config: Config) -> list[str]:
     """The views `predict.tta: auto` chose for this run the last time `comp predict --tta` ran."""
-    path = run_dir(config.name) / "cv.json"
-    cv = json.loads(path.read_text()) if path.exists() else {}
+    cv = read_cv(run_dir(config.name))
     if "tta_auto" not in cv:
         raise CompError(
-            f"predict.tta is auto, but {path} records no views chosen on the OOF rows.",
+            f"predict.tta is auto, but {run_dir(config.name) / 'cv.json'} records no views chosen on the OOF rows.",
             hint="Run `comp predict --tta` first (it chooses them), or list the views in predict.tta.",
         )
     return cv["views"]

@@ -48,7 +48,7 @@ from comp.metrics import score
 from comp.models.factory import create_model
 from comp.predict import write_run_predictions
 from comp.runs import fold_dir, fold_dirs, probability_table, run_dir, staged_outputs, write_predictions
-from comp.streaming import TrainedRun, image_loader, load_fold_model, open_run
+from comp.streaming import TrainedRun, image_batches, image_loader, load_fold_model, open_run
 
 DEFAULT_GRIDS: dict[str, dict[str, list]] = {
     "svm": {"C": [0.1, 1, 10], "gamma": ["scale", 0.001], "kernel": ["rbf", "poly"]},
@@ -158,16 +158,11 @@ def extract_features(
     inputs = ModelInput.of(model, device)
     loader = image_loader(list(paths), image_size, config, device)
     dtype = amp_dtype(device, config.train.amp)
-    task = progress.add_task(label, total=len(loader))
     out = []
-    for images, problems in loader:  # comp.streaming's loader: an unreadable file comes as its message
-        if any(problems):
-            raise CompError(next(p for p in problems if p), hint="Replace or remove the file, then probe again.")
+    for images in image_batches(loader, progress, label, "probe"):
         with autocast(device, dtype):
             features = model.forward_head(model.forward_features(inputs(images)), pre_logits=True)
         out.append(features.float().flatten(1).cpu())
-        progress.advance(task)
-    progress.remove_task(task)
     return torch.cat(out).numpy()
 
 
@@ -328,14 +323,14 @@ def probe(
             )
             oof_tables.append(probability_table(val_ids, val_probs, classes))
             test_probs.append(class_probabilities(classifier, test_x, len(classes)))
-            write_predictions(stage / f"fold{k}" / "oof.parquet", oof_tables[-1], classes, VIEWS)
+            write_predictions(fold_dir(stage, k) / "oof.parquet", oof_tables[-1], classes, VIEWS)
             write_predictions(
-                stage / f"fold{k}" / "test.parquet",
+                fold_dir(stage, k) / "test.parquet",
                 probability_table(competition.test["id"], test_probs[-1], classes),
                 classes,
                 VIEWS,
             )
-            write_json(stage / f"fold{k}" / "probe.json", {"best_params": best, "search_score": search_score})
+            write_json(fold_dir(stage, k) / "probe.json", {"best_params": best, "search_score": search_score})
             progress.console.print(  # each fold's result as it comes, above the progress bar
                 f"fold {k}: {_params(best)} (inner CV {search_score:.4f}), OOF {metric} {results[k].score:.4f}",
                 highlight=False,

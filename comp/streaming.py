@@ -108,6 +108,17 @@ def image_loader(paths, image_size: int, config: Config, device: torch.device) -
     )
 
 
+def image_batches(loader: DataLoader, progress: Progress, label: str, command: str) -> Iterator[torch.Tensor]:
+    """The loader's image batches under a progress task; an unreadable image is raised here, as itself."""
+    task = progress.add_task(label, total=len(loader))
+    for images, problems in loader:
+        if any(problems):
+            raise CompError(next(p for p in problems if p), hint=f"Replace or remove the file, then {command} again.")
+        yield images
+        progress.advance(task)
+    progress.remove_task(task)
+
+
 @dataclass
 class Streamer:
     """Streams images through a fold's model: the run's model and image size, the current config's
@@ -133,15 +144,10 @@ class Streamer:
     def _batches(
         self, model, inputs: ModelInput, loader: DataLoader, views: list[str], label: str
     ) -> Iterator[torch.Tensor]:
-        task = self.progress.add_task(label, total=len(loader))
-        for images, problems in loader:
-            if any(problems):
-                raise CompError(next(p for p in problems if p), hint="Replace or remove the file, then predict again.")
+        for images in image_batches(loader, self.progress, label, "predict"):
             with autocast(self.device, self.dtype):
                 log_probs = view_log_probs(model, inputs(images), views, self.config.predict.tta_mean)
             yield log_probs.cpu()
-            self.progress.advance(task)
-        self.progress.remove_task(task)
 
 
 def collect(batches: Iterator[torch.Tensor], n_rows: int) -> np.ndarray:
