@@ -48,7 +48,7 @@ from comp.metrics import score
 from comp.models.factory import create_model
 from comp.predict import write_run_predictions
 from comp.runs import fold_dir, fold_dirs, probability_table, run_dir, staged_outputs, write_predictions
-from comp.streaming import TrainedRun, image_batches, image_loader, load_fold_model, open_run
+from comp.streaming import TrainedRun, create_image_loader, image_batches, load_fold_model, open_run
 
 DEFAULT_GRIDS: dict[str, dict[str, list]] = {
     "svm": {"C": [0.1, 1, 10], "gamma": ["scale", 0.001], "kernel": ["rbf", "poly"]},
@@ -156,7 +156,7 @@ def extract_features(
 ) -> np.ndarray:
     """Pooled pre-logits features (rows x features, float32) of the images, in `paths` order."""
     inputs = ModelInput.of(model, device)
-    loader = image_loader(list(paths), image_size, config, device)
+    loader = create_image_loader(list(paths), image_size, config, device)
     dtype = amp_dtype(device, config.train.amp)
     out = []
     for images in image_batches(loader, progress, label, "probe"):

@@ -99,7 +99,7 @@ class PredictImages(Dataset):
         return torch.from_numpy(fit_size(image, self.image_size)), problem
 
 
-def image_loader(paths, image_size: int, config: Config, device: torch.device) -> DataLoader:
+def create_image_loader(paths, image_size: int, config: Config, device: torch.device) -> DataLoader:
     return DataLoader(
         PredictImages(paths, image_size),
         batch_size=config.predict.batch_size,
@@ -137,7 +137,7 @@ class Streamer:
         """Per-view log-probabilities (views x batch x classes) of each batch, on the CPU, in `paths` order."""
         model = load_fold_model(self.run, fold, self.device).to(memory_format=self.memory_format)
         inputs = ModelInput.of(model, self.device, self.memory_format)
-        loader = image_loader(list(paths), self.run.config.data.image_size, self.config, self.device)
+        loader = create_image_loader(list(paths), self.run.config.data.image_size, self.config, self.device)
         return self._batches(model, inputs, loader, views, f"fold {fold} {label}")
 
     @torch.no_grad()
