@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from comp.config import Config, load_config
 from comp.data.competition import Competition, load_competition
-from comp.data.folds import make_folds
+from comp.data.folds import write_folds
 from comp.device import amp_dtype, autocast, model_memory_format, resolve_device, usable_cpu_count
 from comp.models.factory import create_model
 from comp.training.optim import make_optimizer, make_scheduler
@@ -96,7 +96,7 @@ def bench_config(data_root: Path | str, overrides: list[str], path: Path | None 
 
 def prepare(config: Config) -> tuple[Competition, pd.DataFrame]:
     competition = load_competition(config.data)
-    _, folds, _ = make_folds(config, competition)
+    _, folds, _ = write_folds(config, competition)
     return competition, folds
 
 

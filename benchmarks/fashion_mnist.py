@@ -29,7 +29,7 @@ import pandas as pd
 from comp.config import Config, load_config
 from comp.data.competition import load_competition
 from comp.data.demo import score_submission
-from comp.data.folds import make_folds
+from comp.data.folds import write_folds
 from comp.device import usable_cpu_count
 from comp.ensemble import ensemble
 from comp.predict import predict
@@ -142,7 +142,7 @@ def main() -> None:
     solution = root.with_name(f"{root.name}-solution.csv")
     build_competition(root, solution, args.limit)
     competition = load_competition(config.data)
-    make_folds(config, competition)
+    write_folds(config, competition)
 
     started = time.perf_counter()
     results, train_seconds = train_folds(config, competition, args.folds)

@@ -91,9 +91,9 @@ def download(
     cfg = _config(config, set_)
     slug = slug or cfg.data.competition
     if slug == "demo":
-        from comp.data.demo import build_demo
+        from comp.data.demo import write_demo
 
-        console.print(build_demo(Path("data/demo"), force).summary_line())
+        console.print(write_demo(Path("data/demo"), force))
         return
     from comp.kaggle.download import download_competition
 
@@ -106,10 +106,10 @@ def folds(
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a fold file that differs.")] = False,
 ) -> None:
-    from comp.data.folds import folds_summary, make_folds
+    from comp.data.folds import write_folds
 
     cfg = _config(config, set_)
-    console.print(folds_summary(*make_folds(cfg, _competition(cfg), force=force)))
+    console.print(write_folds(cfg, _competition(cfg), force=force))
 
 
 @command(help="Train one fold (--fold K) or every fold (--fold all) of the configured experiment.")
@@ -201,20 +201,9 @@ def predict(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    from comp.predict import predict as predict_run
-    from comp.predict import predict_folder
+    from comp.predict import run_predict
 
-    cfg = _config(config, set_)
-    if images is not None:
-        done = predict_folder(cfg, images, tta=tta)
-        console.print(
-            f"{done.n_images} images, folds {', '.join(map(str, done.folds))}, views "
-            f"{', '.join(done.views)} -> {done.path}",
-            highlight=False,
-        )
-        return
-    for line in predict_run(cfg, _competition(cfg), tta=tta).summary_lines():
-        console.print(line, highlight=False)
+    console.print(run_predict(_config(config, set_), tta=tta, images=images))
 
 
 @command(help="Score a run's OOF predictions every way, update its cv.json, draw its reports (report/*.png).")
@@ -223,26 +212,10 @@ def evaluate(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    from rich.table import Table
-
     from comp.evaluate import evaluate_run
 
     cfg = _config(config, set_)
-    result = evaluate_run(cfg, _competition(cfg), run)
-    scores = Table("metric", "OOF", *result.folds, title=f"{result.run_dir} (folds: {result.metric} only)")
-    for name, value in result.scores.items():
-        per_fold = [f"{v:.4f}" for v in result.folds.values()] if name == result.metric else [""] * len(result.folds)
-        scores.add_row(f"[bold]{name}[/]" if name == result.metric else name, f"{value:.4f}", *per_fold)
-    console.print(scores)
-    per_class = Table("class", "precision", "recall", "f1", "support", title="per class (OOF)")
-    for row in result.per_class.itertuples():
-        per_class.add_row(str(row[1]), f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}", str(row.support))
-    console.print(per_class)
-    for path in result.reports:
-        console.print(f"report: {path}", highlight=False)
-    console.print(
-        f"Updated {result.run_dir / 'cv.json'}: {result.metric} {result.scores[result.metric]:.4f}", highlight=False
-    )
+    console.print(evaluate_run(cfg, _competition(cfg), run))
 
 
 @command(help="Write a submission from one run, or blend several runs into a new run and submit that.")
@@ -257,24 +230,10 @@ def ensemble(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    from comp.ensemble import ensemble as make_ensemble
+    from comp.ensemble import ensemble as blend_or_submit
 
     cfg = _config(config, set_)
-    result = make_ensemble(cfg, _competition(cfg), runs, name=name, force=force, method=method, weights=weights)
-    for member, score in result.member_scores.items():
-        console.print(
-            f"member {member}: weight {result.weights[member]:.3f}, OOF {score.metric} {score.value:.4f}, "
-            f"log loss {score.log_loss:.4f}",
-            highlight=False,
-        )
-    if result.blend_score:
-        console.print(
-            f"blend -> {result.run_dir}: OOF {result.blend_score.metric} {result.blend_score.value:.4f}, "
-            f"log loss {result.blend_score.log_loss:.4f}",
-            highlight=False,
-        )
-    score = "n/a" if result.oof_score is None else f"{result.oof_score:.4f}"
-    console.print(f"OOF score {score}  submission -> {result.path}")
+    console.print(blend_or_submit(cfg, _competition(cfg), runs, name=name, force=force, method=method, weights=weights))
 
 
 @command(help="Check a submission CSV against the sample submission; exit 1 when anything is wrong.")
@@ -324,19 +283,15 @@ def submissions(
 def demo(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
     from comp.pipeline import run_demo
 
-    result = run_demo(config, set_)
-    cv = "n/a" if result.cv_score is None else f"{result.cv_score:.4f}"
-    console.print(f"Submission: {result.submission}")
-    console.print(f"CV accuracy (OOF): {cv}   test accuracy (held-back labels): [bold]{result.test_accuracy:.4f}[/]")
+    console.print(run_demo(config, set_))
 
 
 @command(help="What a config amounts to: parameters, input size, mean/std, classes, fold file, finished folds.")
 def info(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
-    from comp.info import describe_run, info_report
+    from comp.info import describe_run
 
     cfg = _config(config, set_)
-    for part in info_report(cfg.name, describe_run(cfg, _competition(cfg))):
-        console.print(part, highlight=False)
+    console.print(describe_run(cfg, _competition(cfg)))
 
 
 @command("lr-find", help="Learning-rate range test on one fold's training rows: suggested lr and report/lr_find.png.")
@@ -377,24 +332,18 @@ def probe(
     from comp.probe import probe as fit_probe
 
     cfg = _config(config, set_)
-    result = fit_probe(cfg, _competition(cfg), from_run=from_run, name=name, force=force)
-    console.print(
-        f"CV {result.metric} (OOF) of the {cfg.probe.classifier} probe: {result.oof_score:.4f}  -> {result.run_dir}",
-        highlight=False,
-    )
+    console.print(fit_probe(cfg, _competition(cfg), from_run=from_run, name=name, force=force))
 
 
 @command("env", help="Versions, GPUs, bf16 and channels_last support: what to paste into a bug report.")
 def env_(json_output: Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")] = False) -> None:
-    import json
+    from comp.env import collect_env
 
-    from comp.env import collect_env, env_table
-
-    facts = collect_env()
+    env = collect_env()
     if json_output:
-        typer.echo(json.dumps(facts, indent=2))
+        typer.echo(env.to_json())
     else:
-        console.print(env_table(facts))
+        console.print(env)
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ from comp.augment import validate_aug
 from comp.cli import app
 from comp.config import ModelConfig, load_config
 from comp.errors import CompError
-from comp.models.factory import HeadedModel, count_parameters, create_model
+from comp.models.architectures import HeadedModel
+from comp.models.factory import count_parameters, create_model
 from comp.training.checkpoint import save_weights
 
 runner = CliRunner()

@@ -21,7 +21,7 @@ import comp.training.fold
 from comp.cli import app
 from comp.config import load_config
 from comp.data.competition import load_competition
-from comp.data.folds import make_folds
+from comp.data.folds import write_folds
 from comp.errors import CompError
 from comp.runs import fold_state, run_dir
 from comp.training.fold import train
@@ -53,7 +53,7 @@ runner = CliRunner()
 def make_tiny(project):
     write_csv_competition(project / "data/tiny", n_classes=4, per_class=8)
     config = config_with()
-    make_folds(config, load_competition(config.data))
+    write_folds(config, load_competition(config.data))
 
 
 @pytest.fixture

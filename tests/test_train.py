@@ -17,7 +17,7 @@ import comp.training.fold
 from comp.augment import fit_size
 from comp.config import load_config
 from comp.data.competition import load_competition
-from comp.data.folds import make_folds
+from comp.data.folds import write_folds
 from comp.errors import CompError
 from comp.models.factory import create_model, split_parameters
 from comp.runs import run_dir
@@ -47,7 +47,7 @@ def tiny(project):
     """4 classes x 8 images in the csv layout, with folds made: 16 training rows per fold."""
     write_csv_competition(project / "data/tiny", n_classes=4, per_class=8)
     config = config_with()
-    make_folds(config, load_competition(config.data))
+    write_folds(config, load_competition(config.data))
     return project
 
 
