@@ -223,17 +223,33 @@ def ensemble(
     runs: Annotated[list[str] | None, typer.Argument(help="Run names or run folders.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Name of the blended run.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing blended run.")] = False,
-    method: Annotated[str, typer.Option("--method", help="mean | weighted | geometric | rank.")] = "mean",
+    method: Annotated[str, typer.Option("--method", help="mean | weighted | geometric | rank | hill.")] = "mean",
     weights: Annotated[
         str | None, typer.Option("--weights", help="auto (fitted on the OOF log loss) or w1,w2,... (one per run).")
+    ] = None,
+    negative_weights: Annotated[
+        bool,
+        typer.Option(
+            "--negative-weights", help="With --method hill: a run may also be mixed in with a negative share."
+        ),
+    ] = False,
+    holdout_folds: Annotated[
+        str | None,
+        typer.Option(
+            "--holdout-folds", help="With --method hill: climb on the other folds, score on these (e.g. 0,1)."
+        ),
     ] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
     from comp.ensemble import ensemble as blend_or_submit
+    from comp.hill import parse_hill_options
 
     cfg = _config(config, set_)
-    console.print(blend_or_submit(cfg, _competition(cfg), runs, name=name, force=force, method=method, weights=weights))
+    hill = parse_hill_options(negative_weights, holdout_folds)
+    console.print(
+        blend_or_submit(cfg, _competition(cfg), runs, name=name, force=force, method=method, weights=weights, hill=hill)
+    )
 
 
 @command(help="Check a submission CSV against the sample submission; exit 1 when anything is wrong.")

@@ -6,7 +6,9 @@ blended only when they share the class list, the test ids, the OOF ids and the f
 sha256, recorded in cv.json by `comp predict` and by every blend).
 
 The blend rules and the weight fitting are comp.blending's. The OOF score (`predict.metric`) and log
-loss of each member and of the blend are reported.
+loss of each member and of the blend are reported. A hill-climbed blend chooses its weights on the
+OOF rows it is scored on, so its OOF score is optimistic; `--holdout-folds` chooses on the other
+folds and scores on those alone.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import pandas as pd
 from rich.console import Group
 from rich.text import Text
 
-from comp.blending import METHODS, blend_table, fit_weights, parse_weights
+from comp.blending import METHODS, Score, blend_table, fit_weights, metric_and_log_loss, parse_weights
 from comp.config import Config
 from comp.data.competition import Competition, check_same_classes, column_name, save_classes
 from comp.errors import CompError
+from comp.hill import HillOptions, HillReport, climb_blend, oof_folds
 from comp.io import sha256_file, write_json
-from comp.metrics import log_loss, score
 from comp.runs import (
     next_submission_path,
     probability_table,
@@ -38,15 +40,6 @@ from comp.runs import (
     write_predictions,
 )
 from comp.submission.formats import create_submission, write_submission
-
-
-@dataclass
-class Score:
-    """An OOF table's score in `metric` (predict.metric) and its log loss."""
-
-    metric: str
-    value: float
-    log_loss: float
 
 
 @dataclass
@@ -68,6 +61,7 @@ class SubmissionResult:
     member_scores: dict[str, Score]
     weights: dict[str, float]
     blend_score: Score | None = None
+    climb: HillReport | None = None
 
     def __rich__(self) -> Group:
         lines = [
@@ -82,6 +76,8 @@ class SubmissionResult:
             lines.append(
                 Text(f"blend -> {self.run_dir}: OOF {blend.metric} {blend.value:.4f}, log loss {blend.log_loss:.4f}")
             )
+        if self.climb:
+            lines.extend(self.climb.lines())
         oof = "n/a" if self.oof_score is None else f"{self.oof_score:.4f}"
         lines.append(Text(f"OOF score {oof}  submission -> {self.path}"))
         return Group(*lines)
@@ -130,10 +126,6 @@ def check_compatible(members: list[Member], classes: list) -> None:
             )
 
 
-def metric_and_log_loss(metric: str, targets: np.ndarray, probs: np.ndarray) -> Score:
-    return Score(metric, score(metric, targets, probs), log_loss(targets, probs))
-
-
 # ----------------------------------------------------------------------------- the blended run
 
 
@@ -143,11 +135,21 @@ class Blend:
 
     method: str
     weights: np.ndarray
-    weights_mode: str  # auto (fitted), given (--weights w1,w2,...) or equal
+    weights_mode: str  # auto (fitted), given (--weights w1,w2,...), equal or hill (climbed)
     oof: pd.DataFrame
     test: pd.DataFrame
     member_scores: dict[str, Score]
     score: Score
+    climb: HillReport | None = None
+
+
+def _check_method(method: str, weights: str | None, hill: HillOptions) -> None:
+    if method not in METHODS:
+        raise CompError(f"--method {method!r} is not one of {', '.join(METHODS)}.")
+    if method == "hill" and weights is not None:
+        raise CompError("--method hill chooses the weights itself: drop --weights.")
+    if method != "hill" and (hill.negative or hill.holdout_folds):
+        raise CompError("--negative-weights and --holdout-folds belong to --method hill.", hint="Add --method hill.")
 
 
 def blend_members(
@@ -157,27 +159,38 @@ def blend_members(
     metric: str,
     method: str = "mean",
     weights: str | None = None,
+    hill: HillOptions | None = None,
 ) -> Blend:
-    """Align the members by id, fit or take the weights, and blend their OOF and test tables alike."""
-    if method not in METHODS:
-        raise CompError(f"--method {method!r} is not one of {', '.join(METHODS)}.")
+    """Align the members by id, fit, climb or take the weights, and blend their OOF and test tables alike."""
+    hill = hill or HillOptions()
+    _check_method(method, weights, hill)
     oof_ids, test_ids = members[0].oof.index, members[0].test.index
     columns = [column_name(c) for c in classes]
     oof_stack = np.stack([m.oof.loc[oof_ids, columns].to_numpy(np.float64) for m in members])
     test_stack = np.stack([m.test.loc[test_ids, columns].to_numpy(np.float64) for m in members])
     y = competition.class_indices(oof_ids, classes)
-    rule = "mean" if method == "weighted" else method
-    parsed = parse_weights(weights, method, len(members))
-    fitted = fit_weights(rule, oof_stack, y) if isinstance(parsed, str) else parsed
-    oof = blend_table(rule, oof_stack, fitted)
+    report = None
+    if method == "hill":
+        folds = oof_folds(members[0].cv, members[0].run_dir / "cv.json", oof_ids) if hill.holdout_folds else None
+        runs = [str(m.run_dir) for m in members]
+        fold_file = members[0].cv.get("fold_file")
+        fitted, oof, test, report = climb_blend(oof_stack, test_stack, y, metric, runs, hill, folds, fold_file)
+        mode = "hill"
+    else:
+        rule = "mean" if method == "weighted" else method
+        parsed = parse_weights(weights, method, len(members))
+        fitted = fit_weights(rule, oof_stack, y) if isinstance(parsed, str) else parsed
+        oof, test = blend_table(rule, oof_stack, fitted), blend_table(rule, test_stack, fitted)
+        mode = "auto" if isinstance(parsed, str) else ("given" if weights else "equal")
     return Blend(
         method,
         fitted,
-        "auto" if isinstance(parsed, str) else ("given" if weights else "equal"),
+        mode,
         probability_table(oof_ids, oof, classes).set_index("id"),
-        probability_table(test_ids, blend_table(rule, test_stack, fitted), classes).set_index("id"),
+        probability_table(test_ids, test, classes).set_index("id"),
         {str(m.run_dir): metric_and_log_loss(metric, y, s) for m, s in zip(members, oof_stack, strict=True)},
         metric_and_log_loss(metric, y, oof),
+        report,
     )
 
 
@@ -218,18 +231,21 @@ def write_blend_run(folder: Path, members: list[Member], classes: list, result: 
             "folds": {},
             "fold_file": shared.get("fold_file"),
             "fold_file_sha256": shared["fold_file_sha256"],
+            **({"hill": result.climb.record()} if result.climb else {}),
         },
     )
+    objective = {"auto": "OOF log loss", "hill": f"OOF {result.score.metric}"}.get(result.weights_mode)
     write_json(
         folder / "members.json",
         {
             "method": result.method,
             "weights": result.weights_mode,
-            "objective": "OOF log loss" if result.weights_mode == "auto" else None,
+            "objective": objective,
             "members": [
                 _member_record(m.run_dir, float(w), result.member_scores[str(m.run_dir)])
                 for m, w in zip(members, result.weights, strict=True)
             ],
+            **({"path": result.climb.path, "hill": result.climb.record()} if result.climb else {}),
         },
     )
 
@@ -252,6 +268,7 @@ def blend(
     out_dir: Path,
     method: str = "mean",
     weights: str | None = None,
+    hill: HillOptions | None = None,
 ) -> SubmissionResult:
     """Blend the runs into the run folder `out_dir` (built aside, then renamed), then write its submission."""
     if len({d.resolve() for d in run_dirs}) < len(run_dirs):
@@ -260,7 +277,7 @@ def blend(
     classes = members[0].classes
     check_same_classes(competition.classes, classes, f"Run {members[0].run_dir}")
     check_compatible(members, classes)
-    result = blend_members(competition, members, classes, config.predict.metric, method, weights)
+    result = blend_members(competition, members, classes, config.predict.metric, method, weights, hill)
     # The submission is built before anything is written: a format problem leaves nothing behind.
     frame = submission_frame(config, competition, result.test, classes)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -273,7 +290,9 @@ def blend(
         shutil.rmtree(folder, ignore_errors=True)
     path = write_run_submission(config, competition, out_dir, frame)
     weights_by_run = {str(m.run_dir): float(w) for m, w in zip(members, result.weights, strict=True)}
-    return SubmissionResult(path, out_dir, result.score.value, result.member_scores, weights_by_run, result.score)
+    return SubmissionResult(
+        path, out_dir, result.score.value, result.member_scores, weights_by_run, result.score, result.climb
+    )
 
 
 # ----------------------------------------------------------------------------- submissions
@@ -334,13 +353,15 @@ def ensemble(
     force: bool = False,
     method: str = "mean",
     weights: str | None = None,
+    hill: HillOptions | None = None,
 ) -> SubmissionResult:
     """One run: its submission. Several: blend them into runs/<name>/ first, then its submission."""
     run_dirs = [resolve_run(r) for r in runs or [config.name]]
     if len(run_dirs) == 1:
-        if method != "mean" or weights is not None:
+        if method != "mean" or weights is not None or hill is not None:
             raise CompError(
-                "--method and --weights blend several runs; one run is submitted as it is.",
+                f"--method {method}, --weights, --negative-weights and --holdout-folds blend several runs; "
+                f"one run ({run_dirs[0]}) is submitted as it is.",
                 hint="List two or more runs to blend them.",
             )
         run_dir = run_dirs[0]
@@ -350,4 +371,4 @@ def ensemble(
     out_dir = _check_name(name or "+".join(d.name for d in run_dirs), run_dirs)
     if out_dir.exists() and not force:
         raise CompError(f"{out_dir} already exists.", hint="Pick another --name, or pass --force to replace it.")
-    return blend(config, competition, run_dirs, out_dir, method, weights)
+    return blend(config, competition, run_dirs, out_dir, method, weights, hill)
