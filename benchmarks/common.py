@@ -87,10 +87,10 @@ def scratch_project(keep: bool = False) -> Iterator[Path]:
 
 
 def bench_config(data_root: Path | str, overrides: list[str], path: Path | None = None) -> Config:
-    """A config file (default: configs/default.yaml with the reference case), the generated data, the overrides."""
+    """A config file (default: comp/configs/default.yaml with the reference case), the generated data, the overrides."""
     base = [f"data.root={data_root}", "data.competition=bench", "data.layout=csv", "name=bench"]
     if path is None:
-        path, base = REPO / "configs" / "default.yaml", base + REFERENCE
+        path, base = REPO / "comp/configs/default.yaml", base + REFERENCE
     return load_config(path, base + list(overrides))
 
 

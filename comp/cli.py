@@ -24,12 +24,21 @@ app = typer.Typer(
 )
 _state = {"debug": False}
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Experiment config (YAML).", show_default=True)]
+ConfigOpt = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Experiment config: a YAML file, or a NAME: configs/NAME.yaml here if present, else comp's packaged "
+        "NAME (default, fashion_mnist, resnet9_scratch, ...).",
+        show_default=True,
+    ),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config key, e.g. --set train.epochs=3 (repeatable)."),
 ]
-DEFAULT_CONFIG = Path("configs/default.yaml")
+DEFAULT_CONFIG = Path("default")  # configs/default.yaml when the working folder has one, else the packaged one
 
 
 def command(*args, **kwargs) -> Callable:
@@ -79,6 +88,18 @@ def _competition(cfg):
     from comp.data.competition import load_competition
 
     return load_competition(cfg.data)
+
+
+@command(help="Write a starter config, configs/SLUG.yaml (default: configs/default.yaml): every key, commented.")
+def init(
+    slug: Annotated[
+        str | None, typer.Argument(help="Kaggle competition slug: names the file and sets data.competition, data.root.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
+) -> None:
+    from comp.config import write_starter_config
+
+    console.print(write_starter_config(slug, force=force))
 
 
 @command(help="Fetch a competition into data/<slug>/ and survey it; `download demo` builds the offline demo.")

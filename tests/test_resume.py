@@ -66,7 +66,7 @@ def tiny(project):
 def straight(tmp_path_factory):
     """The uninterrupted run, trained once in a folder of its own: (metrics.csv, best weights)."""
     folder = tmp_path_factory.mktemp("straight")
-    shutil.copytree(REPO / "configs", folder / "configs")
+    shutil.copytree(REPO / "comp/configs", folder / "configs")
     cwd, threads = os.getcwd(), torch.get_num_threads()
     os.chdir(folder)
     torch.set_num_threads(1)
