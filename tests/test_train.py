@@ -4,6 +4,7 @@ import copy
 import json
 import math
 import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -24,8 +25,9 @@ from comp.models.factory import create_model, split_parameters
 from comp.runs import run_dir
 from comp.training.fold import train
 from comp.training.loaders import create_loaders
-from comp.training.loop import create_mixup, mixes
+from comp.training.loop import create_mixup, end_epoch, mixes
 from comp.training.optim import create_optimizer, create_scheduler, param_groups
+from comp.training.state import Position
 
 TINY = [
     "model.name=resnet18_cifar",
@@ -130,6 +132,26 @@ def test_unknown_scheduler_and_optimizer_are_clear_errors(project):
         config_with("train.scheduler=cosin")
     with pytest.raises(CompError, match=r"Unknown train\.optimizer 'adamx'\. Did you mean adam"):
         create_optimizer(config_with("train.optimizer=adamx"), TinyNet())
+
+
+@pytest.mark.parametrize(
+    "monitor, scores, best_epoch",
+    [
+        ("val_loss", [0.9, 0.5, 0.7], 2),
+        ("val_log_loss", [0.9, 0.5, 0.7], 2),
+        ("val_accuracy", [0.5, 0.9, 0.7], 2),
+        ("val_macro_f1", [0.9, 0.5, 0.7], 1),
+    ],
+)
+def test_the_best_epoch_follows_the_direction_of_the_monitor(project, monitor, scores, best_epoch):
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    trainer = SimpleNamespace(
+        config=config_with(f"train.monitor={monitor}"),
+        scheduler=create_scheduler(config_with("train.scheduler=none"), optimizer, 1),
+    )
+    position = Position()
+    improved = [end_epoch(trainer, position, {"epoch": e, monitor: v}) for e, v in enumerate(scores, 1)]
+    assert position.best_epoch == best_epoch and improved[0] and improved.count(True) == (2 if best_epoch == 2 else 1)
 
 
 # ----------------------------------------------------------------------------- optimizers
