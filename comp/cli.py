@@ -13,7 +13,6 @@ import typer
 from comp import __version__
 from comp.console import console, err_console
 from comp.errors import CompError
-from comp.runs import run_dir
 
 app = typer.Typer(
     name="comp",
@@ -131,6 +130,14 @@ def folds(
 
     cfg = _config(config, set_)
     console.print(write_folds(cfg, _competition(cfg), force=force))
+
+
+@command(help="Exact and near-duplicate images within train, train-test and across folds: runs/<name>/duplicates.csv.")
+def duplicates(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
+    from comp.leaks import find_duplicates
+
+    cfg = _config(config, set_)
+    console.print(find_duplicates(cfg, _competition(cfg)))
 
 
 @command(help="Train one fold (--fold K) or every fold (--fold all) of the configured experiment.")

@@ -5,6 +5,7 @@ cv.json, so a blend is just another run. A trained run also has one folder per f
 
     runs/<name>/config.yaml, classes.json, cv.json, oof.parquet, test.parquet
     runs/<name>/fold<k>/best.safetensors, last.pt, metrics.csv, run.json, summary.json, oof.parquet, test.parquet
+    runs/<name>/duplicates.csv, report/duplicates.png (`comp duplicates`)
     submissions/<name>.csv (+ .json), submissions/ledger.csv
 
 A prediction table is `id` plus one probability column per class named `str(label)`, stored as
@@ -48,6 +49,11 @@ def run_dir(name: str) -> Path:
 
 def fold_dir(run: Path, fold: int) -> Path:
     return run / f"fold{fold}"
+
+
+def duplicates_files(run: Path) -> tuple[Path, Path]:
+    """`comp duplicates`' pair table and its picture of the closest pairs."""
+    return run / "duplicates.csv", run / "report" / "duplicates.png"
 
 
 def fold_number(folder: Path) -> int | None:
