@@ -172,8 +172,16 @@ def train(
             help="With --parallel: the GPUs to spread the folds over, e.g. 0,1,2,3 (default: all visible).",
         ),
     ] = None,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            min=1,
+            help="Train the same folds with N seeds (train.seed, +1, ...) as one run: runs/<name>/seed<s>/.",
+        ),
+    ] = 1,
 ) -> None:
-    from comp.training.launch import launch_training
+    from comp.training.seeds import train_seeds
 
     if fold != "all" and not fold.isdigit():
         raise typer.BadParameter(f"--fold must be a fold number or 'all', not {fold!r}.")
@@ -183,11 +191,12 @@ def train(
             "--parallel and --gpus spread the folds of --fold all, one process per fold; "
             "--devices alone trains one fold over several devices."
         )
-    result = launch_training(
+    result = train_seeds(
         cfg,
         _competition(cfg),
         config,
         set_ or [],
+        seeds,
         fold if fold == "all" else int(fold),
         devices=devices,
         parallel=parallel,

@@ -88,9 +88,9 @@ def create_loaders(
     common.update(
         persistent_workers=cfg.persistent_workers and common["num_workers"] > 0,
         # Iterators draw a seed from this, not from torch's global generator (which resume restores).
-        generator=torch.Generator().manual_seed(config.seed),
+        generator=torch.Generator().manual_seed(config.train_seed),
     )
-    batches = EpochBatches(len(train_set), cfg.batch_size, config.seed, fold)
+    batches = EpochBatches(len(train_set), cfg.batch_size, config.train_seed, fold)
     return (
         DataLoader(train_set, batch_sampler=batches, **common),
         DataLoader(val_set, batch_size=config.predict.batch_size, sampler=validation_sampler(len(val_set)), **common),
