@@ -140,6 +140,24 @@ def duplicates(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
     console.print(find_duplicates(cfg, _competition(cfg)))
 
 
+@command(help="Pseudo-labels from a run's test predictions (--threshold P or --top F): runs/<run>/pseudo_labels.csv.")
+def pseudo(
+    run: Annotated[str, typer.Argument(help="Run name or folder whose test predictions to label from.")],
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Keep test images whose top probability is at least this.")
+    ] = None,
+    top: Annotated[
+        float | None, typer.Option("--top", help="Keep the most confident share of each predicted class, e.g. 0.2.")
+    ] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    from comp.pseudo import pseudo_label
+
+    cfg = _config(config, set_)
+    console.print(pseudo_label(_competition(cfg), run, threshold=threshold, top=top))
+
+
 @command(help="Train one fold (--fold K) or every fold (--fold all) of the configured experiment.")
 def train(
     fold: Annotated[str, typer.Option("--fold", "-f", help="Fold number, or 'all'.")] = "all",

@@ -6,6 +6,7 @@ cv.json, so a blend is just another run. A trained run also has one folder per f
     runs/<name>/config.yaml, classes.json, cv.json, oof.parquet, test.parquet
     runs/<name>/fold<k>/best.safetensors, last.pt, metrics.csv, run.json, summary.json, oof.parquet, test.parquet
     runs/<name>/duplicates.csv, report/duplicates.png (`comp duplicates`)
+    runs/<name>/pseudo_labels.csv (`comp pseudo`: test ids and labels for data.pseudo_labels)
 
 A run trained with several seeds over the same folds (`comp train --seeds N`) holds one sub-run per
 seed, each a trained run of its own, and the seed-averaged tables on top:
@@ -91,6 +92,10 @@ def write_seeds(run: Path, seeds: list[int]) -> None:
         write_json(run / "seeds.json", {"seeds": seeds})
     else:
         (run / "seeds.json").unlink(missing_ok=True)
+
+
+def pseudo_labels_path(run: Path) -> Path:
+    return run / "pseudo_labels.csv"
 
 
 def duplicates_files(run: Path) -> tuple[Path, Path]:
