@@ -33,8 +33,11 @@ class PseudoResult:
 
     def __rich__(self) -> Group:
         counts = ", ".join(f"{label}: {n}" for label, n in self.per_class.items())
+        kept = Text(f"{self.kept} of {self.test_rows} test images kept ({self.rule}) -> {self.path}")
+        if not self.kept:
+            return Group(kept, Text("No row is that confident: lower --threshold, or use --top.", style="yellow"))
         return Group(
-            Text(f"{self.kept} of {self.test_rows} test images kept ({self.rule}) -> {self.path}"),
+            kept,
             Text(f"per class: {counts}"),
             Text(f"Train on them with --set data.pseudo_labels={self.path} (training rows only, never validation)."),
         )
