@@ -23,6 +23,7 @@ from comp.errors import CompError
 from comp.io import sha256_file, write_json
 from comp.kaggle.archive import extract_all
 from comp.kaggle.client import check_slug, create_session
+from comp.kaggle.competition_config import CompetitionConfig, write_competition_config
 
 DOWNLOAD_RECORD = ".download.json"  # in data/<slug>/: the archive's name, sha256, size and date
 
@@ -35,6 +36,7 @@ class DownloadResult:
     record: dict[str, Any]  # data/<slug>/.download.json: archive name, sha256, bytes, date, files
     survey: Survey | None
     survey_error: CompError | None  # why the layout could not be detected
+    config_file: CompetitionConfig | None = None  # configs/<slug>.yaml, written from the survey
 
     def __rich__(self) -> Group:
         record = self.record
@@ -46,15 +48,8 @@ class DownloadResult:
         else:
             head = f"{self.folder}/ already holds the files: nothing downloaded (--force downloads again)"
         if self.survey is None:
-            lines = [head, f"Layout not detected: {self.survey_error}"]
-        else:
-            lines = [
-                head,
-                *self.survey.summary_lines(),
-                "Config lines for this competition:",
-                *("  " + line for line in self.survey.config_lines(self.competition)),
-            ]
-        return Group(*map(Text, lines))
+            return Group(Text(head), Text(f"Layout not detected: {self.survey_error}"))
+        return Group(Text(head), self.survey, self.config_file)
 
 
 def _size(n: int) -> str:
@@ -110,8 +105,11 @@ def _fetch(slug: str, dest: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def download_competition(slug: str, data_dir: Path = Path("data"), force: bool = False) -> DownloadResult:
-    """Fetch a competition's files into data_dir/<slug>/ (unless already there), then survey them."""
+def download_competition(
+    slug: str, data_dir: Path = Path("data"), force: bool = False, configs_dir: Path = Path("configs")
+) -> DownloadResult:
+    """Fetch a competition's files into data_dir/<slug>/ (unless already there), survey them and write
+    configs_dir/<slug>.yaml from the survey (never over an existing one)."""
     dest = Path(data_dir) / check_slug(slug)
     downloaded = force or not _has_files(dest)
     if downloaded:
@@ -122,4 +120,7 @@ def download_competition(slug: str, data_dir: Path = Path("data"), force: bool =
         survey, problem = survey_competition(dest), None
     except CompError as exc:
         survey, problem = None, exc
-    return DownloadResult(slug, dest, downloaded, record, survey, problem)
+    if survey is None:
+        return DownloadResult(slug, dest, downloaded, record, None, problem)
+    config_file = write_competition_config(survey, slug, configs_dir)
+    return DownloadResult(slug, dest, downloaded, record, survey, None, config_file)

@@ -1,0 +1,106 @@
+"""Every common Kaggle image-competition shape: surveyed, loaded, and (slow) taken from the fake Kaggle
+through download -> folds -> train -> predict -> ensemble -> validate, the submission checked cell by cell."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapes
+import yaml
+
+from comp.config import build_config
+from comp.data.competition import load_competition
+from comp.data.survey import survey_competition
+
+# shape -> what the survey must detect: the data keys, the classes, the first test id and the submission keys
+EXPECTED = {
+    "digit-recognizer": (
+        {"layout": "pixels", "train_csv": "train.csv", "id_column": None, "label_column": "label",
+         "test_csv": "test.csv", "test_id_column": None, "sample_submission": "sample_submission.csv"},
+        [0, 1, 2, 3], {"format": "label"},
+    ),
+    "Kannada-MNIST": (
+        {"layout": "pixels", "train_csv": "train.csv", "test_csv": "test.csv", "test_id_column": "id"},
+        [0, 1, 2, 3], {"format": "label"},
+    ),
+    "dogs-vs-cats-redux-kernels-edition": (
+        {"layout": "filenames", "train_dir": "train", "test_dir": "test", "image_suffix": ".jpg"},
+        ["cat", "dog"], {"format": "binary", "positive_class": "dog"},
+    ),
+    "aerial-cactus-identification": (
+        {"layout": "csv", "train_dir": "train/train", "test_dir": "test/test", "id_column": "id",
+         "label_column": "has_cactus"},
+        [0, 1], {"format": "binary", "positive_class": 1},
+    ),
+    "plant-seedlings-classification": (
+        {"layout": "folders", "train_dir": "train", "test_dir": "test"},
+        list(shapes.SEEDLINGS.values()), {"format": "label"},
+    ),
+    "cifar-10": (
+        {"layout": "csv", "train_csv": "trainLabels.csv", "sample_submission": "sampleSubmission.csv"},
+        sorted(shapes.CIFAR.values()), {"format": "label"},
+    ),
+    "state-farm-distracted-driver-detection": (
+        {"layout": "csv", "train_csv": "driver_imgs_list.csv", "id_column": "img", "label_column": "classname",
+         "train_dir": "train", "test_dir": "test"},
+        ["c0", "c1", "c2", "c3"], {"format": "probabilities"},
+    ),
+    "plant-pathology-2020-fgvc7": (
+        {"layout": "csv", "id_column": "image_id", "label_columns": shapes.PATHOLOGY, "train_dir": "images",
+         "test_dir": "images", "test_csv": "test.csv"},
+        shapes.PATHOLOGY, {"format": "probabilities"},
+    ),
+    "aptos2019-blindness-detection": (
+        {"layout": "csv", "id_column": "id_code", "label_column": "diagnosis", "train_dir": "train_images",
+         "test_dir": "test_images", "test_csv": "test.csv", "test_id_column": "id_code"},
+        [0, 1, 2, 3, 4], {"format": "label"},
+    ),
+    "images-tif": ({"layout": "csv", "image_suffix": ".tif"}, [0, 1], {"format": "label"}),
+    "images-png": ({"layout": "csv", "image_suffix": ".png"}, [0, 1], {"format": "label"}),
+    "images-dcm": ({"layout": "csv", "image_suffix": ".dcm"}, [0, 1], {"format": "label"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("slug", list(EXPECTED))
+def test_survey_detects_each_shape_and_the_loader_reads_it(tmp_path, slug):
+    shape = shapes.SHAPES[slug](tmp_path / slug)
+    survey = survey_competition(tmp_path / slug)
+    keys, classes, _ = EXPECTED[slug]
+    assert {k: survey.data.get(k) for k in keys} == keys
+    competition = load_competition(build_config({"data": survey.config(slug)}).data)
+    assert competition.classes == classes
+    assert list(competition.test["id"]) == [str(i) for i in shape.truth["id"]]
+    assert survey.suggested_image_size == shapes.SIZE
+    image = shapes.cv2.imread(competition.train["path"].iloc[0], shapes.cv2.IMREAD_UNCHANGED)
+    assert image is None or image.size > 0
+
+
+def test_written_config_holds_the_submission_format_and_the_group_column(tmp_path):
+    from comp.kaggle.competition_config import write_competition_config
+
+    for slug in EXPECTED:
+        shapes.SHAPES[slug](tmp_path / slug)
+        written = write_competition_config(survey_competition(tmp_path / slug), slug, tmp_path / "configs")
+        tree = yaml.safe_load(written.path.read_text())
+        assert tree["submission"] == EXPECTED[slug][2], slug
+        assert tree["data"]["image_size"] == shapes.SIZE
+        assert ("folds" in tree) == (slug == "state-farm-distracted-driver-detection"), slug
+    state_farm = (tmp_path / "configs/state-farm-distracted-driver-detection.yaml").read_text()
+    assert "group_column: subject  # rows sharing a 'subject' stay in one fold" in state_farm
+    again = write_competition_config(survey_competition(tmp_path / "cifar-10"), "cifar-10", tmp_path / "configs")
+    assert not again.written  # never over an existing file
+
+
+def test_pixel_rows_decode_to_the_same_images_once(tmp_path):
+    shapes.digit_recognizer(tmp_path)
+    survey = survey_competition(tmp_path)
+    competition = survey.competition
+    first = tmp_path / ".pixels" / "train" / "1.png"
+    assert competition.train["path"].iloc[0] == str(first)
+    table = pd.read_csv(tmp_path / "train.csv")
+    pixels = shapes.cv2.imread(str(first), shapes.cv2.IMREAD_GRAYSCALE)
+    assert np.array_equal(pixels.reshape(-1), table.iloc[0, 1:].to_numpy())
+    stamp = first.stat().st_mtime_ns
+    load_competition(build_config({"data": survey.config("d")}).data)
+    assert first.stat().st_mtime_ns == stamp  # decoded once, reused
