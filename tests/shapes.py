@@ -78,7 +78,7 @@ def _csv(path: Path, frame: pd.DataFrame) -> None:
 # ----------------------------------------------------------------------------- the shapes
 
 
-def digit_recognizer(root: Path, n_train=24, n_test=6) -> Shape:
+def digit_recognizer(root: Path, n_train=30, n_test=6) -> Shape:
     """train.csv label,pixel0..; test.csv pixels only; sample ImageId,Label with ids 1..N in test.csv order."""
     tx, ty, vx, vy = _split(list(range(4)), n_train, n_test)
     pixels = [f"pixel{i}" for i in range(SIZE * SIZE)]
@@ -92,7 +92,7 @@ def digit_recognizer(root: Path, n_train=24, n_test=6) -> Shape:
     return Shape("digit-recognizer", pd.DataFrame({"id": ids, "label": vy}), int)
 
 
-def kannada_mnist(root: Path, n_train=24, n_test=6) -> Shape:
+def kannada_mnist(root: Path, n_train=30, n_test=6) -> Shape:
     """As digit-recognizer, but test.csv starts with an id column the sample uses (and Dig-MNIST.csv beside)."""
     tx, ty, vx, vy = _split(list(range(4)), n_train, n_test)
     pixels = [f"pixel{i}" for i in range(SIZE * SIZE)]
@@ -108,7 +108,7 @@ def kannada_mnist(root: Path, n_train=24, n_test=6) -> Shape:
     return Shape("Kannada-MNIST", pd.DataFrame({"id": ids, "label": vy}), int)
 
 
-def dogs_vs_cats(root: Path, n_train=30, n_test=8) -> Shape:
+def dogs_vs_cats(root: Path, n_train=40, n_test=8) -> Shape:
     """train/cat.0.jpg, train/dog.0.jpg; test/1.jpg ...; sample id,label with label = P(dog)."""
     tx, ty, vx, vy = _split([0, 1], n_train, n_test)
     names = {0: "cat", 1: "dog"}
@@ -125,7 +125,7 @@ def dogs_vs_cats(root: Path, n_train=30, n_test=8) -> Shape:
     )
 
 
-def aerial_cactus(root: Path, n_train=30, n_test=8) -> Shape:
+def aerial_cactus(root: Path, n_train=40, n_test=8) -> Shape:
     """train.csv id,has_cactus with ids like <hex>.jpg in train/train/; test/test/; sample id,has_cactus (P(1))."""
     tx, ty, vx, vy = _split([3, 8], n_train, n_test)
     rng = np.random.default_rng(0)
@@ -141,7 +141,7 @@ def aerial_cactus(root: Path, n_train=30, n_test=8) -> Shape:
 SEEDLINGS = {0: "Black-grass", 1: "Common Chickweed", 2: "Loose Silky-bent", 3: "Shepherds Purse"}
 
 
-def plant_seedlings(root: Path, n_train=16, n_test=5) -> Shape:
+def plant_seedlings(root: Path, n_train=30, n_test=5) -> Shape:
     """train/<class name with spaces>/<hash>.png; test/<hash>.png; sample file,species."""
     tx, ty, vx, vy = _split(list(SEEDLINGS), n_train, n_test)
     for i, (image, digit) in enumerate(zip(tx, ty, strict=True)):
@@ -158,7 +158,7 @@ def plant_seedlings(root: Path, n_train=16, n_test=5) -> Shape:
 CIFAR = {0: "airplane", 1: "automobile", 2: "bird", 3: "cat"}
 
 
-def cifar_10(root: Path, n_train=16, n_test=5) -> Shape:
+def cifar_10(root: Path, n_train=30, n_test=5) -> Shape:
     """trainLabels.csv id,label (ids 1..N, word labels), train/1.png; sampleSubmission.csv id,label."""
     tx, ty, vx, vy = _split(list(CIFAR), n_train, n_test)
     for i, image in enumerate(tx, start=1):
@@ -171,7 +171,7 @@ def cifar_10(root: Path, n_train=16, n_test=5) -> Shape:
     return Shape("cifar-10", pd.DataFrame({"id": ids, "label": [CIFAR[d] for d in vy]}), str)
 
 
-def state_farm(root: Path, n_train=18, n_test=5) -> Shape:
+def state_farm(root: Path, n_train=30, n_test=5) -> Shape:
     """driver_imgs_list.csv subject,classname,img; train/c0..c3/img_k.jpg; test/img_t.jpg; sample img,c0..c3."""
     tx, ty, vx, vy = _split([0, 1, 2, 3], n_train, n_test)
     rows = []
@@ -191,7 +191,7 @@ def state_farm(root: Path, n_train=18, n_test=5) -> Shape:
 PATHOLOGY = ["healthy", "multiple_diseases", "rust", "scab"]
 
 
-def plant_pathology(root: Path, n_train=16, n_test=5) -> Shape:
+def plant_pathology(root: Path, n_train=30, n_test=5) -> Shape:
     """train.csv image_id + one-hot columns; images/Train_k.jpg and images/Test_k.jpg; test.csv image_id."""
     tx, ty, vx, vy = _split([0, 1, 2, 3], n_train, n_test)
     for i, image in enumerate(tx):
@@ -206,7 +206,7 @@ def plant_pathology(root: Path, n_train=16, n_test=5) -> Shape:
     return Shape("plant-pathology-2020-fgvc7", pd.DataFrame({"id": ids, "label": [PATHOLOGY[d] for d in vy]}), float)
 
 
-def aptos(root: Path, n_train=16, n_test=5) -> Shape:
+def aptos(root: Path, n_train=30, n_test=5) -> Shape:
     """train.csv id_code,diagnosis (0..4); train_images/, test_images/; test.csv id_code; sample id_code,diagnosis."""
     tx, ty, vx, vy = _split([0, 1, 2, 3, 4], n_train, n_test)
     codes = [f"{i:012x}" for i in range(len(tx) + len(vx))]
@@ -221,7 +221,7 @@ def aptos(root: Path, n_train=16, n_test=5) -> Shape:
     return Shape("aptos2019-blindness-detection", pd.DataFrame({"id": ids, "label": vy}), int)
 
 
-def other_files(root: Path, n_train=24, n_test=6, suffix=".tif") -> Shape:
+def other_files(root: Path, n_train=30, n_test=6, suffix=".tif") -> Shape:
     """train.csv id,label with TIFF (histopathologic-cancer-detection), 16-bit PNG or DICOM images."""
     tx, ty, vx, vy = _split([0, 1], n_train, n_test)
     deep = suffix == ".png"

@@ -104,3 +104,115 @@ def test_pixel_rows_decode_to_the_same_images_once(tmp_path):
     stamp = first.stat().st_mtime_ns
     load_competition(build_config({"data": survey.config("d")}).data)
     assert first.stat().st_mtime_ns == stamp  # decoded once, reused
+
+
+# ----------------------------------------------------------------------------- end to end, through the fake Kaggle
+
+# A tiny model and run: 2 folds, 2 epochs, 16 px; every shape goes through the same commands.
+TINY = [
+    "model.name=resnet18_cifar",
+    "model.kwargs={widths: [16, 32, 64, 128]}",
+    "train.epochs=2",
+    "aug.phase1=none",
+    "aug.phase2=none",
+    "train.batch_size=8",
+    "train.lr=0.01",
+    "folds.k=2",
+    "predict.tta=[identity]",
+]
+
+
+def held_back_score(submission: pd.DataFrame, shape: shapes.Shape, fmt: str) -> float:
+    """Accuracy against the held-back truth: the label, the larger probability, or the binary column at 0.5."""
+    truth = shape.truth["label"].astype(str).to_numpy()
+    values = submission.iloc[:, 1:]
+    if fmt == "probabilities":
+        predicted = values.columns[values.to_numpy(dtype=float).argmax(axis=1)].astype(str)
+    elif fmt == "binary":
+        positive = values.iloc[:, 0].astype(float).to_numpy() >= 0.5
+        classes = sorted(set(truth), key=lambda c: (len(c), c))  # cat < dog; 0 < 1
+        predicted = np.where(positive, classes[-1], classes[0])
+    else:
+        predicted = values.iloc[:, 0].astype(str).to_numpy()
+    return float((np.asarray(predicted) == truth).mean())
+
+
+def check_cells(submission: pd.DataFrame, sample: pd.DataFrame, shape: shapes.Shape, fmt: str, classes) -> None:
+    """Exact ids, order and columns of the sample; the label type and vocabulary; probabilities that add up."""
+    assert list(submission.columns) == list(sample.columns)
+    assert list(submission.iloc[:, 0].astype(str)) == list(sample.iloc[:, 0].astype(str))
+    assert list(submission.iloc[:, 0].astype(str)) == [str(i) for i in shape.truth["id"]]
+    values = submission.iloc[:, 1:]
+    if fmt == "label":
+        assert values.iloc[:, 0].map(type).eq(shape.label_type).all(), values.iloc[:, 0].map(type).unique()
+        assert set(values.iloc[:, 0]) <= set(classes)
+    else:
+        probs = values.to_numpy(dtype=float)
+        assert ((probs >= 0) & (probs <= 1)).all()
+        if fmt == "probabilities":
+            np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.fixture
+def fake_kaggle(project, tmp_path_factory):
+    """The fake Kaggle server, and `comp ARGS` in a fresh process (the real kaggle client) talking to it."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from fake_kaggle import FakeKaggle
+
+    home = tmp_path_factory.mktemp("home")
+    with FakeKaggle() as fake:
+
+        def run_comp(*args: str) -> tuple[int, str]:
+            env = fake.env(home) | {
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+            }
+            done = subprocess.run(
+                [sys.executable, "-m", "comp", *args], env=env, capture_output=True, text=True, timeout=120
+            )
+            return done.returncode, done.stdout + done.stderr
+
+        yield fake, run_comp
+    assert fake.stray == [], "a request was meant for the real Kaggle"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slug", list(EXPECTED))
+def test_each_shape_from_download_to_a_valid_submission(project, tmp_path, slug, fake_kaggle, capsys):
+    import json
+
+    from typer.testing import CliRunner
+
+    from comp.cli import app
+
+    shape = shapes.SHAPES[slug](tmp_path / "source")
+    fake, run_comp = fake_kaggle
+    fake.archives[slug] = shapes.archive(tmp_path / "source")
+    code, output = run_comp("download", slug)
+    assert code == 0 and f"Wrote configs/{slug}.yaml" in output, output
+    config = f"configs/{slug}.yaml"
+    tree = yaml.safe_load((project / config).read_text())
+    assert {k: tree["data"].get(k) for k in EXPECTED[slug][0]} == EXPECTED[slug][0]
+
+    runner = CliRunner()
+    overrides = [arg for key in TINY for arg in ("--set", key)]
+    for command in (["folds"], ["train", "--fold", "all"], ["predict", "--tta"], ["ensemble"]):
+        result = runner.invoke(app, [*command, "-c", config, *overrides])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    path = project / "submissions" / f"{slug}.csv"
+    result = runner.invoke(app, ["validate", str(path), "-c", config])
+    assert result.exit_code == 0, result.output
+
+    fmt = tree["submission"]["format"]
+    sample = pd.read_csv(project / tree["data"]["root"] / tree["data"]["sample_submission"], dtype=str)
+    submission = pd.read_csv(path)  # values read back with their types, as Kaggle reads them
+    classes = json.loads((project / "runs" / slug / "classes.json").read_text())
+    check_cells(submission, sample, shape, fmt, classes)
+    cv = json.loads((project / "runs" / slug / "cv.json").read_text())
+    score = held_back_score(submission, shape, fmt)
+    with capsys.disabled():  # the figures of the issue's closing table
+        layout = tree["data"]["layout"]
+        print(f"\nSHAPE {slug} | {layout} | CV {cv['metric']} {cv['oof']:.4f} | held-back accuracy {score:.4f}")
