@@ -11,7 +11,7 @@ import yaml
 from rich.console import Group
 from rich.text import Text
 
-from comp.config import build_config
+from comp.config import LOCAL_CONFIGS, build_config
 from comp.data.competition import column_name
 from comp.data.survey import Guess, Survey
 from comp.errors import CompError
@@ -81,7 +81,7 @@ def commented_yaml(tree: dict[str, Any], guesses: list[Guess], header: str) -> s
     return "\n".join(lines) + "\n"
 
 
-def write_competition_config(survey: Survey, slug: str, folder: Path = Path("configs")) -> CompetitionConfig:
+def write_competition_config(survey: Survey, slug: str, folder: Path = LOCAL_CONFIGS) -> CompetitionConfig:
     """configs/<slug>.yaml from the survey, never over an existing file; checked to load before it is written."""
     tree, guesses = config_tree(survey, slug)
     build_config(tree, f"the surveyed config of {slug}")

@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Group
 from rich.text import Text
 
+from comp.config import LOCAL_CONFIGS
 from comp.data.survey import Survey, survey_competition
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
@@ -106,7 +107,7 @@ def _fetch(slug: str, dest: Path) -> None:
 
 
 def download_competition(
-    slug: str, data_dir: Path = Path("data"), force: bool = False, configs_dir: Path = Path("configs")
+    slug: str, data_dir: Path = Path("data"), force: bool = False, configs_dir: Path = LOCAL_CONFIGS
 ) -> DownloadResult:
     """Fetch a competition's files into data_dir/<slug>/ (unless already there), survey them and write
     configs_dir/<slug>.yaml from the survey (never over an existing one)."""
