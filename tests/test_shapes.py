@@ -12,6 +12,7 @@ import yaml
 from comp.config import build_config
 from comp.data.competition import load_competition
 from comp.data.survey import survey_competition
+from comp.errors import CompError
 
 # shape -> what the survey must detect: the data keys, the classes, the first test id and the submission keys
 EXPECTED = {
@@ -192,7 +193,7 @@ def test_each_shape_from_download_to_a_valid_submission(project, tmp_path, slug,
     fake, run_comp = fake_kaggle
     fake.archives[slug] = shapes.archive(tmp_path / "source")
     code, output = run_comp("download", slug)
-    assert code == 0 and f"Wrote configs/{slug}.yaml" in output, output
+    assert code == 0 and f"Wrote configs/{slug}.yaml" in output and "(data.image_size)" in output, output
     config = f"configs/{slug}.yaml"
     tree = yaml.safe_load((project / config).read_text())
     assert {k: tree["data"].get(k) for k in EXPECTED[slug][0]} == EXPECTED[slug][0]
@@ -216,3 +217,98 @@ def test_each_shape_from_download_to_a_valid_submission(project, tmp_path, slug,
     with capsys.disabled():  # the figures of the closing table
         layout = tree["data"]["layout"]
         print(f"\nSHAPE {slug} | {layout} | CV {cv['metric']} {cv['oof']:.4f} | held-back accuracy {score:.4f}")
+
+
+# ----------------------------------------------------------------------------- bad input: file, row, key and fix
+
+
+def _error(folder) -> str:
+    with pytest.raises(CompError) as err:
+        survey_competition(folder)
+    return str(err.value)
+
+
+def test_a_pixel_table_whose_width_is_not_a_square(tmp_path):
+    shapes.digit_recognizer(tmp_path)
+    table = pd.read_csv(tmp_path / "train.csv")
+    table.drop(columns=["pixel255"]).to_csv(tmp_path / "train.csv", index=False)
+    message = _error(tmp_path)
+    assert "train.csv, line 1: 255 pixel columns are not a square image" in message
+
+
+@pytest.mark.parametrize("hot", [[], ["healthy", "rust"]])
+def test_a_one_hot_row_without_exactly_one_1_looks_multilabel(tmp_path, hot):
+    shapes.plant_pathology(tmp_path)
+    table = pd.read_csv(tmp_path / "train.csv")
+    table.loc[3, shapes.PATHOLOGY] = [int(c in hot) for c in shapes.PATHOLOGY]
+    table.to_csv(tmp_path / "train.csv", index=False)
+    message = _error(tmp_path)
+    what = "no 1" if not hot else "2 1s (healthy, rust)"
+    assert f"train.csv, line 5 (id 'Train_3'): {what} among the one-hot label columns" in message
+    assert "look multi-label: set data.task: multilabel" in message
+
+
+def test_a_file_name_that_does_not_split_into_a_label(tmp_path):
+    shapes.dogs_vs_cats(tmp_path)
+    (tmp_path / "train" / "cat.3.jpg").rename(tmp_path / "train" / "cat3.jpg")
+    message = _error(tmp_path)
+    assert "File name 'cat3.jpg' in" in message and "does not split into a label with data.label_pattern" in message
+
+
+def test_a_test_csv_that_disagrees_with_the_sample_submission(tmp_path):
+    shapes.aptos(tmp_path)
+    table = pd.read_csv(tmp_path / "test.csv", dtype=str)
+    table.loc[2, "id_code"] = "0000deadbeef"
+    table.to_csv(tmp_path / "test.csv", index=False)
+    message = _error(tmp_path)
+    third = pd.read_csv(tmp_path / "sample_submission.csv", dtype=str)["id_code"][2]
+    assert f"disagree: id '{third}' (sample_submission.csv, line 4) is not in test.csv" in message
+
+
+def test_pixel_rows_and_sample_ids_that_do_not_pair_up(tmp_path):
+    shapes.digit_recognizer(tmp_path)
+    sample = pd.read_csv(tmp_path / "sample_submission.csv")
+    sample.iloc[:-1].to_csv(tmp_path / "sample_submission.csv", index=False)
+    message = _error(tmp_path)
+    assert "disagree: 23 ids vs 24 pixel rows" in message and "data.test_id_column" in message
+
+
+def test_a_train_row_with_an_empty_label_is_named(tmp_path):
+    shapes.aptos(tmp_path)
+    table = pd.read_csv(tmp_path / "train.csv", dtype=str)
+    table.loc[6, "diagnosis"] = ""
+    table.to_csv(tmp_path / "train.csv", index=False)
+    message = _error(tmp_path)
+    assert f"train.csv, line 8 (id '{table['id_code'][6]}'): the label is empty." in message
+
+
+def test_dicom_without_pydicom_names_the_extra(tmp_path, monkeypatch):
+    import builtins
+
+    from comp.data.images import read_image
+
+    shapes.other_files(tmp_path, n_train=2, n_test=1, suffix=".dcm")
+    image = read_image(tmp_path / "train" / "t0.dcm")
+    assert image.shape == (shapes.SIZE, shapes.SIZE, 3) and image.dtype == np.uint8 and image.max() > 0
+    real_import = builtins.__import__
+
+    def no_pydicom(name, *args, **kwargs):
+        if name == "pydicom":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pydicom)
+    with pytest.raises(CompError, match=r"pip install 'comp\[dicom\]'"):
+        read_image(tmp_path / "train" / "t0.dcm")
+
+
+def test_colour_pixel_tables_are_read_channels_last(tmp_path):
+    from comp.data.images import read_image
+    from comp.data.pixels import cached_images, pixel_shape
+
+    rgb = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(1, 4, 4, 3) * 5
+    table = pd.DataFrame(rgb.reshape(1, -1).astype(str), columns=[f"p{i}" for i in range(48)])
+    (tmp_path / "t.csv").write_text("x")
+    assert pixel_shape(48, tmp_path / "t.csv") == (4, 3) and pixel_shape(784, tmp_path / "t.csv") == (28, 1)
+    [path] = cached_images(tmp_path, tmp_path / "t.csv", table, list(table.columns))
+    assert np.array_equal(read_image(path), rgb[0])  # r, g, b of each pixel in turn

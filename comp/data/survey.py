@@ -24,7 +24,7 @@ from rich.text import Text
 
 from comp.config import DataConfig
 from comp.data.competition import Competition, load_competition
-from comp.data.images import image_size, is_image
+from comp.data.images import describe_sizes, image_sizes, is_image
 from comp.data.layouts import FileIndex, common_suffix, label_from_name, label_regex
 from comp.errors import CompError
 
@@ -398,26 +398,3 @@ def survey_competition(folder: Path) -> Survey:
     reason = f"image size {size}: the sampled images' median short side, at most {LARGEST_SUGGESTED_SIZE}"
     survey.guesses.append(Guess("data.image_size", size, reason))
     return survey
-
-
-# ----------------------------------------------------------------------------- image sizes
-
-
-def image_sizes(paths: list) -> Counter:
-    """(width, height) -> count, from the files' headers (unreadable files are skipped)."""
-    return Counter(size for p in paths if (size := image_size(p)) is not None)
-
-
-def describe_sizes(sizes: Counter) -> str:
-    if not sizes:
-        return "none readable"
-    total = sum(sizes.values())
-    (w, h), n = sizes.most_common(1)[0]
-    if n == total:
-        return f"{w}x{h} (all {total} sampled)"
-    widths = [s[0] for s in sizes]
-    heights = [s[1] for s in sizes]
-    return (
-        f"{len(sizes)} sizes in {total} sampled, most common {w}x{h} ({n}), "
-        f"width {min(widths)}-{max(widths)}, height {min(heights)}-{max(heights)}"
-    )

@@ -49,7 +49,7 @@ class DownloadResult:
         else:
             head = f"{self.folder}/ already holds the files: nothing downloaded (--force downloads again)"
         if self.survey is None:
-            return Group(Text(head), Text(f"Layout not detected: {self.survey_error}"))
+            return Group(Text(head), Text(f"Not surveyed, so no config written: {self.survey_error}"))
         return Group(Text(head), self.survey, self.config_file)
 
 
