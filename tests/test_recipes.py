@@ -82,6 +82,7 @@ def test_the_resnet101_head_is_the_described_bottleneck_under_its_limit():
     assert count_parameters(model)[0] <= config.model.max_params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "overrides"),
     [
