@@ -21,7 +21,7 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
 
-# What makes a training run tiny: a CIFAR ResNet18 at an eighth of its widths (0.2M parameters) on 16 px
+# What makes a training run tiny: a CIFAR ResNet18 at an eighth of its widths (0.18M parameters) on 16 px
 # images, two folds, batches of 8, one epoch, no augmentation, no loader workers. Later overrides win:
 # a test adds what it is about (train.epochs=3, folds.k=3, aug.phase1=light...).
 TINY_MODEL = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}"]
