@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 from comp.cli import app
 from comp.config import load_config
 from comp.data.competition import load_competition, read_image
-from comp.data.demo import SOLUTION_FILE, build_demo, score_submission
+from comp.data.demo import SOLUTION_FILE, score_submission, write_demo
 
 
 def test_demo_is_a_csv_competition_of_the_real_digits_with_their_true_labels(project):
-    built = build_demo(project / "data/demo")
+    built = write_demo(project / "data/demo")
     assert (built.n_train, built.n_test, built.n_classes, built.created) == (1437, 360, 10, True)
 
     competition = load_competition(load_config("configs/default.yaml").data)  # the default config finds it
@@ -41,11 +41,11 @@ def test_demo_is_a_csv_competition_of_the_real_digits_with_their_true_labels(pro
 
 
 def test_demo_is_rebuilt_only_with_force(project):
-    build_demo(project / "data/demo")
+    write_demo(project / "data/demo")
     (project / "data/demo/marker").touch()
-    assert not build_demo(project / "data/demo").created
+    assert not write_demo(project / "data/demo").created
     assert (project / "data/demo/marker").exists()
-    assert build_demo(project / "data/demo", force=True).created
+    assert write_demo(project / "data/demo", force=True).created
     assert not (project / "data/demo/marker").exists()
 
 

@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,7 @@ def _extract(archive: Path, partial: Path, progress: Progress) -> Path:
             "archive": archive.name,
             "sha256": sha256_file(archive),
             "bytes": archive.stat().st_size,
-            "downloaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "files": extracted.files,
             "inner_archives": extracted.inner_archives,
         },
