@@ -82,6 +82,8 @@ def _replace_folder(new: Path, dest: Path, trash: Path) -> None:
 def check_writable(data_dir: Path) -> None:
     """Refuse before anything is asked of Kaggle when data_dir cannot be created or written to."""
     try:
+        if data_dir.exists() and not data_dir.is_dir():
+            raise NotADirectoryError(0, "it is a file, not a folder")
         data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=data_dir):
             pass

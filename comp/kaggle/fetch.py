@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
+import urllib3
 from rich.progress import Progress
 
 from comp.errors import CompError
@@ -176,10 +177,12 @@ def _stream(
     task = progress.add_task(f"download {archive.name}", total=size, completed=kept)
     try:
         with response, open(archive, "ab" if kept else "wb") as out:
-            for chunk in response.iter_content(CHUNK):
+            # read1, not iter_content: a read that meets a broken connection drops what it had gathered
+            # (up to a chunk), read1 returns each piece as it comes, so every byte received is kept.
+            while chunk := response.raw.read1(CHUNK, decode_content=True):
                 out.write(chunk)
                 progress.advance(task, len(chunk))
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         have = archive.stat().st_size
         raise CompError(
             f"The download of {archive.name} stopped after {size_text(have)} of {size_text(size or have)}: "
