@@ -182,13 +182,13 @@ class FakeKaggle:
             return drop
 
 
-def _etag(content: bytes) -> str:
+def etag(content: bytes) -> str:
     return '"' + hashlib.sha256(content).hexdigest()[:16] + '"'
 
 
-def _range_start(header: str | None, if_range: str | None, etag: str, size: int) -> int | None:
+def _range_start(header: str | None, if_range: str | None, tag: str, size: int) -> int | None:
     """Where a `Range: bytes=N-` answer starts, or None for the whole archive (no Range, changed ETag)."""
-    if not header or not header.startswith("bytes=") or (if_range is not None and if_range != etag):
+    if not header or not header.startswith("bytes=") or (if_range is not None and if_range != tag):
         return None
     start = int(header[len("bytes=") :].split("-")[0])
     return start if start < size else None
@@ -277,15 +277,15 @@ def _handler_for(fake: FakeKaggle) -> type[BaseHTTPRequestHandler]:
             record = BlobRequest(self.headers.get("Range"))
             with fake.lock:
                 fake.blob_requests.append(record)
-            etag, size = _etag(content), len(content)
-            start = _range_start(record.range, self.headers.get("If-Range"), etag, size)
+            tag, size = etag(content), len(content)
+            start = _range_start(record.range, self.headers.get("If-Range"), tag, size)
             record.status = 200 if start is None else 206
             start = start or 0
             self.send_response(record.status)
             self.send_header("Content-Type", "application/zip")
             self.send_header("Content-Length", str(size - start))
             self.send_header("Accept-Ranges", "bytes")
-            self.send_header("ETag", etag)
+            self.send_header("ETag", tag)
             self.send_header("Last-Modified", "Sat, 01 Mar 2025 12:00:00 GMT")
             if record.status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")

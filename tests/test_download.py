@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import REPO
-from fake_kaggle import FakeKaggle
+from fake_kaggle import FakeKaggle, etag
 from test_kaggle import SLUG, run_comp, run_python, zip_bytes
 
 from comp.kaggle.client import retry_after
@@ -125,6 +125,7 @@ def test_a_killed_download_is_resumed_and_leaves_nothing_behind(project, fake, h
     assert_extracted(project, archive, files)
 
 
+@pytest.mark.slow
 def test_what_an_earlier_download_left_is_removed(project, fake, home):
     """A partial of another archive, an extraction cut short, an old-style staging folder: all go."""
     archive, files = big_archive()
@@ -145,6 +146,26 @@ def test_what_an_earlier_download_left_is_removed(project, fake, home):
     assert (project / "data" / SLUG / "blobs" / "a.bin").read_bytes() == files["blobs/a.bin"]
 
 
+@pytest.mark.slow
+def test_a_download_killed_while_extracting_is_extracted_again_from_the_kept_archive(project, fake, home):
+    archive, files = big_archive()
+    fake.archives[SLUG] = archive
+    partial = project / "data" / f".{SLUG}.partial"
+    (partial / "files" / "blobs").mkdir(parents=True)
+    (partial / "files" / "blobs" / "a.bin").write_bytes(b"half")
+    (partial / f"{SLUG}.zip").write_bytes(archive)
+    identity = {"archive": f"{SLUG}.zip", "size": len(archive), "validator": etag(archive)}
+    (partial / "partial.json").write_text(json.dumps(identity))
+    fake.chunk_delay = 0.01  # the opening request is closed long before the archive could be sent whole
+
+    code, output = run_comp(fake, home, "download", SLUG)
+    assert code == 0, output
+    [opening] = fake.blob_requests  # the client's request, closed after its headers: nothing more asked
+    assert opening.range is None and opening.sent < len(archive)
+    assert_extracted(project, archive, files)
+
+
+@pytest.mark.slow
 def test_a_429_is_waited_out_as_the_server_asks(project, fake, home):
     archive, files = big_archive()
     fake.archives[SLUG] = archive
@@ -159,6 +180,7 @@ def test_a_429_is_waited_out_as_the_server_asks(project, fake, home):
     assert_extracted(project, archive, files)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "retry, expected",
     [
@@ -177,6 +199,7 @@ def test_waiting_for_429s_is_bounded(project, fake, home, retry, expected):
     assert data_entries(project) == []
 
 
+@pytest.mark.slow
 def test_not_enough_free_space_is_refused_before_anything_is_written(project, fake, home):
     archive, _ = big_archive()
     fake.archives[SLUG] = archive
@@ -194,6 +217,7 @@ def test_not_enough_free_space_is_refused_before_anything_is_written(project, fa
     assert data_entries(project) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["a file in the way", "no permission"])
 def test_an_unwritable_data_folder_is_refused_before_kaggle_is_asked(project, fake, home, how):
     fake.archives[SLUG], _ = big_archive()

@@ -19,16 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Group
-from rich.progress import DownloadColumn, Progress, TaskID, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import Progress, TaskID
 from rich.text import Text
 
-from comp.console import console
 from comp.data.survey import Survey, survey_competition
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
 from comp.kaggle.archive import UnsafeArchive, extract_all
 from comp.kaggle.client import check_slug, create_session
-from comp.kaggle.fetch import fetch_archive, size_text
+from comp.kaggle.fetch import create_progress, fetch_archive, size_text
 
 DOWNLOAD_RECORD = ".download.json"  # in data/<slug>/: the archive's name, sha256, size and date
 
@@ -156,9 +155,8 @@ def _fetch(slug: str, dest: Path) -> None:
     session = create_session(slug)
     _remove_old_staging(dest.parent, slug)
     partial = partial_folder(dest.parent, slug)
-    columns = (*Progress.get_default_columns()[:2], DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        archive = fetch_archive(session, partial, progress)
+    archive = fetch_archive(session, partial)
+    with create_progress() as progress:
         files = _extract(archive, partial, progress)
     _replace_folder(files, dest, partial / "previous")
     shutil.rmtree(partial, ignore_errors=True)

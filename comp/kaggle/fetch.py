@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 
 import requests
 import urllib3
-from rich.progress import Progress
+from rich.progress import DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
+from comp.console import console
 from comp.errors import CompError
 from comp.kaggle.client import Session, retry_after
 from comp.kaggle.credentials import redact
@@ -78,7 +79,13 @@ class Waits:
     seconds: float = 0.0
 
 
-def _with_waits(session: Session, waits: Waits, call: Callable[[], T], progress: Progress) -> T:
+def create_progress() -> Progress:
+    """A progress bar in bytes: done and total, speed, time left."""
+    columns = Progress.get_default_columns()[:2]
+    return Progress(*columns, DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=console)
+
+
+def _with_waits(session: Session, waits: Waits, call: Callable[[], T]) -> T:
     """`call()`, with each 429 that says how long to wait (Retry-After) waited out, within bounds."""
     while True:
         with session.calling(ACTION):
@@ -98,7 +105,7 @@ def _with_waits(session: Session, waits: Waits, call: Callable[[], T], progress:
                     ) from None
         waits.count += 1
         waits.seconds += delay
-        progress.console.print(
+        console.print(
             f"Kaggle is limiting requests (HTTP 429): waiting {delay:.0f} s as it asks "
             f"(wait {waits.count} of at most {MAX_WAITS})."
         )
@@ -170,13 +177,11 @@ def check_space(data_dir: Path, remote: Remote, kept: int) -> None:
         )
 
 
-def _stream(
-    session: Session, response: requests.Response, archive: Path, kept: int, size: int | None, progress: Progress
-) -> None:
+def _stream(session: Session, response: requests.Response, archive: Path, kept: int, size: int | None) -> None:
     """Write the answer's bytes after the `kept` ones, with a progress bar; a broken stream keeps them."""
-    task = progress.add_task(f"download {archive.name}", total=size, completed=kept)
     try:
-        with response, open(archive, "ab" if kept else "wb") as out:
+        with create_progress() as progress, response, open(archive, "ab" if kept else "wb") as out:
+            task = progress.add_task(f"download {archive.name}", total=size, completed=kept)
             # read1, not iter_content: a read that meets a broken connection drops what it had gathered
             # (up to a chunk), read1 returns each piece as it comes, so every byte received is kept.
             while chunk := response.raw.read1(CHUNK, decode_content=True):
@@ -186,7 +191,7 @@ def _stream(
         have = archive.stat().st_size
         raise CompError(
             f"The download of {archive.name} stopped after {size_text(have)} of {size_text(size or have)}: "
-            f"{type(exc).__name__}: {redact(str(exc), session.creds)}",
+            f"{redact(str(exc.args[0] if exc.args else exc), session.creds)}",
             hint=f"Run `comp download {session.slug}` again: it continues from the {size_text(have)} "
             f"kept in {archive.parent}/.",
         ) from None
@@ -204,11 +209,11 @@ def _stream(
         )
 
 
-def fetch_archive(session: Session, folder: Path, progress: Progress) -> Path:
+def fetch_archive(session: Session, folder: Path) -> Path:
     """The competition's archive, complete, in `folder`: fetched whole, continued, or already there."""
     waits = Waits()
     with session.api.build_kaggle_client() as kaggle:
-        response = _with_waits(session, waits, lambda: _ask_for_archive(kaggle, session.slug), progress)
+        response = _with_waits(session, waits, lambda: _ask_for_archive(kaggle, session.slug))
         remote = Remote.of(response, session.slug)
         archive = folder / remote.identity.archive
         kept = kept_bytes(folder, remote)
@@ -223,9 +228,9 @@ def fetch_archive(session: Session, folder: Path, progress: Progress) -> Path:
         if kept:
             # The client's answer starts at byte 0: dropped after its headers, the rest asked for instead.
             response.close()
-            response = _with_waits(session, waits, lambda: _ask_for_rest(remote, kept), progress)
+            response = _with_waits(session, waits, lambda: _ask_for_rest(remote, kept))
             kept = kept if response.status_code == 206 and _starts_at(response, kept, folder) else 0
-            progress.console.print(
+            console.print(
                 f"Continuing {archive.name} from the {size_text(kept)} kept in {folder}/"
                 if kept
                 else f"Kaggle sent {archive.name} whole again: downloading it from the start"
@@ -233,7 +238,7 @@ def fetch_archive(session: Session, folder: Path, progress: Progress) -> Path:
         if not kept:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / MARKER).write_text(json.dumps(asdict(remote.identity)))
-        _stream(session, response, archive, kept, remote.identity.size, progress)
+        _stream(session, response, archive, kept, remote.identity.size)
     return archive
 
 
