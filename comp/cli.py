@@ -13,7 +13,6 @@ import typer
 from comp import __version__
 from comp.console import console, err_console
 from comp.errors import CompError
-from comp.runs import run_dir
 
 app = typer.Typer(
     name="comp",
