@@ -104,7 +104,6 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
         return None
 
 
-
 def image_sizes(paths: list) -> Counter:
     """(width, height) -> count, from the files' headers (unreadable files are skipped)."""
     return Counter(size for p in paths if (size := image_size(p)) is not None)

@@ -30,9 +30,9 @@ from comp.data.layouts import (
     check_no_empty_label,
     check_same_test_ids,
     label_rows,
+    listed_id_column,
     read_csv_text,
     require_column,
-    listed_id_column,
 )
 from comp.errors import CompError
 
