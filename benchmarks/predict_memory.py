@@ -71,7 +71,7 @@ def config_for(workdir: Path, run: str, n_test: int):
     from comp.config import load_config
 
     return load_config(
-        REPO / "configs/default.yaml",
+        REPO / "comp/configs/default.yaml",
         [
             f"name=bench-{run}",
             f"data.root={workdir / 'data'}",

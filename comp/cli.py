@@ -13,7 +13,6 @@ import typer
 from comp import __version__
 from comp.console import console, err_console
 from comp.errors import CompError
-from comp.runs import run_dir
 
 app = typer.Typer(
     name="comp",
@@ -24,12 +23,21 @@ app = typer.Typer(
 )
 _state = {"debug": False}
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Experiment config (YAML).", show_default=True)]
+ConfigOpt = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Experiment config: a YAML file, or a NAME: configs/NAME.yaml here if present, else comp's packaged "
+        "NAME (default, fashion_mnist, resnet9_scratch, ...).",
+        show_default=True,
+    ),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config key, e.g. --set train.epochs=3 (repeatable)."),
 ]
-DEFAULT_CONFIG = Path("configs/default.yaml")
+DEFAULT_CONFIG = Path("default")  # configs/default.yaml when the working folder has one, else the packaged one
 
 
 def command(*args, **kwargs) -> Callable:
@@ -79,6 +87,18 @@ def _competition(cfg):
     from comp.data.competition import load_competition
 
     return load_competition(cfg.data)
+
+
+@command(help="Write a starter config, configs/SLUG.yaml (default: configs/default.yaml): every key, commented.")
+def init(
+    slug: Annotated[
+        str | None, typer.Argument(help="Kaggle competition slug: names the file and sets data.competition, data.root.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
+) -> None:
+    from comp.config import write_starter_config
+
+    console.print(write_starter_config(slug, force=force))
 
 
 @command(help="Fetch a competition into data/<slug>/ and survey it; `download demo` builds the offline demo.")
@@ -145,50 +165,29 @@ def train(
         ),
     ] = None,
 ) -> None:
-    from comp.training.distributed import launch_training, process_group, quiet_other_ranks, under_torchrun
-    from comp.training.fold import results_table
-    from comp.training.fold import train as train_folds
-    from comp.training.parallel import outcomes_table, parse_gpus, train_arguments, train_parallel
+    from comp.training.launch import launch_training
 
     if fold != "all" and not fold.isdigit():
         raise typer.BadParameter(f"--fold must be a fold number or 'all', not {fold!r}.")
     cfg = _config(config, set_)
-    if parallel or gpus:
-        if fold != "all" or devices > 1:
-            raise typer.BadParameter(
-                "--parallel and --gpus spread the folds of --fold all, one process per fold; "
-                "--devices alone trains one fold over several devices."
-            )
-        outcomes = train_parallel(
-            cfg, _competition(cfg), config, set_ or [], parallel, gpus and parse_gpus(gpus), force=force, resume=resume
+    if (parallel or gpus) and (fold != "all" or devices > 1):
+        raise typer.BadParameter(
+            "--parallel and --gpus spread the folds of --fold all, one process per fold; "
+            "--devices alone trains one fold over several devices."
         )
-        console.print(outcomes_table(outcomes))
-        failed = [str(o.fold) for o in outcomes if o.status == "failed"]
-        if failed:
-            raise CompError(
-                f"Fold(s) {', '.join(failed)} failed; the other folds are saved in {run_dir(cfg.name)}.",
-                hint=f"Fix the cause ({run_dir(cfg.name) / 'logs'} has each fold's output), then run the same "
-                "command with --resume: finished folds are skipped, interrupted ones continue.",
-            )
-    elif devices > 1 and not under_torchrun():
-        launch_training(
-            cfg,
-            _competition(cfg),
-            devices,
-            fold,
-            train_arguments(fold, config, set_ or [], force, resume),
-            force=force,
-            resume=resume,
-        )
-        return
-    else:
-        with process_group(cfg.train.device, devices):
-            quiet_other_ranks(console)
-            results = train_folds(
-                cfg, _competition(cfg), fold if fold == "all" else int(fold), force=force, resume=resume
-            )
-            console.print(results_table(results))
-    console.print(f"Results saved to {run_dir(cfg.name)}")
+    result = launch_training(
+        cfg,
+        _competition(cfg),
+        config,
+        set_ or [],
+        fold if fold == "all" else int(fold),
+        devices=devices,
+        parallel=parallel,
+        gpus=gpus,
+        force=force,
+        resume=resume,
+    )
+    console.print(result)
 
 
 @command(help="Predict each trained fold's out-of-fold rows and the test set, write cv.json; or a folder (--images).")
@@ -306,17 +305,7 @@ def lr_find(
     from comp.training.lr_find import lr_find as range_test
 
     cfg = _config(config, set_)
-    result = range_test(cfg, _competition(cfg), fold=fold, start_lr=start_lr, end_lr=end_lr, steps=steps)
-    low, high = result.fastest_range
-    stop = "stopped on divergence" if result.diverged else "no divergence"
-    console.print(
-        f"{len(result.curve)} steps ({stop}); the smoothed loss falls fastest between {low:.2e} and {high:.2e}"
-    )
-    console.print(
-        f"Suggested learning rate: [bold]{result.suggested_lr:.2e}[/] (--set train.lr="
-        f"{result.suggested_lr:.2g})  plot -> {result.plot}",
-        highlight=False,
-    )
+    console.print(range_test(cfg, _competition(cfg), fold=fold, start_lr=start_lr, end_lr=end_lr, steps=steps))
 
 
 @command(help="Backbone features + an SVM or logistic regression (grid-searched per fold), written as a run.")

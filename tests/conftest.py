@@ -72,6 +72,6 @@ def write_csv_competition(
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
     """An empty project folder holding the repository's configs/, as the working directory."""
-    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    shutil.copytree(REPO / "comp/configs", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -1,4 +1,4 @@
-"""configs/examples/: every recipe loads, builds the model it describes and runs on tiny data.
+"""comp/configs/examples/: every recipe loads, builds the model it describes and runs on tiny data.
 
 No ImageNet weights can be had here, so the recipes run with model.pretrained=false, at 16 px, for
 two short epochs (enough to pass a recipe's freeze and its switch to phase-2 augmentation).
@@ -21,7 +21,7 @@ from comp.models.factory import count_parameters, create_model
 from comp.training.checkpoint import save_weights
 
 runner = CliRunner()
-RECIPES = sorted(p.name for p in (REPO / "configs/examples").glob("*.yaml"))
+RECIPES = sorted(p.name for p in (REPO / "comp/configs/examples").glob("*.yaml"))
 TINY = [
     "model.pretrained=false",
     "data.image_size=16",
@@ -39,7 +39,7 @@ def sets(*overrides: str) -> list[str]:
 
 
 def recipe(name: str, *overrides: str):
-    return load_config(REPO / "configs/examples" / name, list(overrides))
+    return load_config(REPO / "comp/configs/examples" / name, list(overrides))
 
 
 def test_the_expected_recipes_are_there():
@@ -54,7 +54,7 @@ def test_the_expected_recipes_are_there():
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_each_recipe_says_where_it_comes_from_and_what_it_reached(name):
-    text = (REPO / "configs/examples" / name).read_text()
+    text = (REPO / "comp/configs/examples" / name).read_text()
     assert "Where it comes from:" in text and "What it reached there:" in text
     config = recipe(name)
     validate_aug(config.aug, config.data.image_size)
@@ -89,7 +89,7 @@ def test_the_resnet101_head_is_the_described_bottleneck_under_its_limit():
 )
 def test_each_training_recipe_trains_on_tiny_data(project, name, overrides):
     write_csv_competition(project / "data/tiny", n_classes=4, per_class=6)
-    config = ["--config", str(REPO / "configs/examples" / name), *sets(*overrides)]
+    config = ["--config", str(REPO / "comp/configs/examples" / name), *sets(*overrides)]
     assert runner.invoke(app, ["folds", *config]).exit_code == 0
     result = runner.invoke(app, ["train", "--fold", "0", *config])
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -105,7 +105,7 @@ def test_the_svm_probe_recipe_fits_its_grid_on_tiny_data(project):
     save_weights(create_model(small, 4).state_dict(), project / "small.safetensors", [0, 1, 2, 3], 0)
     config = [
         "--config",
-        str(REPO / "configs/examples/svm_probe.yaml"),
+        str(REPO / "comp/configs/examples/svm_probe.yaml"),
         *sets("model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "model.weights=small.safetensors"),
     ]
     assert runner.invoke(app, ["folds", *config]).exit_code == 0

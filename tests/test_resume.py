@@ -17,7 +17,7 @@ from conftest import REPO, write_csv_competition
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import comp.training.fold
+import comp.training.state
 from comp.cli import app
 from comp.config import load_config
 from comp.data.competition import load_competition
@@ -66,7 +66,7 @@ def tiny(project):
 def straight(tmp_path_factory):
     """The uninterrupted run, trained once in a folder of its own: (metrics.csv, best weights)."""
     folder = tmp_path_factory.mktemp("straight")
-    shutil.copytree(REPO / "configs", folder / "configs")
+    shutil.copytree(REPO / "comp/configs", folder / "configs")
     cwd, threads = os.getcwd(), torch.get_num_threads()
     os.chdir(folder)
     torch.set_num_threads(1)
@@ -109,7 +109,7 @@ def assert_same_training(reference):
 
 def interrupt_after_checkpoints(monkeypatch, n, *overrides, fold=0):
     """The process dies right after writing its n-th last.pt (a deterministic kill)."""
-    real, calls = comp.training.fold.save_state, []
+    real, calls = comp.training.state.save_state, []
 
     def save_then_die(path, state):
         real(path, state)
@@ -117,10 +117,10 @@ def interrupt_after_checkpoints(monkeypatch, n, *overrides, fold=0):
         if len(calls) == n:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(comp.training.fold, "save_state", save_then_die)
+    monkeypatch.setattr(comp.training.state, "save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run(*overrides, fold=fold)
-    monkeypatch.setattr(comp.training.fold, "save_state", real)
+    monkeypatch.setattr(comp.training.state, "save_state", real)
 
 
 # ----------------------------------------------------------------------------- exact resume

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,7 @@ def _fetch(slug: str, dest: Path) -> None:
                 "archive": archive.name,
                 "sha256": sha256_file(archive),
                 "bytes": archive.stat().st_size,
-                "downloaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "files": extracted.files,
                 "inner_archives": extracted.inner_archives,
             },
