@@ -112,6 +112,9 @@ def run_pipeline(overrides: list[str]) -> tuple[dict, pd.DataFrame, Path]:
     validated = comp("validate", str(submission), overrides=overrides)
     assert "is a valid submission" in validated.output
     cv = json.loads((Path("runs") / name / "cv.json").read_text())
+    evaluated = comp("evaluate", overrides=overrides)  # scores the OOF table the task's way, as predict did
+    assert json.loads((Path("runs") / name / "cv.json").read_text())["oof"] == pytest.approx(cv["oof"])
+    assert "per class" in evaluated.output
     return cv, pd.read_csv(submission, dtype=str, keep_default_na=False), submission
 
 
@@ -139,7 +142,7 @@ def test_multi_label_competition_from_folds_to_sorted_tags(project):
     assert len(cv["thresholds"]) == 6 and cv["oof"] >= cv["oof_default_thresholds"]
     oof = pd.read_parquet("runs/planet/oof.parquet")
     assert list(oof.columns) == ["id", "even", "large", "odd", "prime", "round", "small"]
-    assert not np.allclose(oof.iloc[:, 1:].sum(1), 1.0)  # independent per-tag probabilities, not a softmax
+    assert not np.allclose(oof.iloc[:, 1:].sum(axis=1), 1.0)  # independent per-tag probabilities, not a softmax
 
     assert list(submission.columns) == ["image_name", "tags"]
     assert list(submission["image_name"]) == list(truth["image_name"])
