@@ -51,6 +51,7 @@ class PredictResult:
     oof_score: float
     missing_folds: list[int]
     choice: ViewChoice | None  # what `predict.tta: auto` measured
+    decisions: dict | None = None  # comp.tasks.decision_record: the task and the thresholds fitted on OOF rows
 
     def __rich__(self) -> Group:
         lines = []
@@ -67,6 +68,14 @@ class PredictResult:
                     f"folds {', '.join(map(str, self.missing_folds))} are not trained: the OOF score "
                     f"covers {len(self.folds)} of {len(self.folds) + len(self.missing_folds)} folds",
                     style="yellow",
+                )
+            )
+        if self.decisions and self.decisions.get("thresholds") is not None:
+            fitted = ", ".join(f"{t:.2f}" for t in self.decisions["thresholds"])
+            lines.append(
+                Text(
+                    f"{self.decisions['task']} decisions: thresholds fitted on the OOF rows [{fitted}]: {self.metric} "
+                    f"{self.decisions['oof_default_thresholds']:.4f} -> {self.oof_score:.4f} (applied to test)"
                 )
             )
         lines.append(
@@ -179,7 +188,7 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
         test_probs = fold_mean(stream, competition.test["path"], competition.test["id"], views, "test", stage)
 
         extra = {"tta_mean": mean, **({"tta_auto": asdict(choice)} if choice else {})}
-        oof_score, fold_scores = write_run_predictions(
+        oof_score, fold_scores, decisions = write_run_predictions(
             stage,
             oof_tables,
             test_probs,
@@ -191,7 +200,7 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
             config,
             **extra,
         )
-    return PredictResult(folder, views, metric, fold_scores, oof_score, missing, choice)
+    return PredictResult(folder, views, metric, fold_scores, oof_score, missing, choice, decisions)
 
 
 def write_run_predictions(
@@ -205,9 +214,10 @@ def write_run_predictions(
     params: dict,
     fold_config: Config,
     **extra,
-) -> tuple[float, dict[int, float]]:
+) -> tuple[float, dict[int, float], dict]:
     """A run's oof.parquet, test.parquet and cv.json (plus `extra` keys), from its folds' OOF tables (by fold) and
-    mean test probabilities; returns the OOF score and each fold's, with the decisions fitted on all OOF rows."""
+    mean test probabilities; returns the OOF score and each fold's, with the decisions fitted on all OOF rows, and
+    the record of those decisions."""
     task = competition.task
     oof = pd.concat(list(oof_tables.values()), ignore_index=True)
     targets, oof_probs = competition.targets(oof["id"], classes), oof.iloc[:, 1:].to_numpy()
@@ -241,7 +251,7 @@ def write_run_predictions(
             **extra,
         },
     )
-    return oof_score, fold_scores
+    return oof_score, fold_scores, decisions
 
 
 def fold_mean(stream: Streamer, paths, ids, views: list[str], label: str, tables: Path | None = None) -> np.ndarray:

@@ -343,7 +343,7 @@ def probe(
                 f"fold {k}: {_params(best)} (inner CV {search_score:.4f}), OOF {metric} {results[k].score:.4f}",
                 highlight=False,
             )
-        oof_score, _ = write_run_predictions(
+        oof_score, *_ = write_run_predictions(
             stage,
             oof_tables,
             np.mean(test_probs, 0),

@@ -137,6 +137,9 @@ PLANET = [
 def test_multi_label_competition_from_folds_to_sorted_tags(project):
     truth = write_planet(project / "data/planet")
     cv, submission, _ = run_pipeline([*TRAIN, *PLANET])
+    assert (
+        "multilabel decisions: thresholds fitted on the OOF rows" in comp("predict", overrides=[*TRAIN, *PLANET]).output
+    )
 
     assert cv["task"] == "multilabel" and cv["metric"] == "f_beta" and cv["metric_params"] == {"beta": 2}
     assert len(cv["thresholds"]) == 6 and cv["oof"] >= cv["oof_default_thresholds"]
@@ -295,3 +298,16 @@ def test_tags_and_top_k_submissions_and_their_validation(tmp_path):
     assert not [p for p in validate_submission(tmp_path / "ok.csv", tmp_path / "sample.csv", classes) if p.is_error]
     with pytest.raises(CompError, match="tags are the decisions of a multilabel task"):
         detect_format(sample, classes, "tags", task="multiclass")
+
+
+def test_an_empty_label_names_its_file_line_and_id(project):
+    root = project / "data/empty"
+    write_images(root / "train", [f"i{i}" for i in range(6)], np.zeros((6, 8, 8), np.uint8))
+    write_images(root / "test", ["t0"], np.zeros((1, 8, 8), np.uint8))
+    (root / "train.csv").write_text("id,label\ni0,cat\ni1,dog\ni2,cat\ni3,\ni4,dog\ni5,cat\n")
+    pd.DataFrame({"id": ["t0"], "label": ["cat"]}).to_csv(root / "sample_submission.csv", index=False)
+    result = runner.invoke(app, ["folds", "--set", "data.root=data/empty", "--set", "folds.k=2"])
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert "id 'i3'" in message and "train.csv, line 5, column 'label') has an empty label" in message
+    assert not Path("folds").exists()  # nothing half-written
