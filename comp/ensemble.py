@@ -40,7 +40,7 @@ from comp.runs import (
     write_predictions,
 )
 from comp.submission.formats import create_submission, write_submission
-from comp.tasks import decision_record
+from comp.tasks import decision_record, same_outputs
 
 
 @dataclass
@@ -114,11 +114,11 @@ def check_compatible(members: list[Member], classes: list) -> None:
         check_same_classes(classes, member.classes, f"Run {member.run_dir}")
     for member in members[1:]:
         where = f"Runs {first.run_dir} and {member.run_dir}"
-        if member.task != first.task:
+        if not same_outputs(member.task, first.task):
             raise CompError(
                 f"{where} were predicted for different tasks ({first.task}, {member.task}): their probabilities "
                 "mean different things.",
-                hint="Blend runs trained with the same data.task.",
+                hint="Blend multi-label runs with multi-label runs only (data.task).",
             )
         if member.cv["fold_file_sha256"] != first.cv["fold_file_sha256"]:
             raise CompError(
@@ -177,7 +177,7 @@ def blend_members(
     columns = [column_name(c) for c in classes]
     oof_stack = np.stack([m.oof.loc[oof_ids, columns].to_numpy(np.float64) for m in members])
     test_stack = np.stack([m.test.loc[test_ids, columns].to_numpy(np.float64) for m in members])
-    y, task, params = competition.targets(oof_ids, classes), members[0].task, params or {}
+    y, task, params = competition.targets(oof_ids, classes), competition.task, params or {}
     rule = "mean" if method == "weighted" else method
     parsed = parse_weights(weights, method, len(members))
     fitted = fit_weights(rule, oof_stack, y, task) if isinstance(parsed, str) else parsed
@@ -301,7 +301,8 @@ def blend(
 
 
 def check_task(competition: Competition, run_dir: Path, task: str) -> None:
-    if task != competition.task:
+    """Per-tag probabilities cannot make a single-label submission, nor a softmax table a multi-label one."""
+    if not same_outputs(task, competition.task):
         raise CompError(
             f"Run {run_dir} was predicted for data.task {task}, but the data is read as {competition.task}.",
             hint=f"Set data.task: {task} as when the run was trained, or predict it again.",

@@ -38,7 +38,7 @@ from comp.runs import (
     write_predictions,
 )
 from comp.streaming import Streamer, TrainedRun, collect, open_run
-from comp.tasks import check_metric, decision_labels, decision_record
+from comp.tasks import check_metric, decision_labels, decision_record, same_outputs
 from comp.tta import AUTO_CANDIDATES, ViewChoice, choose_views, combine, resolve_views
 
 
@@ -137,9 +137,9 @@ def check_fold_file(config: Config, run: TrainedRun, folds: pd.DataFrame) -> lis
 
 
 def check_run_task(config: Config, run: TrainedRun, competition: Competition) -> None:
-    """A run trained for another task (softmax vs sigmoid head) cannot predict this one."""
+    """A run trained with a sigmoid per tag cannot predict a single-label task, nor a softmax run a multi-label one."""
     recorded = run.config.data.task
-    if recorded not in ("auto", competition.task):
+    if recorded != "auto" and not same_outputs(recorded, competition.task):
         raise CompError(
             f"Run '{config.name}' was trained for data.task {recorded}, but the data is read as {competition.task}.",
             hint=f"Set data.task: {recorded} as when the run was trained, or retrain: comp train --fold all --force.",

@@ -93,6 +93,12 @@ def check_task_classes(task: str, classes: list, source: str) -> None:
         )
 
 
+def same_outputs(a: str, b: str) -> bool:
+    """Whether models and tables of tasks a and b read alike: the single-label tasks share a softmax over the
+    classes (they differ only in decisions); multilabel's columns are independent per-tag sigmoids."""
+    return (a == "multilabel") == (b == "multilabel")
+
+
 def check_metric(task: str, metric: str) -> None:
     if task == "multilabel" and METRICS[metric].single_label_only:
         raise CompError(

@@ -311,3 +311,13 @@ def test_an_empty_label_names_its_file_line_and_id(project):
     message = " ".join(result.output.split())
     assert "id 'i3'" in message and "train.csv, line 5, column 'label') has an empty label" in message
     assert not Path("folds").exists()  # nothing half-written
+
+
+def test_softmax_and_per_tag_tables_are_never_read_for_each_other():
+    from types import SimpleNamespace
+
+    from comp.ensemble import check_task
+
+    check_task(SimpleNamespace(task="ordinal"), Path("runs/r"), "multiclass")  # same softmax tables: decisions differ
+    with pytest.raises(CompError, match="predicted for data.task multiclass, but the data is read as multilabel"):
+        check_task(SimpleNamespace(task="multilabel"), Path("runs/r"), "multiclass")
