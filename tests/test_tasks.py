@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -19,11 +20,13 @@ from comp.cli import app
 from comp.config import load_config
 from comp.data.competition import load_competition
 from comp.data.folds import assign_folds
+from comp.ensemble import check_task
 from comp.errors import CompError
 from comp.metrics import score
 from comp.submission.formats import create_submission, detect_format
 from comp.submission.validate import validate_submission
-from comp.tasks import resolve_task
+from comp.tasks import check_metric, check_task_classes, resolve_task
+from comp.training.loop import create_mixup
 
 runner = CliRunner()
 TRAIN = [
@@ -247,17 +250,11 @@ def test_a_grade_column_with_gaps_names_the_missing_grade(project):
 
 def test_wrong_task_settings_say_which_key_to_change():
     with pytest.raises(CompError, match="data.task is binary"):
-        from comp.tasks import check_task_classes
-
         check_task_classes("binary", [0, 1, 2], "train.csv")
     with pytest.raises(CompError, match="data.task is multilabel") as err:
-        from comp.tasks import check_metric
-
         check_metric("multilabel", "quadratic_weighted_kappa")
     assert "f_beta" in err.value.hint
     with pytest.raises(CompError, match="mixup"):
-        from comp.training.loop import create_mixup
-
         create_mixup(load_config(overrides=["train.mixup_alpha=0.2"]), 3, "multilabel")
     with pytest.raises(CompError, match="predict.metric_params"):
         load_config(overrides=["predict.metric=accuracy", "predict.metric_params={beta: 2}"])
@@ -314,10 +311,6 @@ def test_an_empty_label_names_its_file_line_and_id(project):
 
 
 def test_softmax_and_per_tag_tables_are_never_read_for_each_other():
-    from types import SimpleNamespace
-
-    from comp.ensemble import check_task
-
     check_task(SimpleNamespace(task="ordinal"), Path("runs/r"), "multiclass")  # same softmax tables: decisions differ
     with pytest.raises(CompError, match="predicted for data.task multiclass, but the data is read as multilabel"):
         check_task(SimpleNamespace(task="multilabel"), Path("runs/r"), "multiclass")
