@@ -10,6 +10,10 @@ optimiser cannot follow. `hill` is Kaggle's hill-climbing blend: start from the 
 the OOF metric itself (any metric comp has, in its own direction), then repeatedly mix in, with
 replacement, the member (and share) that most improves that score, until nothing improves.
 The test set is never looked at.
+
+Multi-label tables hold independent per-tag probabilities: they are blended per tag and never
+renormalised across the tags (geometric: the sigmoid of the weighted mean logit; the weights fitted
+on the mean binary log loss). Decision thresholds are fitted afterwards, on the blend's OOF rows.
 """
 
 from __future__ import annotations
@@ -38,12 +42,19 @@ class Score:
     log_loss: float
 
 
-def metric_and_log_loss(metric: str, targets: np.ndarray, probs: np.ndarray) -> Score:
-    return Score(metric, score(metric, targets, probs), log_loss(targets, probs))
+def metric_and_log_loss(
+    metric: str, targets: np.ndarray, probs: np.ndarray, params: dict | None = None, thresholds=None
+) -> Score:
+    return Score(
+        metric, score(metric, targets, probs, **(params or {}), thresholds=thresholds), log_loss(targets, probs)
+    )
 
 
-def prepare(method: str, stack: np.ndarray) -> np.ndarray:
+def prepare(method: str, stack: np.ndarray, task: str = "multiclass") -> np.ndarray:
     """The per-member transform that does not depend on the weights (stack: members x rows x classes)."""
+    if method == "geometric" and task == "multilabel":
+        clipped = np.clip(stack, EPS, 1.0 - EPS)
+        return np.log(clipped) - np.log1p(-clipped)  # per-tag logits
     if method == "geometric":
         return np.log(np.clip(stack, EPS, 1.0))
     if method == "rank":
@@ -51,29 +62,32 @@ def prepare(method: str, stack: np.ndarray) -> np.ndarray:
     return stack
 
 
-def mix(method: str, prepared: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The weighted blend of prepared members, each row normalised to sum to one."""
+def mix(method: str, prepared: np.ndarray, weights: np.ndarray, task: str = "multiclass") -> np.ndarray:
+    """The weighted blend of prepared members, each row normalised to sum to one (multilabel: each tag on its own,
+    no renormalisation)."""
     mixed = np.tensordot(weights, prepared, axes=1)
+    if task == "multilabel":
+        return 1.0 / (1.0 + np.exp(-mixed)) if method == "geometric" else mixed
     if method == "geometric":
         mixed = np.exp(mixed - mixed.max(axis=1, keepdims=True))
     return mixed / mixed.sum(axis=1, keepdims=True)
 
 
-def blend_table(method: str, stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return mix(method, prepare(method, stack), weights)
+def blend_table(method: str, stack: np.ndarray, weights: np.ndarray, task: str = "multiclass") -> np.ndarray:
+    return mix(method, prepare(method, stack, task), weights, task)
 
 
-def fit_weights(method: str, oof_stack: np.ndarray, y: np.ndarray) -> np.ndarray:
+def fit_weights(method: str, oof_stack: np.ndarray, y: np.ndarray, task: str = "multiclass") -> np.ndarray:
     """Non-negative weights summing to one that minimise the blend's OOF log loss (SLSQP).
 
     Equal weights and each member alone are candidates too, whatever the optimiser does: with
     `mean` and `geometric` the blend's OOF log loss is never worse than the best member's.
     """
-    prepared = prepare(method, oof_stack)
+    prepared = prepare(method, oof_stack, task)
     n = len(oof_stack)
 
     def objective(w: np.ndarray) -> float:
-        return log_loss(y, mix(method, prepared, w))
+        return log_loss(y, mix(method, prepared, w, task))
 
     equal = np.full(n, 1.0 / n)
     fitted = minimize(
@@ -118,8 +132,11 @@ class Climb:
     path: list[tuple[int, float, float]]  # (member, its share w in that step, OOF score after the step)
 
 
-def _clipped(mixed: np.ndarray) -> np.ndarray:
-    """Rows renormalised; a negative weight may push a probability below zero, so it is clipped first."""
+def _clipped(mixed: np.ndarray, task: str = "multiclass") -> np.ndarray:
+    """Rows renormalised (multilabel: each tag kept in (0, 1) on its own); a negative weight may push a
+    probability out of range, so it is clipped first."""
+    if task == "multilabel":
+        return np.clip(mixed, EPS, 1.0 - EPS)
     mixed = np.clip(mixed, EPS, None)
     return mixed / mixed.sum(axis=1, keepdims=True)
 
@@ -129,16 +146,24 @@ def _improves(metric: str, new: float, old: float) -> bool:
     return is_better(metric, new, old) and abs(new - old) > MIN_GAIN
 
 
-def hill_climb(stack: np.ndarray, y: np.ndarray, metric: str, negative: bool = False) -> Climb:
+def hill_climb(
+    stack: np.ndarray,
+    y: np.ndarray,
+    metric: str,
+    negative: bool = False,
+    task: str = "multiclass",
+    params: dict | None = None,
+) -> Climb:
     """Greedy forward selection with replacement on the OOF `metric` (stack: members x rows x classes).
 
     Each step mixes one member into the blend, blend <- (1 - w) blend + w member, with the member and
     the share w in HILL_SHARES that improve the score most (ties: the earlier member, the smaller
     share). A member added again gains weight. With `negative`, w may also be negative, which
-    subtracts a member's errors that the blend shares.
+    subtracts a member's errors that the blend shares. `params`: the metric's (predict.metric_params).
     """
+    params = params or {}
     n = len(stack)
-    singles = [score(metric, y, member) for member in stack]
+    singles = [score(metric, y, member, **params) for member in stack]
     best = 0
     for m in range(1, n):
         if is_better(metric, singles[m], singles[best]):
@@ -150,7 +175,7 @@ def hill_climb(stack: np.ndarray, y: np.ndarray, metric: str, negative: bool = F
         winner = None
         for m in range(n):
             for w in shares:
-                value = score(metric, y, _clipped((1 - w) * blend + w * stack[m]))
+                value = score(metric, y, _clipped((1 - w) * blend + w * stack[m], task), **params)
                 if _improves(metric, value, current if winner is None else winner[0]):
                     winner = (value, m, float(w))
         if winner is None:
@@ -162,6 +187,6 @@ def hill_climb(stack: np.ndarray, y: np.ndarray, metric: str, negative: bool = F
     return Climb(weights, path)
 
 
-def hill_blend(stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def hill_blend(stack: np.ndarray, weights: np.ndarray, task: str = "multiclass") -> np.ndarray:
     """The blend a climb's weights give (probabilities clipped and renormalised as during the climb)."""
-    return _clipped(np.tensordot(weights, stack, axes=1))
+    return _clipped(np.tensordot(weights, stack, axes=1), task)

@@ -6,9 +6,10 @@ blended only when they share the class list, the test ids, the OOF ids and the f
 sha256, recorded in cv.json by `comp predict` and by every blend).
 
 The blend rules and the weight fitting are comp.blending's. The OOF score (`predict.metric`) and log
-loss of each member and of the blend are reported. A hill-climbed blend chooses its weights on the
-OOF rows it is scored on, so its OOF score is optimistic; `--holdout-folds` chooses on the other
-folds and scores on those alone.
+loss of each member and of the blend are reported; the decision thresholds of a multi-label or
+ordinal task are fitted again on the blend's OOF rows (cv.json) and applied to its test rows. A
+hill-climbed blend chooses its weights on the OOF rows it is scored on, so its OOF score is
+optimistic; `--holdout-folds` chooses on the other folds and scores on those alone.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from comp.runs import (
     probability_table,
     read_cv,
     read_predictions,
+    read_table_task,
     resolve_run,
     run_dir,
     write_predictions,
 )
 from comp.submission.formats import create_submission, write_submission
+from comp.tasks import decision_record, same_outputs
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Member:
     test: pd.DataFrame
     classes: list
     cv: dict
+    task: str
 
 
 @dataclass
@@ -96,7 +100,7 @@ def load_member(run_dir: Path) -> Member:
             f"{run_dir / 'cv.json'} does not record the fold file its OOF rows came from.",
             hint=f"Run `comp predict` for {run_dir.name} again: it records the fold file's sha256.",
         )
-    return Member(run_dir, oof, test, classes, cv)
+    return Member(run_dir, oof, test, classes, cv, read_table_task(run_dir / "oof.parquet"))
 
 
 def check_compatible(members: list[Member], classes: list) -> None:
@@ -106,6 +110,12 @@ def check_compatible(members: list[Member], classes: list) -> None:
         check_same_classes(classes, member.classes, f"Run {member.run_dir}")
     for member in members[1:]:
         where = f"Runs {first.run_dir} and {member.run_dir}"
+        if not same_outputs(member.task, first.task):
+            raise CompError(
+                f"{where} were predicted for different tasks ({first.task}, {member.task}): their probabilities "
+                "mean different things.",
+                hint="Blend multi-label runs with multi-label runs only (data.task).",
+            )
         if member.cv["fold_file_sha256"] != first.cv["fold_file_sha256"]:
             raise CompError(
                 f"{where} were validated on different fold files ({first.cv.get('fold_file')} "
@@ -140,6 +150,7 @@ class Blend:
     test: pd.DataFrame
     member_scores: dict[str, Score]
     score: Score
+    decisions: dict  # comp.tasks.decision_record: task, metric parameters, thresholds fitted on the blend's OOF
     climb: HillReport | None = None
 
 
@@ -159,6 +170,7 @@ def blend_members(
     metric: str,
     method: str = "mean",
     weights: str | None = None,
+    params: dict | None = None,
     hill: HillOptions | None = None,
 ) -> Blend:
     """Align the members by id, fit, climb or take the weights, and blend their OOF and test tables alike."""
@@ -168,28 +180,35 @@ def blend_members(
     columns = [column_name(c) for c in classes]
     oof_stack = np.stack([m.oof.loc[oof_ids, columns].to_numpy(np.float64) for m in members])
     test_stack = np.stack([m.test.loc[test_ids, columns].to_numpy(np.float64) for m in members])
-    y = competition.class_indices(oof_ids, classes)
+    y, task, params = competition.targets(oof_ids, classes), competition.task, params or {}
     report = None
     if method == "hill":
         folds = oof_folds(members[0].cv, members[0].run_dir / "cv.json", oof_ids) if hill.holdout_folds else None
-        runs = [str(m.run_dir) for m in members]
-        fold_file = members[0].cv.get("fold_file")
-        fitted, oof, test, report = climb_blend(oof_stack, test_stack, y, metric, runs, hill, folds, fold_file)
+        runs, fold_file = [str(m.run_dir) for m in members], members[0].cv.get("fold_file")
+        fitted, oof, test, report = climb_blend(
+            oof_stack, test_stack, y, metric, runs, hill, folds, fold_file, task, params
+        )
         mode = "hill"
     else:
         rule = "mean" if method == "weighted" else method
         parsed = parse_weights(weights, method, len(members))
-        fitted = fit_weights(rule, oof_stack, y) if isinstance(parsed, str) else parsed
-        oof, test = blend_table(rule, oof_stack, fitted), blend_table(rule, test_stack, fitted)
+        fitted = fit_weights(rule, oof_stack, y, task) if isinstance(parsed, str) else parsed
+        oof, test = blend_table(rule, oof_stack, fitted, task), blend_table(rule, test_stack, fitted, task)
         mode = "auto" if isinstance(parsed, str) else ("given" if weights else "equal")
+    _, decisions = decision_record(task, metric, params, y, oof)
+    member_scores = {
+        str(m.run_dir): metric_and_log_loss(metric, y, s, params, m.cv.get("thresholds"))
+        for m, s in zip(members, oof_stack, strict=True)
+    }
     return Blend(
         method,
         fitted,
         mode,
         probability_table(oof_ids, oof, classes).set_index("id"),
         probability_table(test_ids, test, classes).set_index("id"),
-        {str(m.run_dir): metric_and_log_loss(metric, y, s) for m, s in zip(members, oof_stack, strict=True)},
-        metric_and_log_loss(metric, y, oof),
+        member_scores,
+        metric_and_log_loss(metric, y, oof, params, decisions["thresholds"]),
+        decisions,
         report,
     )
 
@@ -217,9 +236,9 @@ def _member_record(run_dir: Path, weight: float, member_score: Score | None) -> 
 
 def write_blend_run(folder: Path, members: list[Member], classes: list, result: Blend) -> None:
     """The blend as a run folder: oof/test tables, classes.json, cv.json and members.json."""
-    views = [f"blend:{result.method}"]
-    write_predictions(folder / "oof.parquet", result.oof.reset_index(), classes, views)
-    write_predictions(folder / "test.parquet", result.test.reset_index(), classes, views)
+    views, task = [f"blend:{result.method}"], result.decisions["task"]
+    write_predictions(folder / "oof.parquet", result.oof.reset_index(), classes, views, task)
+    write_predictions(folder / "test.parquet", result.test.reset_index(), classes, views, task)
     save_classes(classes, folder / "classes.json")
     shared = members[0].cv  # check_compatible made every member's fold file the same
     write_json(
@@ -228,6 +247,7 @@ def write_blend_run(folder: Path, members: list[Member], classes: list, result: 
             "metric": result.score.metric,
             "oof": result.score.value,
             "log_loss": result.score.log_loss,
+            **result.decisions,
             "folds": {},
             "fold_file": shared.get("fold_file"),
             "fold_file_sha256": shared["fold_file_sha256"],
@@ -277,9 +297,11 @@ def blend(
     classes = members[0].classes
     check_same_classes(competition.classes, classes, f"Run {members[0].run_dir}")
     check_compatible(members, classes)
-    result = blend_members(competition, members, classes, config.predict.metric, method, weights, hill)
+    check_task(competition, members[0].run_dir, members[0].task)
+    metric, params = config.predict.metric, config.predict.metric_params
+    result = blend_members(competition, members, classes, metric, method, weights, params, hill)
     # The submission is built before anything is written: a format problem leaves nothing behind.
-    frame = submission_frame(config, competition, result.test, classes)
+    frame = submission_frame(config, competition, result.test, classes, result.decisions["thresholds"])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     folder = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp")  # hidden, beside its final place
     folder.mkdir()
@@ -298,10 +320,29 @@ def blend(
 # ----------------------------------------------------------------------------- submissions
 
 
-def submission_frame(config: Config, competition: Competition, test: pd.DataFrame, classes: list) -> pd.DataFrame:
+def check_task(competition: Competition, run_dir: Path, task: str) -> None:
+    """Per-tag probabilities cannot make a single-label submission, nor a softmax table a multi-label one."""
+    if not same_outputs(task, competition.task):
+        raise CompError(
+            f"Run {run_dir} was predicted for data.task {task}, but the data is read as {competition.task}.",
+            hint=f"Set data.task: {task} as when the run was trained, or predict it again.",
+        )
+
+
+def submission_frame(
+    config: Config, competition: Competition, test: pd.DataFrame, classes: list, thresholds=None
+) -> pd.DataFrame:
+    """The submission of test probabilities: the task's decisions (with the thresholds fitted on the OOF rows)
+    in the sample's format."""
     check_same_classes(competition.classes, classes, "The test predictions")
     return create_submission(
-        competition.sample, test, classes, config.submission.format, config.submission.positive_class
+        competition.sample,
+        test,
+        classes,
+        config.submission.format,
+        config.submission.positive_class,
+        task=competition.task,
+        thresholds=thresholds,
     )
 
 
@@ -318,12 +359,13 @@ def write_run_submission(
     config: Config, competition: Competition, run_dir: Path, frame: pd.DataFrame | None = None
 ) -> Path:
     """submissions/<run name>.csv from a run's test predictions (never overwriting), plus its sidecar JSON."""
+    cv = read_cv(run_dir)
     if frame is None:
         test, classes = read_predictions(run_dir / "test.parquet")
-        frame = submission_frame(config, competition, test, classes)
+        check_task(competition, run_dir, read_table_task(run_dir / "test.parquet"))
+        frame = submission_frame(config, competition, test, classes, cv.get("thresholds"))
     path = next_submission_path(run_dir.name)
     write_submission(frame, path)
-    cv = read_cv(run_dir)
     method, sources = _sources(run_dir)
     write_json(
         path.with_suffix(".json"),
@@ -334,6 +376,8 @@ def write_run_submission(
             "metric": cv.get("metric"),
             "oof_score": cv.get("oof"),
             "log_loss": cv.get("log_loss"),
+            "task": cv.get("task"),
+            "thresholds": cv.get("thresholds"),
             "fold_file": cv.get("fold_file"),
             "fold_file_sha256": cv.get("fold_file_sha256"),
             "method": method,

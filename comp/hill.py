@@ -120,16 +120,21 @@ def climb_blend(
     options: HillOptions,
     folds: np.ndarray | None = None,
     fold_file: str = "the fold file",
+    task: str = "multiclass",
+    params: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, HillReport]:
     """Weights climbed on the OOF rows outside the held-out folds, both blended tables, and the report.
 
     `folds`: each OOF row's fold (from `fold_file`), needed only when `options.holdout_folds` holds some out.
+    `task` and `params` (predict.metric_params): the competition's, as the metric needs them.
     """
     holdout = sorted(set(options.holdout_folds or []))
     chosen = selection_rows(folds, holdout, fold_file) if holdout else np.ones(len(y), dtype=bool)
-    result = hill_climb(oof_stack[:, chosen], y[chosen], metric, options.negative)
-    oof = hill_blend(oof_stack, result.weights)
+    result = hill_climb(oof_stack[:, chosen], y[chosen], metric, options.negative, task, params)
+    oof = hill_blend(oof_stack, result.weights, task)
     path = [{"run": runs[m], "share": share, "oof": value} for m, share, value in result.path]
-    mean = metric_and_log_loss(metric, y, blend_table("mean", oof_stack, np.full(len(runs), 1.0 / len(runs))))
-    held = metric_and_log_loss(metric, y[~chosen], oof[~chosen]) if holdout else None
-    return result.weights, oof, hill_blend(test_stack, result.weights), HillReport(metric, path, mean, holdout, held)
+    equal = np.full(len(runs), 1.0 / len(runs))
+    mean = metric_and_log_loss(metric, y, blend_table("mean", oof_stack, equal, task), params)
+    held = metric_and_log_loss(metric, y[~chosen], oof[~chosen], params) if holdout else None
+    test = hill_blend(test_stack, result.weights, task)
+    return result.weights, oof, test, HillReport(metric, path, mean, holdout, held)

@@ -165,6 +165,14 @@ def test_zip_slip_is_refused_and_nothing_lands_outside(tmp_path, files, links):
 # ----------------------------------------------------------------------------- survey
 
 
+def render(result) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(result)
+    return console.export_text()
+
+
 def _loads_with(survey_config: dict) -> object:
     """The competition that comp's own loader reads with the surveyed config lines."""
     from comp.config import build_config
@@ -229,7 +237,7 @@ def test_survey_finds_the_train_csv_and_its_columns_by_content(tmp_path):
         "sample_submission": "sampleSubmission.csv",
     }
     assert survey.class_counts == {"b0": 5, "b1": 5, "b2": 5}
-    assert any("3 classes" in line for line in survey.summary_lines())
+    assert "3 classes" in render(survey)
     assert len(_loads_with(config).train) == 15
 
 
@@ -342,6 +350,7 @@ def test_waiting_for_a_score_backs_off_and_is_bounded(statuses, sleeps, final):
 # ----------------------------------------------------------------------------- against the fake Kaggle
 
 
+@pytest.mark.slow
 def test_download_extracts_an_image_competition_and_surveys_it(project, fake, home, tmp_path):
     fake.archives[SLUG] = image_competition_zip(tmp_path)
     code, output = run_comp(fake, home, "download", SLUG)
@@ -362,6 +371,7 @@ def test_download_extracts_an_image_competition_and_surveys_it(project, fake, ho
     assert sum("DownloadDataFiles" in call for call in fake.calls) == 1
 
 
+@pytest.mark.slow
 def test_download_refuses_a_zip_slip_archive(project, fake, home):
     fake.archives[SLUG] = zip_bytes({"train.csv": b"id,label\n", "../../outside.txt": b"gotcha"})
     before = files_outside(project, skip={"data"})
@@ -372,6 +382,7 @@ def test_download_refuses_a_zip_slip_archive(project, fake, home):
     assert list((project / "data").iterdir()) == []  # no competition folder, no leftovers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "code, expected",
     [
@@ -411,6 +422,7 @@ def test_http_errors_say_what_happened_and_what_to_do(project, fake, home, tmp_p
     assert not (project / "data" / SLUG).exists()
 
 
+@pytest.mark.slow
 def test_a_call_meant_for_the_real_kaggle_is_refused_and_reported(project, fake, home):
     code, output = run_comp(fake, home, "download", SLUG, KAGGLE_API_ENVIRONMENT="PROD")
     assert code == 1 and "Could not reach Kaggle while downloading" in output
@@ -418,6 +430,7 @@ def test_a_call_meant_for_the_real_kaggle_is_refused_and_reported(project, fake,
     fake.stray.clear()  # seen and refused: the fixture's check is for calls nobody expected
 
 
+@pytest.mark.slow
 def test_no_credentials_says_where_to_put_them_before_the_client_runs(project, fake, home):
     code, output = run_comp(fake, home, "download", SLUG, credentials=False)
     assert code == 1 and "No Kaggle credentials found" in output
@@ -436,6 +449,7 @@ def write_submission(project: Path, name: str, oof: float | None = None) -> Path
     return path
 
 
+@pytest.mark.slow
 def test_round_trip_download_submit_wait_and_list(project, fake, home, tmp_path):
     write_csv_competition(tmp_path / "source")
     fake.archives[SLUG] = zip_bytes(folder_files(tmp_path / "source"))
@@ -493,6 +507,7 @@ def test_round_trip_download_submit_wait_and_list(project, fake, home, tmp_path)
     ]  # `comp submissions` records the scores Kaggle now knows
 
 
+@pytest.mark.slow
 def test_failed_upload_is_reported_and_nothing_is_recorded(project, fake, home):
     write_csv_competition(project / "data" / SLUG)
     write_submission(project, "exp1")
