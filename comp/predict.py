@@ -38,6 +38,7 @@ from comp.runs import (
     write_predictions,
 )
 from comp.streaming import Streamer, TrainedRun, collect, open_run
+from comp.trackers import check_trackers, log_results
 from comp.tta import AUTO_CANDIDATES, ViewChoice, choose_views, combine, resolve_views
 
 
@@ -129,6 +130,7 @@ def check_fold_file(config: Config, run: TrainedRun, folds: pd.DataFrame) -> lis
 def predict(config: Config, competition: Competition, tta: bool = False) -> PredictResult:
     """Write every trained fold's oof/test tables, then the run's oof.parquet, test.parquet and cv.json."""
     setting = resolve_views(config.predict.tta, tta)
+    check_trackers(config)
     run = open_run(config)
     folder, mean, metric = run_dir(config.name), config.predict.tta_mean, config.predict.metric
     check_same_classes(run.classes, competition.classes, f"Run {folder}")
@@ -168,6 +170,7 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
         oof_score = write_run_predictions(
             stage, oof_tables, test_probs, competition, run.classes, views, metric, fold_scores, config, **extra
         )
+    log_results(config, folder)
     return PredictResult(folder, views, metric, fold_scores, oof_score, missing, choice)
 
 
