@@ -56,7 +56,10 @@ def check_trackers(config: Config) -> None:
 def check_mlflow_store() -> None:
     """comp[mlflow] is mlflow-skinny: a tracking server or a file store, not a database (MLflow's own default)."""
     import mlflow
-    from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+    import mlflow.environment_variables
+
+    # MLflow 3.x's later releases refuse a file store unless allowed; earlier ones have no such switch
+    allow_file_store = getattr(mlflow.environment_variables, "MLFLOW_ALLOW_FILE_STORE", None)
 
     uri = mlflow.get_tracking_uri()
     scheme = uri.partition(":")[0] if "://" in uri or uri.startswith("file:") else "file"
@@ -68,7 +71,7 @@ def check_mlflow_store() -> None:
             hint=f"pip install mlflow, or {where}, or log to a local file store: "
             "MLFLOW_TRACKING_URI=./mlruns MLFLOW_ALLOW_FILE_STORE=true.",
         )
-    if scheme == "file" and not MLFLOW_ALLOW_FILE_STORE.get():
+    if scheme == "file" and allow_file_store is not None and not allow_file_store.get():
         raise CompError(
             f"MLflow's tracking store is the folder {uri}, which MLflow refuses unless MLFLOW_ALLOW_FILE_STORE=true.",
             hint=f"Set MLFLOW_ALLOW_FILE_STORE=true, or {where}.",
