@@ -84,6 +84,7 @@ def test_what_every_process_would_refuse_is_refused_before_launching(shapes, arg
     assert not (shapes / "runs/shapes/fold0").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_write_once_from_rank_0_and_validate_like_one(shapes, tmp_path, monkeypatch, capfd):
     hook, writes = tmp_path / "hook", tmp_path / "writes.log"
     hook.mkdir()

@@ -37,6 +37,9 @@ FAST = [
     "train.num_workers=0",
     "probe.cv=2",
     "probe.grid={C: [0.1, 10], kernel: [linear, rbf]}",
+    # fp32 features like fold_features below: on a CPU with native bf16 (AVX512-BF16, AMX) train.amp
+    # would featurise under bf16 autocast.
+    "train.amp=false",
 ]
 
 

@@ -31,6 +31,11 @@ TINY = [
     "train.epochs=2",
     "train.batch_size=8",
     "train.num_workers=0",
+    # fp32: on a CPU with native bf16 (AVX512-BF16, AMX) train.amp is bf16 autocast, and oneDNN's bf16
+    # convolution backward (torch 2.13 and 2.14) leaves garbage, often nan, in the weight gradient of the
+    # kernel taps that see only padding. 16 px images shrink the ResNets' last stages to 2x2 and 1x1 maps
+    # where a strided 3x3 convolution has such taps; at the recipes' own sizes none has.
+    "train.amp=false",
 ]
 
 
@@ -78,6 +83,7 @@ def test_the_resnet101_head_is_the_described_bottleneck_under_its_limit():
     assert count_parameters(model)[0] <= config.model.max_params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "overrides"),
     [

@@ -140,6 +140,7 @@ def test_resume_after_any_checkpoint_equals_the_uninterrupted_run(tiny, straight
     assert_same_training(straight)
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_moment_then_resume_equals_the_uninterrupted_run(tiny, straight):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the threads the uninterrupted run had
     command = [sys.executable, "-m", "comp", "train", "--fold", "0", *(a for o in TINY for a in ("--set", o))]
