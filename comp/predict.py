@@ -45,6 +45,7 @@ from comp.runs import (
 )
 from comp.streaming import Streamer, TrainedRun, collect, open_run
 from comp.tasks import check_metric, decision_labels, decision_record, same_outputs
+from comp.trackers import check_trackers, log_results
 from comp.tta import AUTO_CANDIDATES, ViewChoice, choose_views, combine, resolve_views
 
 
@@ -157,6 +158,7 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
     if read_seeds(run_dir(config.name)):
         return predict_seeds(config, competition, tta)
     setting = resolve_views(config.predict.tta, tta)
+    check_trackers(config)
     run = open_run(config, competition.task)
     folder, mean, metric, task = run_dir(config.name), config.predict.tta_mean, config.predict.metric, run.task
     check_metric(task, metric)
@@ -208,6 +210,7 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
             config,
             **extra,
         )
+    log_results(config, folder)
     return PredictResult(folder, views, metric, fold_scores, oof_score, missing, choice, decisions)
 
 
