@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from common import add_overrides
 
 from comp.config import Config, load_config
 from comp.data.competition import load_competition
@@ -123,14 +124,7 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true", help="predict with the views of predict.tta")
     parser.add_argument("--limit", type=int, help="use the first N training images (and N/6 test images)")
     parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override (repeatable), e.g. train.epochs=12",
-    )
+    add_overrides(parser, "config override (repeatable), e.g. train.epochs=12")
     parser.add_argument("--workdir", type=Path, default=Path("."), help="where data/, folds/, runs/ go")
     args = parser.parse_args()
 
