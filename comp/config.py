@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from rich.text import Text
 
 from comp.errors import CompError
@@ -36,15 +36,22 @@ class Section(BaseModel):
 class DataConfig(Section):
     competition: str = "demo"
     root: str = "data/demo"
-    layout: Literal["auto", "folders", "csv"] = "auto"
+    layout: Literal["auto", "folders", "csv", "filenames", "pixels"] = "auto"
     train_dir: str = "train"
     train_csv: str = "train.csv"
-    id_column: str = "id"
+    id_column: str | None = "id"
     label_column: str = "label"
+    label_columns: list[str] | None = None
+    label_pattern: str | None = None
     image_suffix: str = ".png"
     test_dir: str = "test"
+    test_csv: str | None = None
+    test_id_column: str | None = None
     sample_submission: str = "sample_submission.csv"
     image_size: int = Field(16, ge=8)
+    # auto: multilabel when a label cell holds several space-separated tags, binary with two classes,
+    # ordinal when predict.metric is quadratic_weighted_kappa, multiclass otherwise (comp.tasks).
+    task: Literal["auto", "multiclass", "binary", "multilabel", "ordinal"] = "auto"
     cache: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("cache", mode="before")
@@ -128,15 +135,40 @@ class AugConfig(Section):
     phase2_epoch: int | None = None
 
 
+MetricName = Literal[
+    "accuracy",
+    "balanced_accuracy",
+    "log_loss",
+    "macro_f1",
+    "roc_auc",
+    "mean_column_auc",
+    "quadratic_weighted_kappa",
+    "f_beta",
+    "map_at_k",
+]
+# The parameters a metric takes from predict.metric_params (comp.metrics has their defaults).
+METRIC_PARAMS: dict[str, tuple[str, ...]] = {"f_beta": ("beta",), "map_at_k": ("k",)}
+
+
 class PredictConfig(Section):
     tta: list[str] | Literal["auto"] = "auto"
     tta_mean: Literal["arithmetic", "geometric"] = "arithmetic"
-    metric: Literal["accuracy", "balanced_accuracy", "log_loss", "macro_f1", "roc_auc"] = "accuracy"
+    metric: MetricName = "accuracy"
+    metric_params: dict[str, float] = Field(default_factory=dict)
     batch_size: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _known_params(self) -> PredictConfig:
+        allowed = METRIC_PARAMS.get(self.metric, ())
+        unknown = [key for key in self.metric_params if key not in allowed]
+        if unknown:
+            takes = f"takes {', '.join(allowed)}" if allowed else "takes no parameters"
+            raise ValueError(f"predict.metric_params has {', '.join(unknown)}, but metric {self.metric} {takes}")
+        return self
 
 
 class SubmissionConfig(Section):
-    format: Literal["auto", "label", "probabilities", "binary"] = "auto"
+    format: Literal["auto", "label", "probabilities", "binary", "tags", "top_k"] = "auto"
     positive_class: str | int | None = None
 
 
@@ -163,6 +195,13 @@ class Config(Section):
     submission: SubmissionConfig = Field(default_factory=SubmissionConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
 
+    @model_validator(mode="after")
+    def _graded_metric_means_ordinal(self) -> Config:
+        """data.task auto with quadratic weighted kappa is ordinal: a kappa metric says the labels are grades."""
+        if self.data.task == "auto" and self.predict.metric == "quadratic_weighted_kappa":
+            self.data.task = "ordinal"
+        return self
+
     @property
     def fold_file(self) -> Path:
         return Path("folds") / f"{self.data.competition}_k{self.folds.k}_s{self.seed}.csv"
@@ -172,7 +211,7 @@ class Config(Section):
 
 
 # Keys whose value is a free-form mapping: their children are not checked against the schema.
-_FREE_FORM = {"model.kwargs", "probe.grid"}
+_FREE_FORM = {"model.kwargs", "probe.grid", "predict.metric_params"}
 
 
 def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
@@ -219,7 +258,11 @@ def _check_keys(tree: dict[str, Any], source: str, prefix: str = "") -> None:
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in ("kwargs", "grid"):
+        if (
+            isinstance(value, dict)
+            and isinstance(merged.get(key), dict)
+            and key not in ("kwargs", "grid", "metric_params")
+        ):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value

@@ -29,7 +29,7 @@ COMP = REPO / "comp"
 LAYERS = [
     ("__init__", "errors", "io", "console"),  # __init__: the comp package itself
     ("config", "device", "env"),
-    ("data", "models", "augment", "metrics"),
+    ("data", "models", "augment", "metrics", "tasks"),
     ("runs", "tta", "streaming", "blending", "submission"),
     ("training", "predict", "evaluate", "report", "ensemble"),
     ("probe", "kaggle", "info", "pipeline"),
