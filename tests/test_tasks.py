@@ -299,7 +299,7 @@ def test_an_empty_label_names_its_file_line_and_id(project):
     result = runner.invoke(app, ["folds", "--set", "data.root=data/empty", "--set", "folds.k=2"])
     assert result.exit_code == 1
     message = " ".join(result.output.split())
-    assert "id 'i3'" in message and "train.csv, line 5, column 'label') has an empty label" in message
+    assert "train.csv, line 5 (id 'i3'): the label is empty" in message and "column 'label'" in message
     assert not Path("folds").exists()  # nothing half-written
 
 

@@ -11,8 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from rich.text import Text
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+from rich.text import Text
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from comp.config import Config
@@ -98,27 +98,8 @@ class FoldFile(NamedTuple):
         )
 
 
-def check_no_empty_label(config: Config, competition: Competition) -> None:
-    """An empty label is a data problem, not a class with one image: name its row."""
-    empty = [i for i, label in enumerate(competition.train["label"]) if not str(label).strip()]
-    if not empty:
-        return
-    row, image_id = empty[0], competition.train["id"].iloc[empty[0]]
-    where = (
-        f"{competition.root / config.data.train_csv}, line {row + 2}, column '{config.data.label_column}'"
-        if competition.layout == "csv"
-        else str(competition.root)
-    )
-    raise CompError(
-        f"The training row of id '{image_id}' ({where}) has an empty label"
-        + (f", and so do {len(empty) - 1} more row(s)." if len(empty) > 1 else "."),
-        hint="Fill in the label, or remove the row (or its image).",
-    )
-
-
 def write_folds(config: Config, competition: Competition, force: bool = False) -> FoldFile:
     """Write folds/<slug>_k<k>_s<seed>.csv; an existing file that differs is replaced only with force."""
-    check_no_empty_label(config, competition)
     groups = _read_groups(config, competition)
     table = assign_folds(competition.train, config.folds.k, config.seed, groups, competition.task)
     path = config.fold_file
