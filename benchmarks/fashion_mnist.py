@@ -32,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from common import add_overrides
 
 from comp.config import Config, load_config
 from comp.data.competition import load_competition
@@ -163,14 +164,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="train every fold under N seeds; compare with 1 seed, hill vs mean")
     parser.add_argument("--limit", type=int, help="use the first N training images (and N/6 test images)")
     parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override (repeatable), e.g. train.epochs=12",
-    )
+    add_overrides(parser, "config override (repeatable), e.g. train.epochs=12")
     parser.add_argument("--workdir", type=Path, default=Path("."), help="where data/, folds/, runs/ go")
     args = parser.parse_args()
 
