@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_csv_competition
+from conftest import TINY_RUN, competition_data, sets, write_csv_competition
 from typer.testing import CliRunner
 
 from comp.cli import app
@@ -22,25 +22,11 @@ from comp.runs import read_predictions
 from comp.training.loaders import create_loaders
 from comp.training.seeds import train_seeds
 
-TINY = [
-    "model.name=resnet18_cifar",
-    "model.kwargs={widths: [8, 16, 32, 64]}",
-    "data.image_size=16",
-    "train.batch_size=8",
-    "train.epochs=1",
-    "folds.k=2",
-    "aug.phase1=none",
-    "name=base",
-    "data.root=data/tiny",
-    "data.competition=tiny",
-    "predict.tta=[identity]",
-    "train.num_workers=0",
-]
+TINY = [*TINY_RUN, *competition_data("tiny"), "name=base", "predict.tta=[identity]"]
 
 
 def comp(*args: str) -> str:
-    sets = [arg for override in TINY for arg in ("--set", override)]
-    result = CliRunner().invoke(app, [args[0], *sets, *args[1:]])
+    result = CliRunner().invoke(app, [args[0], *sets(*TINY), *args[1:]])
     assert result.exit_code == 0, result.output
     return " ".join(result.output.split())
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_csv_competition
+from conftest import TINY_RUN, on_competition, sets, write_csv_competition
 from typer.testing import CliRunner
 
 from comp.cli import app
@@ -18,21 +18,8 @@ from comp.data.folds import write_folds
 from comp.errors import CompError
 from comp.runs import read_predictions
 
-TINY = [
-    "model.name=resnet18_cifar",
-    "model.kwargs={widths: [8, 16, 32, 64]}",
-    "data.image_size=16",
-    "train.batch_size=8",
-    "train.epochs=1",
-    "folds.k=2",
-    "aug.phase1=none",
-    "name=tiny",
-    "data.root=data/tiny",
-    "data.competition=tiny",
-    "predict.tta=[identity]",
-    "train.num_workers=0",
-]
-SETS = [arg for override in TINY for arg in ("--set", override)]
+TINY = [*TINY_RUN, *on_competition("tiny"), "predict.tta=[identity]"]
+SETS = sets(*TINY)
 
 
 def comp(*args: str, ok: bool = True):

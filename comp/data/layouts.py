@@ -256,21 +256,18 @@ def train_from_filenames(cfg: DataConfig, root: Path) -> pd.DataFrame:
 
 def check_same_test_ids(sample_ids: list[str], sample_path: Path, listed: list[str], listed_path: Path) -> None:
     """The sample submission and a test table list the same ids; the first difference is named by line."""
-    in_listed, in_sample = set(listed), set(sample_ids)
-    for row, image_id in enumerate(sample_ids, start=FIRST_LINE):
-        if image_id not in in_listed:
-            raise CompError(
-                f"{sample_path} and {listed_path} disagree: id '{image_id}' ({sample_path.name}, line {row}) "
-                f"is not in {listed_path.name} ({len(sample_ids)} ids vs {len(listed)}).",
-                hint="Check data.test_csv and data.test_id_column, or download the competition again.",
-            )
-    for row, image_id in enumerate(listed, start=FIRST_LINE):
-        if image_id not in in_sample:
-            raise CompError(
-                f"{sample_path} and {listed_path} disagree: id '{image_id}' ({listed_path.name}, line {row}) "
-                f"is not in {sample_path.name} ({len(sample_ids)} ids vs {len(listed)}).",
-                hint="Check data.test_csv and data.test_id_column, or download the competition again.",
-            )
+    for ids, path, other_ids, other_path in (
+        (sample_ids, sample_path, listed, listed_path),
+        (listed, listed_path, sample_ids, sample_path),
+    ):
+        in_other = set(other_ids)
+        for row, image_id in enumerate(ids, start=FIRST_LINE):
+            if image_id not in in_other:
+                raise CompError(
+                    f"{sample_path} and {listed_path} disagree: id '{image_id}' ({path.name}, line {row}) "
+                    f"is not in {other_path.name} ({len(sample_ids)} ids vs {len(listed)}).",
+                    hint="Check data.test_csv and data.test_id_column, or download the competition again.",
+                )
 
 
 def listed_id_column(cfg: DataConfig, table: pd.DataFrame, path: Path) -> str:
