@@ -219,14 +219,24 @@ def _test_from_sample(cfg: DataConfig, root: Path) -> tuple[pd.DataFrame, pd.Dat
     return pd.DataFrame({"id": ids, "path": [str(p) for p in paths]}), sample
 
 
-def load_competition(cfg: DataConfig) -> Competition:
-    """Read a competition's training table, test ids (the sample submission's) and classes."""
+def _require_root(cfg: DataConfig) -> Path:
     root = Path(cfg.root)
     if not root.is_dir():
         raise CompError(
             f"Competition folder {root} does not exist.",
             hint=f"Run `comp download {cfg.competition}` first, or set data.root.",
         )
+    return root
+
+
+def load_test_set(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The test rows (id, path) the sample submission names, and the sample; no training data is read."""
+    return _test_from_sample(cfg, _require_root(cfg))
+
+
+def load_competition(cfg: DataConfig) -> Competition:
+    """Read a competition's training table, test ids (the sample submission's) and classes."""
+    root = _require_root(cfg)
     layout = detect_layout(cfg)
     train = _train_from_csv(cfg, root) if layout == "csv" else _train_from_folders(cfg, root)
     duplicated = train["id"][train["id"].duplicated()]
