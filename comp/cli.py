@@ -356,6 +356,9 @@ def kernel(
     time_limit: Annotated[
         float, typer.Option("--time-limit", min=1, help="Seconds a rehearsal may run (Kaggle's limit: 9 hours).")
     ] = 9 * 3600.0,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=0.01, help="With --push: seconds between looks at Kaggle.")
+    ] = 10.0,
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
@@ -373,6 +376,7 @@ def kernel(
             rehearse_first=rehearse,
             push=push,
             time_limit=time_limit,
+            poll_interval=poll_interval,
         )
     )
 

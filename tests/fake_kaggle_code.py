@@ -2,7 +2,7 @@
 
 What it answers, as the real API does for the official client:
 - blobs.BlobApiService/StartBlobUpload: a token and an upload URL; the PUT's bytes are kept as their sha256;
-- datasets.DatasetApiService/GetDatasetStatus (PENDING `pending_dataset_polls` times, then READY),
+- datasets.DatasetApiService/GetDatasetStatus (BLOBS_RECEIVED `pending_dataset_polls` times, then READY),
   GetDataset (currentVersionNumber), CreateDataset, CreateDatasetVersion: every file token must have
   been uploaded; a dataset of `foreign` (another account's) answers 403 to writes;
 - kernels.KernelsApiService/SaveKernel (its dataset and competition sources must exist),
@@ -95,7 +95,7 @@ class FakeCode:
         if dataset is None:
             return _error(404, f"Dataset {ref} not found")
         dataset.polls += 1
-        return 200, {"status": "READY" if dataset.polls > self.pending_dataset_polls else "PENDING"}, None
+        return 200, {"status": "READY" if dataset.polls > self.pending_dataset_polls else "BLOBS_RECEIVED"}, None
 
     def _GetDataset(self, fake, body):  # noqa: N802
         dataset = self.datasets.get(f"{body.get('ownerSlug')}/{body.get('datasetSlug')}")

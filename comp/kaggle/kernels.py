@@ -78,16 +78,17 @@ def _dataset_exists(api: Any, dataset_id: str) -> bool:
 
 
 def _poll(
-    read: Callable[[], Any], done: Callable[[Any], bool], label: str, interval: float, limit: float, sleep
-) -> Any:
-    """read() every `interval` seconds, with a spinner showing its last answer, until done() or `limit`."""
+    read: Callable[[], Any], word: Callable[[Any], str], finished: tuple[str, ...], label: str, interval, limit, sleep
+):
+    """read() every `interval` seconds, with a spinner showing its status word, until it is one of
+    `finished` or `limit` seconds have passed; the last answer."""
     waited = 0.0
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(label)
         while True:
             answer = read()
-            bar.update(task, description=f"{label}: {_status_word(getattr(answer, 'status', answer))}")
-            if done(answer) or waited >= limit:
+            bar.update(task, description=f"{label}: {word(answer)}")
+            if word(answer) in finished or waited >= limit:
                 return answer
             sleep(interval)
             waited += interval
@@ -116,9 +117,8 @@ def upload_dataset(session: Session, folder: Path, dataset_id: str, notes: str, 
         with session.calling(f"waiting for the dataset {dataset_id}"):
             return json.loads(api.dataset_status(dataset_id, format="json"))
 
-    state = _poll(
-        read, lambda s: s["status"] in ("ready", "failed", "deleted"), "dataset", interval, DATASET_WAIT, sleep
-    )
+    finished = ("ready", "failed", "deleted")
+    state = _poll(read, lambda s: s["status"], finished, "dataset", interval, DATASET_WAIT, sleep)
     if state["status"] != "ready":
         raise CompError(
             f"Kaggle's copy of the dataset {dataset_id} is {state['status']}, not ready; nothing was pushed.",
@@ -177,7 +177,7 @@ def push_kernel(
             return session.api.kernels_status(kernel_id)
 
     finished = ("complete", "error", "cancel_acknowledged")
-    state = _poll(read, lambda s: _status_word(s.status) in finished, "notebook run", poll_interval, RUN_WAIT, sleep)
+    state = _poll(read, lambda s: _status_word(s.status), finished, "notebook run", poll_interval, RUN_WAIT, sleep)
     status = _status_word(state.status)
     with tempfile.TemporaryDirectory(prefix="comp-kernel-output-") as scratch:
         outputs, log = fetch_output(session, kernel_id, Path(scratch)) if status in finished else ([], "")

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from comp.config import Config
 from comp.kaggle.credentials import require_credentials
-from comp.kaggle.kernels import PushResult, push_kernel
+from comp.kaggle.kernels import POLL_INTERVAL, PushResult, push_kernel
 from comp.kernel.package import DATASET_LIMIT, KernelBuild, create_kernel
 from comp.kernel.rehearse import TIME_LIMIT, Rehearsal, rehearse
 
@@ -49,11 +49,12 @@ def kernel(
     push: bool = False,
     time_limit: float = TIME_LIMIT,
     max_bytes: int = DATASET_LIMIT,
+    poll_interval: float = POLL_INTERVAL,
 ) -> KernelResult:
     """Build the kernel; then, as asked, rehearse it (a failure stops before any upload) and push it."""
     if push:
         require_credentials()  # before anything is built: a missing key says where to put it
     build = create_kernel(config, runs, name=name, owner=owner, gpu=gpu, wheels=wheels, max_bytes=max_bytes)
     rehearsal = rehearse(build.folder, config, time_limit) if rehearse_first else None
-    pushed = push_kernel(build.folder) if push else None
+    pushed = push_kernel(build.folder, poll_interval=poll_interval) if push else None
     return KernelResult(build, rehearsal, pushed)
