@@ -108,6 +108,7 @@ def test_demo_kernel_is_rehearsed_offline_pushed_and_submitted(demo, wheelhouse,
 
     # The notebook's submission is the run's own: the same labels as `comp predict --test-only` here.
     notebook_csv = kernel / "rehearsal" / "as-is" / "submission.csv"
+    rehearsed = notebook_csv.read_bytes()  # the push below builds the kernel folder afresh
     comp(demo, "predict", "--test-only", "tiny", "--out", "local.csv", *DEMO)
     assert pd.read_csv(notebook_csv).equals(pd.read_csv(demo / "local.csv"))
     score = score_submission(notebook_csv, demo / "data/demo" / SOLUTION_FILE)
@@ -151,7 +152,7 @@ def test_demo_kernel_is_rehearsed_offline_pushed_and_submitted(demo, wheelhouse,
     assert not any(line.lstrip().startswith(("!", "%")) for c in notebook["cells"] for line in c["source"].splitlines())
 
     # Push: the dataset's files uploaded as they are, the notebook pushed and followed until it completes.
-    fake.code.output = {"submission.csv": notebook_csv.read_bytes()}  # what the run on Kaggle writes
+    fake.code.output = {"submission.csv": rehearsed}  # what the run on Kaggle writes
     pushed = comp(
         demo, "kernel", "tiny", "--wheels", str(wheelhouse), "--push", "--poll-interval", "0.05", *DEMO, env=env
     )
@@ -180,7 +181,7 @@ def test_demo_kernel_is_rehearsed_offline_pushed_and_submitted(demo, wheelhouse,
         "1",
     )
     assert (row["status"], row["public_score"], float(row["oof_score"])) == ("complete", "0.91250", cv["oof"])
-    assert row["sha256"] == hashlib.sha256(notebook_csv.read_bytes()).hexdigest()
+    assert row["sha256"] == hashlib.sha256(rehearsed).hexdigest()
     assert fake.code.submitted == [(f"{USERNAME}/comp-tiny", 1, 1000)]
 
     again = comp(demo, *submit, env=env, check=False)
