@@ -41,11 +41,11 @@ RUN groupadd --non-unique --gid "${GID}" comp \
     && mkdir -p /workspace/data /workspace/runs /workspace/folds /workspace/submissions /home/comp/.kaggle \
     && chown -R comp:comp /workspace /home/comp
 
-# data/, runs/, folds/, submissions/ and configs/ are mounted here. The default configs are copied so
-# that `comp demo` runs with no mounts; a mounted configs/ replaces them. Kaggle credentials come from
-# the environment or a mounted /home/comp/.kaggle/kaggle.json, never from the image.
+# data/, runs/, folds/, submissions/ and configs/ are mounted here. comp carries its default config and
+# recipes inside the package, so `comp demo` runs with no mounts; a mounted configs/default.yaml takes
+# the packaged default's place. Kaggle credentials come from the environment or a mounted
+# /home/comp/.kaggle/kaggle.json, never from the image.
 WORKDIR /workspace
-COPY --chown=comp:comp configs/ configs/
 USER ${UID}:${GID}
 
 ENTRYPOINT ["comp"]

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 from comp.config import Config, load_config
 from comp.data.competition import Competition, load_competition
-from comp.data.folds import make_folds
+from comp.data.folds import write_folds
 from comp.device import amp_dtype, autocast, model_memory_format, resolve_device, usable_cpu_count
 from comp.models.factory import create_model
-from comp.training.optim import make_optimizer, make_scheduler
+from comp.training.optim import create_optimizer, create_scheduler
 
 REPO = Path(__file__).resolve().parents[1]
 # The issue's reference case: the default config with resnet18 on 32x32 images, batch 128.
@@ -87,16 +87,16 @@ def scratch_project(keep: bool = False) -> Iterator[Path]:
 
 
 def bench_config(data_root: Path | str, overrides: list[str], path: Path | None = None) -> Config:
-    """A config file (default: configs/default.yaml with the reference case), the generated data, the overrides."""
+    """A config file (default: comp/configs/default.yaml with the reference case), the generated data, the overrides."""
     base = [f"data.root={data_root}", "data.competition=bench", "data.layout=csv", "name=bench"]
     if path is None:
-        path, base = REPO / "configs" / "default.yaml", base + REFERENCE
+        path, base = REPO / "comp/configs/default.yaml", base + REFERENCE
     return load_config(path, base + list(overrides))
 
 
 def prepare(config: Config) -> tuple[Competition, pd.DataFrame]:
     competition = load_competition(config.data)
-    _, folds, _ = make_folds(config, competition)
+    _, folds, _ = write_folds(config, competition)
     return competition, folds
 
 
@@ -217,9 +217,9 @@ class ModelAlone:
         self.memory_format = model_memory_format(cfg.channels_last)
         self.model = create_model(config.model, n_classes).to(self.device, memory_format=self.memory_format)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
-        self.optimizer = make_optimizer(config, self.model, fused=fused)
+        self.optimizer = create_optimizer(config, self.model, fused=fused)
         # A schedule long enough never to run out during a benchmark.
-        self.scheduler = make_scheduler(config, self.optimizer, steps_per_epoch=10**7)
+        self.scheduler = create_scheduler(config, self.optimizer, steps_per_epoch=10**7)
         self.sync_every_step = sync_every_step
         size, batch = config.data.image_size, cfg.batch_size
         self.images = torch.randn(batch, 3, size, size, device=self.device).contiguous(memory_format=self.memory_format)

@@ -1,6 +1,6 @@
 """Data pipeline speed: decode + augment images/s of comp's training loader alone, per worker count.
 
-The loader is comp's own (`comp.training.fold.make_loaders`, fold 0, phase-1 augmentation), iterated for
+The loader is comp's own (`comp.training.loaders.create_loaders`, fold 0, phase-1 augmentation), iterated for
 one epoch without a model, with the in-memory cache on (decode once, augment every epoch) and
 off (decode every time), for every worker count from 0 to the number of usable cores. Before the
 table, the cost of each stage per image on one thread: what the workers have to hide.
@@ -19,11 +19,11 @@ from common import argument_parser, begin, bench_config, interleaved, prepare, p
 from common import write_competition as write_png_competition
 from torch.utils.data import default_collate
 
-from comp.augment import ModelInput, build_train_transform
+from comp.augment import ModelInput, create_train_transform
 from comp.data.competition import read_image
 from comp.device import usable_cpu_count
 from comp.models.factory import create_model
-from comp.training.fold import make_loaders
+from comp.training.loaders import create_loaders
 
 
 def per_image_microseconds(fn, n: int) -> float:
@@ -38,14 +38,14 @@ def stage_costs(config, competition, folds, n: int = 300) -> list[tuple[str, str
     """CPU microseconds per image of each stage, on one thread."""
     paths = competition.train["path"].to_numpy()[:n]
     images = [read_image(p) for p in paths]
-    augment = build_train_transform(config.aug.phase1, config.data.image_size)
+    augment = create_train_transform(config.aug.phase1, config.data.image_size)
     cached = config.model_copy(
         update={
             "data": config.data.model_copy(update={"cache": "on"}),
             "train": config.train.model_copy(update={"num_workers": 0}),
         }
     )
-    dataset = make_loaders(cached, competition, folds, 0)[0].dataset
+    dataset = create_loaders(cached, competition, folds, 0)[0].dataset
     n = min(n, len(dataset))
     rows = [dataset[(i, 1, i)] for i in range(config.train.batch_size)]
     batch = default_collate(rows)[0]
@@ -98,7 +98,7 @@ def main() -> None:
                     }
                 )
                 start = time.perf_counter()
-                loader = make_loaders(case, competition, folds, 0)[0]
+                loader = create_loaders(case, competition, folds, 0)[0]
                 build_seconds[cache] = time.perf_counter() - start
                 next(iter(loader))  # start the workers
                 loaders[f"cache {cache}, {workers} workers"] = loader

@@ -8,7 +8,7 @@
 The competition is written once under the working folder: data/fashion-mnist/ holds train.csv +
 train/*.png (the 60,000 training images) and sample_submission.csv + test/*.png (the 10,000
 official test images); their labels are held back in data/fashion-mnist-solution.csv, outside
-what comp reads. Then, with configs/fashion_mnist.yaml: comp folds, comp train (fold 0, or every
+what comp reads. Then, with comp/configs/fashion_mnist.yaml: comp folds, comp train (fold 0, or every
 fold), comp predict, comp ensemble, and the submission scored against the held-back labels.
 """
 
@@ -29,7 +29,7 @@ import pandas as pd
 from comp.config import Config, load_config
 from comp.data.competition import load_competition
 from comp.data.demo import score_submission
-from comp.data.folds import make_folds
+from comp.data.folds import write_folds
 from comp.device import usable_cpu_count
 from comp.ensemble import ensemble
 from comp.predict import predict
@@ -37,7 +37,7 @@ from comp.runs import fold_state, run_dir
 from comp.training.fold import train
 
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "comp/configs/fashion_mnist.yaml"
 TEST_SHARE = 1 / 6  # --limit keeps the official 60,000 : 10,000 proportion
 
 
@@ -142,7 +142,7 @@ def main() -> None:
     solution = root.with_name(f"{root.name}-solution.csv")
     build_competition(root, solution, args.limit)
     competition = load_competition(config.data)
-    make_folds(config, competition)
+    write_folds(config, competition)
 
     started = time.perf_counter()
     results, train_seconds = train_folds(config, competition, args.folds)

@@ -71,7 +71,7 @@ def config_for(workdir: Path, run: str, n_test: int):
     from comp.config import load_config
 
     return load_config(
-        REPO / "configs/default.yaml",
+        REPO / "comp/configs/default.yaml",
         [
             f"name=bench-{run}",
             f"data.root={workdir / 'data'}",
@@ -92,14 +92,14 @@ def build_run(workdir: Path, run: str) -> None:
 
     from comp.config import save_config
     from comp.data.competition import load_competition, save_classes
-    from comp.data.folds import make_folds
+    from comp.data.folds import write_folds
     from comp.models.factory import create_model
 
     config = config_for(workdir, run, N_TEST)
     if (run_dir(config.name) / "fold0/summary.json").exists():
         return
     competition = load_competition(config.data)
-    make_folds(config, competition)
+    write_folds(config, competition)
     save_classes(competition.classes, run_dir(config.name) / "classes.json")
     save_config(config, run_dir(config.name) / "config.yaml")
     torch.manual_seed(0)
@@ -150,7 +150,7 @@ def measure_throughput(workdir: Path, repeats: int, n_images: int) -> list[dict]
     from rich.progress import Progress
 
     from comp.data.competition import load_competition
-    from comp.predict import Streamer, open_run
+    from comp.streaming import Streamer, open_run
     from comp.tta import AUTO_CANDIDATES
 
     os.chdir(workdir)

@@ -106,10 +106,10 @@ _TRANSFORMS = _transform_classes()
 # ----------------------------------------------------------------------------- public API
 
 
-def build_train_transform(steps: AugSteps, image_size: int, where: str = "aug.phase1") -> Augment:
+def create_train_transform(steps: AugSteps, image_size: int, where: str = "aug.phase1") -> Augment:
     """A phase's transforms (a preset name or a list, module docstring) as an `Augment`; `where` names the
     config key in error messages."""
-    return Augment(build_steps(steps, image_size, where), image_size)
+    return Augment(create_transforms(steps, image_size, where), image_size)
 
 
 class Augment:
@@ -192,8 +192,8 @@ class ModelInput:
 
 def validate_aug(aug: AugConfig, image_size: int) -> None:
     """Build both phases once, so a bad transform is a config error before any training starts."""
-    build_steps(aug.phase1, image_size, "aug.phase1")
-    build_steps(aug.phase2, image_size, "aug.phase2")
+    create_transforms(aug.phase1, image_size, "aug.phase1")
+    create_transforms(aug.phase2, image_size, "aug.phase2")
 
 
 def phase_at(aug: AugConfig, epoch: int) -> int:
@@ -204,7 +204,7 @@ def phase_at(aug: AugConfig, epoch: int) -> int:
 # ----------------------------------------------------------------------------- building one phase
 
 
-def build_steps(steps: AugSteps, image_size: int, where: str) -> list[A.BasicTransform | A.BaseCompose]:
+def create_transforms(steps: AugSteps, image_size: int, where: str) -> list[A.BasicTransform | A.BaseCompose]:
     """The transforms of a preset name or a YAML list, each checked; CompError names the bad item."""
     if isinstance(steps, str):
         if steps not in PRESETS:
@@ -216,16 +216,16 @@ def build_steps(steps: AugSteps, image_size: int, where: str) -> list[A.BasicTra
         steps = PRESETS[steps]
     if not isinstance(steps, list):
         raise CompError(f"{where} must be a preset name or a list of transforms, not {steps!r}.", hint=FORMAT_HINT)
-    return [_build_one(item, image_size, f"{where}[{i}]") for i, item in enumerate(steps)]
+    return [_create_one(item, image_size, f"{where}[{i}]") for i, item in enumerate(steps)]
 
 
-def _build_one(item: Any, image_size: int, where: str) -> A.BasicTransform | A.BaseCompose:
+def _create_one(item: Any, image_size: int, where: str) -> A.BasicTransform | A.BaseCompose:
     name, args = _parse_item(item, where)
     cls = _transform_class(name, where)
     args = _with_sizes(cls, dict(args), image_size)
     _check_argument_names(cls, args, where)
     if issubclass(cls, A.BaseCompose):
-        args["transforms"] = build_steps(args.get("transforms"), image_size, f"{where}.transforms")
+        args["transforms"] = create_transforms(args.get("transforms"), image_size, f"{where}.transforms")
     try:
         # strict: albumentations otherwise only warns about a bad argument and falls back to defaults
         return cls(**args, strict=True) if issubclass(cls, A.BasicTransform) else cls(**args)

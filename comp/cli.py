@@ -13,7 +13,6 @@ import typer
 from comp import __version__
 from comp.console import console, err_console
 from comp.errors import CompError
-from comp.runs import run_dir
 
 app = typer.Typer(
     name="comp",
@@ -24,12 +23,21 @@ app = typer.Typer(
 )
 _state = {"debug": False}
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Experiment config (YAML).", show_default=True)]
+ConfigOpt = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Experiment config: a YAML file, or a NAME: configs/NAME.yaml here if present, else comp's packaged "
+        "NAME (default, fashion_mnist, resnet9_scratch, ...).",
+        show_default=True,
+    ),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config key, e.g. --set train.epochs=3 (repeatable)."),
 ]
-DEFAULT_CONFIG = Path("configs/default.yaml")
+DEFAULT_CONFIG = Path("default")  # configs/default.yaml when the working folder has one, else the packaged one
 
 
 def command(*args, **kwargs) -> Callable:
@@ -81,6 +89,18 @@ def _competition(cfg):
     return load_competition(cfg.data)
 
 
+@command(help="Write a starter config, configs/SLUG.yaml (default: configs/default.yaml): every key, commented.")
+def init(
+    slug: Annotated[
+        str | None, typer.Argument(help="Kaggle competition slug: names the file and sets data.competition, data.root.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
+) -> None:
+    from comp.config import write_starter_config
+
+    console.print(write_starter_config(slug, force=force))
+
+
 @command(help="Fetch a competition into data/<slug>/ and survey it; `download demo` builds the offline demo.")
 def download(
     slug: Annotated[str | None, typer.Argument(help="Kaggle slug (default: data.competition).")] = None,
@@ -91,9 +111,9 @@ def download(
     cfg = _config(config, set_)
     slug = slug or cfg.data.competition
     if slug == "demo":
-        from comp.data.demo import build_demo
+        from comp.data.demo import write_demo
 
-        console.print(build_demo(Path("data/demo"), force).summary_line())
+        console.print(write_demo(Path("data/demo"), force))
         return
     from comp.kaggle.download import download_competition
 
@@ -106,10 +126,10 @@ def folds(
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a fold file that differs.")] = False,
 ) -> None:
-    from comp.data.folds import folds_summary, make_folds
+    from comp.data.folds import write_folds
 
     cfg = _config(config, set_)
-    console.print(folds_summary(*make_folds(cfg, _competition(cfg), force=force)))
+    console.print(write_folds(cfg, _competition(cfg), force=force))
 
 
 @command(help="Train one fold (--fold K) or every fold (--fold all) of the configured experiment.")
@@ -145,50 +165,29 @@ def train(
         ),
     ] = None,
 ) -> None:
-    from comp.training.distributed import launch_training, process_group, quiet_other_ranks, under_torchrun
-    from comp.training.fold import results_table
-    from comp.training.fold import train as train_folds
-    from comp.training.parallel import outcomes_table, parse_gpus, train_arguments, train_parallel
+    from comp.training.launch import launch_training
 
     if fold != "all" and not fold.isdigit():
         raise typer.BadParameter(f"--fold must be a fold number or 'all', not {fold!r}.")
     cfg = _config(config, set_)
-    if parallel or gpus:
-        if fold != "all" or devices > 1:
-            raise typer.BadParameter(
-                "--parallel and --gpus spread the folds of --fold all, one process per fold; "
-                "--devices alone trains one fold over several devices."
-            )
-        outcomes = train_parallel(
-            cfg, _competition(cfg), config, set_ or [], parallel, gpus and parse_gpus(gpus), force=force, resume=resume
+    if (parallel or gpus) and (fold != "all" or devices > 1):
+        raise typer.BadParameter(
+            "--parallel and --gpus spread the folds of --fold all, one process per fold; "
+            "--devices alone trains one fold over several devices."
         )
-        console.print(outcomes_table(outcomes))
-        failed = [str(o.fold) for o in outcomes if o.status == "failed"]
-        if failed:
-            raise CompError(
-                f"Fold(s) {', '.join(failed)} failed; the other folds are saved in {run_dir(cfg.name)}.",
-                hint=f"Fix the cause ({run_dir(cfg.name) / 'logs'} has each fold's output), then run the same "
-                "command with --resume: finished folds are skipped, interrupted ones continue.",
-            )
-    elif devices > 1 and not under_torchrun():
-        launch_training(
-            cfg,
-            _competition(cfg),
-            devices,
-            fold,
-            train_arguments(fold, config, set_ or [], force, resume),
-            force=force,
-            resume=resume,
-        )
-        return
-    else:
-        with process_group(cfg.train.device, devices):
-            quiet_other_ranks(console)
-            results = train_folds(
-                cfg, _competition(cfg), fold if fold == "all" else int(fold), force=force, resume=resume
-            )
-            console.print(results_table(results))
-    console.print(f"Results saved to {run_dir(cfg.name)}")
+    result = launch_training(
+        cfg,
+        _competition(cfg),
+        config,
+        set_ or [],
+        fold if fold == "all" else int(fold),
+        devices=devices,
+        parallel=parallel,
+        gpus=gpus,
+        force=force,
+        resume=resume,
+    )
+    console.print(result)
 
 
 @command(help="Predict each trained fold's out-of-fold rows and the test set, write cv.json; or a folder (--images).")
@@ -211,25 +210,9 @@ def predict(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    from comp.predict import predict as predict_run
-    from comp.predict import predict_folder
+    from comp.predict import run_predict
 
-    cfg = _config(config, set_)
-    if test_only or run is not None or out is not None:
-        from comp.testset import predict_test_only
-
-        console.print(predict_test_only(cfg, run, out, test_only=test_only, tta=tta, images=images))
-        return
-    if images is not None:
-        done = predict_folder(cfg, images, tta=tta)
-        console.print(
-            f"{done.n_images} images, folds {', '.join(map(str, done.folds))}, views "
-            f"{', '.join(done.views)} -> {done.path}",
-            highlight=False,
-        )
-        return
-    for line in predict_run(cfg, _competition(cfg), tta=tta).summary_lines():
-        console.print(line, highlight=False)
+    console.print(run_predict(_config(config, set_), tta=tta, images=images, test_only=test_only, run=run, out=out))
 
 
 @command(help="Score a run's OOF predictions every way, update its cv.json, draw its reports (report/*.png).")
@@ -238,26 +221,10 @@ def evaluate(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    from rich.table import Table
-
     from comp.evaluate import evaluate_run
 
     cfg = _config(config, set_)
-    result = evaluate_run(cfg, _competition(cfg), run)
-    scores = Table("metric", "OOF", *result.folds, title=f"{result.run_dir} (folds: {result.metric} only)")
-    for name, value in result.scores.items():
-        per_fold = [f"{v:.4f}" for v in result.folds.values()] if name == result.metric else [""] * len(result.folds)
-        scores.add_row(f"[bold]{name}[/]" if name == result.metric else name, f"{value:.4f}", *per_fold)
-    console.print(scores)
-    per_class = Table("class", "precision", "recall", "f1", "support", title="per class (OOF)")
-    for row in result.per_class.itertuples():
-        per_class.add_row(str(row[1]), f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}", str(row.support))
-    console.print(per_class)
-    for path in result.reports:
-        console.print(f"report: {path}", highlight=False)
-    console.print(
-        f"Updated {result.run_dir / 'cv.json'}: {result.metric} {result.scores[result.metric]:.4f}", highlight=False
-    )
+    console.print(evaluate_run(cfg, _competition(cfg), run))
 
 
 @command(help="Write a submission from one run, or blend several runs into a new run and submit that.")
@@ -272,24 +239,10 @@ def ensemble(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    from comp.ensemble import ensemble as make_ensemble
+    from comp.ensemble import ensemble as blend_or_submit
 
     cfg = _config(config, set_)
-    result = make_ensemble(cfg, _competition(cfg), runs, name=name, force=force, method=method, weights=weights)
-    for member, score in result.member_scores.items():
-        console.print(
-            f"member {member}: weight {result.weights[member]:.3f}, OOF {score.metric} {score.value:.4f}, "
-            f"log loss {score.log_loss:.4f}",
-            highlight=False,
-        )
-    if result.blend_score:
-        console.print(
-            f"blend -> {result.run_dir}: OOF {result.blend_score.metric} {result.blend_score.value:.4f}, "
-            f"log loss {result.blend_score.log_loss:.4f}",
-            highlight=False,
-        )
-    score = "n/a" if result.oof_score is None else f"{result.oof_score:.4f}"
-    console.print(f"OOF score {score}  submission -> {result.path}")
+    console.print(blend_or_submit(cfg, _competition(cfg), runs, name=name, force=force, method=method, weights=weights))
 
 
 @command(help="Check a submission CSV against the sample submission; exit 1 when anything is wrong.")
@@ -396,19 +349,15 @@ def submissions(
 def demo(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
     from comp.pipeline import run_demo
 
-    result = run_demo(config, set_)
-    cv = "n/a" if result.cv_score is None else f"{result.cv_score:.4f}"
-    console.print(f"Submission: {result.submission}")
-    console.print(f"CV accuracy (OOF): {cv}   test accuracy (held-back labels): [bold]{result.test_accuracy:.4f}[/]")
+    console.print(run_demo(config, set_))
 
 
 @command(help="What a config amounts to: parameters, input size, mean/std, classes, fold file, finished folds.")
 def info(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
-    from comp.info import describe_run, info_report
+    from comp.info import describe_run
 
     cfg = _config(config, set_)
-    for part in info_report(cfg.name, describe_run(cfg, _competition(cfg))):
-        console.print(part, highlight=False)
+    console.print(describe_run(cfg, _competition(cfg)))
 
 
 @command("lr-find", help="Learning-rate range test on one fold's training rows: suggested lr and report/lr_find.png.")
@@ -423,17 +372,7 @@ def lr_find(
     from comp.training.lr_find import lr_find as range_test
 
     cfg = _config(config, set_)
-    result = range_test(cfg, _competition(cfg), fold=fold, start_lr=start_lr, end_lr=end_lr, steps=steps)
-    low, high = result.fastest_range
-    stop = "stopped on divergence" if result.diverged else "no divergence"
-    console.print(
-        f"{len(result.curve)} steps ({stop}); the smoothed loss falls fastest between {low:.2e} and {high:.2e}"
-    )
-    console.print(
-        f"Suggested learning rate: [bold]{result.suggested_lr:.2e}[/] (--set train.lr="
-        f"{result.suggested_lr:.2g})  plot -> {result.plot}",
-        highlight=False,
-    )
+    console.print(range_test(cfg, _competition(cfg), fold=fold, start_lr=start_lr, end_lr=end_lr, steps=steps))
 
 
 @command(help="Backbone features + an SVM or logistic regression (grid-searched per fold), written as a run.")
@@ -449,24 +388,18 @@ def probe(
     from comp.probe import probe as fit_probe
 
     cfg = _config(config, set_)
-    result = fit_probe(cfg, _competition(cfg), from_run=from_run, name=name, force=force)
-    console.print(
-        f"CV {result.metric} (OOF) of the {cfg.probe.classifier} probe: {result.oof_score:.4f}  -> {result.run_dir}",
-        highlight=False,
-    )
+    console.print(fit_probe(cfg, _competition(cfg), from_run=from_run, name=name, force=force))
 
 
 @command("env", help="Versions, GPUs, bf16 and channels_last support: what to paste into a bug report.")
 def env_(json_output: Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")] = False) -> None:
-    import json
+    from comp.env import collect_env
 
-    from comp.env import collect_env, env_table
-
-    facts = collect_env()
+    env = collect_env()
     if json_output:
-        typer.echo(json.dumps(facts, indent=2))
+        typer.echo(env.to_json())
     else:
-        console.print(env_table(facts))
+        console.print(env)
 
 
 def main() -> None:

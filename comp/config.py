@@ -1,22 +1,32 @@
-"""Experiment config: built-in defaults (== configs/default.yaml) <- a YAML file <- `--set` overrides.
+"""Experiment config: built-in defaults (== comp/configs/default.yaml) <- a YAML file <- `--set` overrides.
 
 Every key is typed and validated by pydantic; an unknown key is an error that names it and
-suggests the closest valid one.
+suggests the closest valid one. `--config` takes a YAML file, or a config's name: configs/NAME.yaml
+in the working folder when there is one (the user's own), else the config NAME packaged with comp.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+import re
+from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from rich.text import Text
 
 from comp.errors import CompError
 from comp.io import write_text
 
-DEFAULT_CONFIG_PATH = Path("configs/default.yaml")
+DEFAULT_CONFIG = "default"
+LOCAL_CONFIGS = Path("configs")
+# A config's name, which is also what `comp init` takes: a Kaggle slug fits it.
+CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 
 
 class Section(BaseModel):
@@ -232,18 +242,50 @@ def parse_override(text: str) -> dict[str, Any]:
     return tree
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.exists():
+def packaged_configs() -> dict[str, Traversable]:
+    """The configs that ship inside comp, by name (the file name without .yaml), examples included."""
+    found: dict[str, Traversable] = {}
+    folders = [files("comp") / "configs"]
+    while folders:
+        for entry in folders.pop().iterdir():
+            if entry.is_dir():
+                folders.append(entry)
+            elif entry.name.endswith(".yaml"):
+                found[entry.name.removesuffix(".yaml")] = entry
+    return dict(sorted(found.items()))
+
+
+def read_config_text(config: str | Path | None = None) -> tuple[str, str]:
+    """(where it came from, YAML text) of `--config`: a file; or a name, configs/NAME.yaml here, else the
+    packaged NAME. No config at all means the name `default`: the user's configs/default.yaml wins."""
+    path = Path(config if config is not None else DEFAULT_CONFIG)
+    if path.is_file():
+        return str(path), path.read_text()
+    names = packaged_configs()
+    listing = f"Packaged configs: {', '.join(names)}."
+    if not CONFIG_NAME.fullmatch(str(path)):
         raise CompError(
             f"Config file {path} not found.",
-            hint="Run comp from the folder that holds configs/, or pass --config PATH.",
+            hint=f"Pass an existing YAML file, or a config's name (-c NAME). {listing}",
         )
+    local = LOCAL_CONFIGS / f"{path}.yaml"
+    if local.is_file():
+        return str(local), local.read_text()
+    if str(path) in names:
+        return f"comp's packaged {path}.yaml", names[str(path)].read_text(encoding="utf-8")
+    raise CompError(
+        f"No config named '{path}': no {local} here and none packaged with comp.",
+        hint=f"{listing} Or pass a YAML file's path; `comp init` writes a starter {LOCAL_CONFIGS}/default.yaml.",
+    )
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise CompError(f"{path} is not valid YAML: {exc}") from None
+        raise CompError(f"{source} is not valid YAML: {exc}") from None
     if not isinstance(tree, dict):
-        raise CompError(f"{path} must be a YAML mapping of config keys, not {type(tree).__name__}.")
+        raise CompError(f"{source} must be a YAML mapping of config keys, not {type(tree).__name__}.")
     return tree
 
 
@@ -258,21 +300,73 @@ def build_config(tree: dict[str, Any], source: str = "config") -> Config:
             problems.append(f"{key} = {err.get('input')!r}: {err['msg']}")
         raise CompError(
             f"Invalid value in {source}: " + "; ".join(problems) + ".",
-            hint="Fix the value in the config file or the --set override (configs/default.yaml documents each key).",
+            hint="Fix the value in the config file or the --set override (`comp init` writes a config that documents "
+            "each key).",
         ) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- the YAML file at `path` (default configs/default.yaml) <- `key=value` overrides."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    tree = read_yaml(path)
-    _check_keys(tree, str(path))
+def load_config(config: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- the YAML of `config` (a file or a name, see read_config_text) <- `key=value` overrides."""
+    source, yaml_text = read_config_text(config)
+    tree = parse_yaml(yaml_text, source)
+    _check_keys(tree, source)
     for text in overrides or []:
         override = parse_override(text)
         _check_keys(override, f"--set {text}")
         tree = _merge(tree, override)
-    return build_config(tree, f"{path} with --set overrides" if overrides else str(path))
+    return build_config(tree, f"{source} with --set overrides" if overrides else source)
 
 
 def save_config(config: Config, path: str | Path) -> None:
     write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+@dataclass(frozen=True)
+class StarterConfig:
+    """What `comp init` wrote."""
+
+    path: Path
+    name: str
+
+    def __rich__(self) -> Text:
+        readers = "commands run in this folder" if self.name == DEFAULT_CONFIG else f"--config {self.name}"
+        return Text(f"Wrote {self.path}: every key, its default and what it does; {readers} read it.")
+
+
+def write_starter_config(slug: str | None = None, force: bool = False) -> StarterConfig:
+    """configs/<slug or default>.yaml: the packaged default, documented key by key, pointed at the competition."""
+    name = slug or DEFAULT_CONFIG
+    if not CONFIG_NAME.fullmatch(name):
+        raise CompError(
+            f"'{slug}' is not a competition slug.",
+            hint="The slug is the last part of the competition's address: "
+            "https://www.kaggle.com/competitions/<slug>, e.g. dogs-vs-cats-redux-kernels-edition.",
+        )
+    path = LOCAL_CONFIGS / f"{name}.yaml"
+    if path.exists() and not force:
+        raise CompError(
+            f"{path} already exists: comp init does not overwrite a config.",
+            hint="Pass --force to replace it with a fresh starter, or move it aside first.",
+        )
+    text = packaged_configs()[DEFAULT_CONFIG].read_text(encoding="utf-8")
+    if slug:
+        text = _with_values(text, {"name": slug, "  competition": slug, "  root": f"data/{slug}"})
+    build_config(parse_yaml(text, str(path)), str(path))
+    write_text(path, text)
+    return StarterConfig(path, name)
+
+
+def _with_values(text: str, values: dict[str, str]) -> str:
+    """Replace the value of each `key: value  # comment` line (indent included in the key), keeping the
+    comments aligned."""
+    for key, value in values.items():
+        scalar = value if yaml.safe_load(value) == value else json.dumps(value)  # quote 123, yes, null...
+
+        def replace(match: re.Match[str], scalar: str = scalar) -> str:
+            width = len(match.group(2)) + len(match.group(3))
+            return f"{match.group(1)}{scalar}{' ' * max(1, width - len(scalar))}#"
+
+        text, found = re.subn(rf"^({key}: )(\S+)( +)#", replace, text, count=1, flags=re.M)
+        if not found:
+            raise ValueError(f"the packaged default.yaml has no '{key}:' line")
+    return text

@@ -5,13 +5,7 @@ ensembles included, can be blended again. Tables are aligned by id, never by row
 blended only when they share the class list, the test ids, the OOF ids and the fold file (its
 sha256, recorded in cv.json by `comp predict` and by every blend).
 
-Methods: `mean` (weighted arithmetic mean of the probabilities), `weighted` (the same, with
-`--weights auto` by default), `geometric` (weighted mean of the log probabilities, rows renormalised)
-and `rank` (each class column replaced by its rank among the table's rows, scaled to (0, 1],
-averaged, rows renormalised: for rank metrics such as AUC). `--weights auto` fits non-negative
-weights that sum to one by minimising the blend's OOF log loss, whatever `predict.metric` is: log
-loss is smooth and rewards good probabilities, where accuracy-like metrics are step functions an
-optimiser cannot follow. The test set is never looked at. The OOF score (`predict.metric`) and log
+The blend rules and the weight fitting are comp.blending's. The OOF score (`predict.metric`) and log
 loss of each member and of the blend are reported.
 """
 
@@ -25,16 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
-from scipy.stats import rankdata
+from rich.console import Group
+from rich.text import Text
 
+from comp.blending import METHODS, blend_table, fit_weights, parse_weights
 from comp.config import Config
 from comp.data.competition import Competition, check_same_classes, column_name, save_classes
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
-from comp.metrics import EPS
-from comp.metrics import log_loss as metric_log_loss
-from comp.metrics import score as metric_score
+from comp.metrics import log_loss, score
 from comp.runs import (
     next_submission_path,
     probability_table,
@@ -45,8 +38,6 @@ from comp.runs import (
     write_predictions,
 )
 from comp.submission.formats import create_submission, write_submission
-
-METHODS = ("mean", "weighted", "geometric", "rank")
 
 
 @dataclass
@@ -77,6 +68,23 @@ class SubmissionResult:
     member_scores: dict[str, Score]
     weights: dict[str, float]
     blend_score: Score | None = None
+
+    def __rich__(self) -> Group:
+        lines = [
+            Text(
+                f"member {member}: weight {self.weights[member]:.3f}, OOF {score.metric} {score.value:.4f}, "
+                f"log loss {score.log_loss:.4f}"
+            )
+            for member, score in self.member_scores.items()
+        ]
+        if self.blend_score:
+            blend = self.blend_score
+            lines.append(
+                Text(f"blend -> {self.run_dir}: OOF {blend.metric} {blend.value:.4f}, log loss {blend.log_loss:.4f}")
+            )
+        oof = "n/a" if self.oof_score is None else f"{self.oof_score:.4f}"
+        lines.append(Text(f"OOF score {oof}  submission -> {self.path}"))
+        return Group(*lines)
 
 
 # ----------------------------------------------------------------------------- members
@@ -122,92 +130,8 @@ def check_compatible(members: list[Member], classes: list) -> None:
             )
 
 
-def class_indices(ids: pd.Index, competition: Competition, classes: list) -> np.ndarray:
-    """Each OOF row's true class as an index into `classes`."""
-    labels = competition.train.set_index("id")["label"].reindex(ids)
-    indices = pd.Index(classes).get_indexer(labels)
-    if (indices < 0).any():
-        raise CompError(
-            f"{(indices < 0).sum()} OOF id(s) are not training images of {competition.root} "
-            f"(first: {', '.join(map(str, ids[indices < 0][:5]))}).",
-            hint="Blend runs trained on this competition (check data.root).",
-        )
-    return indices
-
-
-def score(probs: np.ndarray, y: np.ndarray, metric: str) -> Score:
-    return Score(metric, metric_score(metric, y, probs), metric_log_loss(y, probs))
-
-
-# ----------------------------------------------------------------------------- blending
-
-
-def prepare(method: str, stack: np.ndarray) -> np.ndarray:
-    """The per-member transform that does not depend on the weights (stack: members x rows x classes)."""
-    if method == "geometric":
-        return np.log(np.clip(stack, EPS, 1.0))
-    if method == "rank":
-        return rankdata(stack, axis=1) / stack.shape[1]
-    return stack
-
-
-def mix(method: str, prepared: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The weighted blend of prepared members, each row normalised to sum to one."""
-    mixed = np.tensordot(weights, prepared, axes=1)
-    if method == "geometric":
-        mixed = np.exp(mixed - mixed.max(axis=1, keepdims=True))
-    return mixed / mixed.sum(axis=1, keepdims=True)
-
-
-def blend_table(method: str, stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return mix(method, prepare(method, stack), weights)
-
-
-def fit_weights(method: str, oof_stack: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative weights summing to one that minimise the blend's OOF log loss (SLSQP).
-
-    Equal weights and each member alone are candidates too, whatever the optimiser does: with
-    `mean` and `geometric` the blend's OOF log loss is never worse than the best member's.
-    """
-    prepared = prepare(method, oof_stack)
-    n = len(oof_stack)
-
-    def objective(w: np.ndarray) -> float:
-        return metric_log_loss(y, mix(method, prepared, w))
-
-    equal = np.full(n, 1.0 / n)
-    fitted = minimize(
-        objective,
-        equal,
-        method="SLSQP",
-        bounds=[(0.0, 1.0)] * n,
-        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
-    ).x
-    fitted = np.where(fitted < 1e-6, 0.0, fitted)  # no 1e-17 weights from round-off
-    fitted = fitted / fitted.sum() if fitted.sum() > 0 else equal
-    return min([fitted, equal, *np.eye(n)], key=objective)
-
-
-def parse_weights(text: str | None, method: str, n: int) -> str | np.ndarray:
-    """'auto', or explicit weights normalised to sum to one; None: equal, or auto for `weighted`."""
-    if text is None:
-        return "auto" if method == "weighted" else np.full(n, 1.0 / n)
-    if text.strip() == "auto":
-        return "auto"
-    try:
-        weights = np.array([float(w) for w in text.split(",")])
-    except ValueError:
-        raise CompError(
-            f"--weights {text!r} is not 'auto' or a comma-separated list of numbers.",
-            hint="E.g. --weights auto, or --weights 0.7,0.3 (one per run).",
-        ) from None
-    if len(weights) != n or not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
-        raise CompError(
-            f"--weights {text!r} must be {n} non-negative numbers (one per run, in the same order) "
-            "with a positive sum.",
-            hint="E.g. --weights " + ",".join(["1"] * n) + ", or --weights auto.",
-        )
-    return weights / weights.sum()
+def metric_and_log_loss(metric: str, targets: np.ndarray, probs: np.ndarray) -> Score:
+    return Score(metric, score(metric, targets, probs), log_loss(targets, probs))
 
 
 # ----------------------------------------------------------------------------- the blended run
@@ -241,7 +165,7 @@ def blend_members(
     columns = [column_name(c) for c in classes]
     oof_stack = np.stack([m.oof.loc[oof_ids, columns].to_numpy(np.float64) for m in members])
     test_stack = np.stack([m.test.loc[test_ids, columns].to_numpy(np.float64) for m in members])
-    y = class_indices(oof_ids, competition, classes)
+    y = competition.class_indices(oof_ids, classes)
     rule = "mean" if method == "weighted" else method
     parsed = parse_weights(weights, method, len(members))
     fitted = fit_weights(rule, oof_stack, y) if isinstance(parsed, str) else parsed
@@ -252,8 +176,8 @@ def blend_members(
         "auto" if isinstance(parsed, str) else ("given" if weights else "equal"),
         probability_table(oof_ids, oof, classes).set_index("id"),
         probability_table(test_ids, blend_table(rule, test_stack, fitted), classes).set_index("id"),
-        {str(m.run_dir): score(s, y, metric) for m, s in zip(members, oof_stack, strict=True)},
-        score(oof, y, metric),
+        {str(m.run_dir): metric_and_log_loss(metric, y, s) for m, s in zip(members, oof_stack, strict=True)},
+        metric_and_log_loss(metric, y, oof),
     )
 
 

@@ -1,8 +1,10 @@
-"""`comp env`: the software and hardware facts a bug report needs, as a dict and as a rich table."""
+"""`comp env`: the software and hardware facts a bug report needs, as JSON and as a rich table."""
 
 from __future__ import annotations
 
+import json
 import platform
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -16,8 +18,25 @@ from comp.device import amp_dtype, cpu_bf16_flags, read_cpuinfo, usable_cpu_coun
 PACKAGES = ("torchvision", "timm", "albumentations", "numpy")
 
 
-def collect_env() -> dict[str, Any]:
-    """Versions, devices and precision support of this machine, JSON-ready."""
+@dataclass
+class Environment:
+    facts: dict[str, Any]  # JSON-ready
+
+    def to_json(self) -> str:
+        return json.dumps(self.facts, indent=2)
+
+    def __rich__(self) -> Table:
+        """The facts as a two-column table, one GPU per row; CUDA-only rows appear where CUDA does."""
+        table = Table(title="comp env", show_header=False)
+        table.add_column("fact", style="bold")
+        table.add_column("value")
+        for label, value in _rows(self.facts):
+            table.add_row(label, escape(value))  # values are text (a GPU name may hold brackets), not markup
+        return table
+
+
+def collect_env() -> Environment:
+    """Versions, devices and precision support of this machine."""
     facts: dict[str, Any] = {
         "comp": __version__,
         "python": platform.python_version(),
@@ -27,7 +46,7 @@ def collect_env() -> dict[str, Any]:
     facts.update({name: package_version(name) for name in PACKAGES})
     facts.update(cuda_facts())
     facts.update(cpu_facts())
-    return facts
+    return Environment(facts)
 
 
 def cuda_facts() -> dict[str, Any]:
@@ -96,16 +115,6 @@ def channels_last_kept(device: torch.device) -> bool:
 
 def dtype_name(dtype: torch.dtype | None) -> str | None:
     return None if dtype is None else str(dtype).removeprefix("torch.")
-
-
-def env_table(facts: dict[str, Any]) -> Table:
-    """The facts as a two-column table, one GPU per row; CUDA-only rows appear where CUDA does."""
-    table = Table(title="comp env", show_header=False)
-    table.add_column("fact", style="bold")
-    table.add_column("value")
-    for label, value in _rows(facts):
-        table.add_row(label, escape(value))  # values are text (a GPU name may hold brackets), not markup
-    return table
 
 
 def _rows(facts: dict[str, Any]) -> list[tuple[str, str]]:

@@ -7,21 +7,22 @@ every metric is recorded under "metrics".
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
 from sklearn.metrics import precision_recall_fscore_support
 
 from comp.config import Config
 from comp.data.competition import Competition, check_same_classes, column_name
-from comp.errors import CompError
 from comp.io import write_json
 from comp.metrics import all_scores, score
 from comp.report import write_reports
-from comp.runs import fold_dirs, read_predictions, resolve_run
+from comp.runs import fold_dirs, read_cv, read_predictions, resolve_run
 
 
 @dataclass
@@ -43,20 +44,36 @@ class Evaluation:
     per_class: pd.DataFrame  # class, precision, recall, f1, support
     reports: list[Path]
 
+    def __rich__(self) -> Group:
+        return Group(
+            self._scores_table(),
+            self._per_class_table(),
+            *(Text(f"report: {path}") for path in self.reports),
+            Text(f"Updated {self.run_dir / 'cv.json'}: {self.metric} {self.scores[self.metric]:.4f}"),
+        )
+
+    def _scores_table(self) -> Table:
+        table = Table("metric", "OOF", *self.folds, title=f"{self.run_dir} (folds: {self.metric} only)")
+        for name, value in self.scores.items():
+            configured = name == self.metric
+            per_fold = [f"{v:.4f}" for v in self.folds.values()] if configured else [""] * len(self.folds)
+            table.add_row(Text(name, style="bold" if configured else ""), f"{value:.4f}", *per_fold)
+        return table
+
+    def _per_class_table(self) -> Table:
+        table = Table("class", "precision", "recall", "f1", "support", title="per class (OOF)")
+        for row in self.per_class.itertuples():
+            table.add_row(
+                Text(str(row[1])), f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}", str(row.support)
+            )
+        return table
+
 
 def load_oof(run_dir: Path, competition: Competition) -> OOF:
     path = run_dir / "oof.parquet"
     table, classes = read_predictions(path)
     check_same_classes(competition.classes, classes, str(path))
-    labels = competition.train.set_index("id")["label"]
-    unknown = table.index[~table.index.isin(labels.index)]
-    if len(unknown):
-        raise CompError(
-            f"{len(unknown)} id(s) of {path} are not training images of {competition.root} "
-            f"(first: {', '.join(map(str, unknown[:5]))}).",
-            hint="Evaluate the run against the competition it was trained on (check data.root).",
-        )
-    targets = pd.Index(classes).get_indexer(labels.loc[table.index])
+    targets = competition.class_indices(table.index, classes)
     probs = table[[column_name(c) for c in classes]].to_numpy(dtype=np.float64)
     return OOF(table.index.to_numpy(), targets, probs, classes)
 
@@ -87,10 +104,9 @@ def evaluate_run(config: Config, competition: Competition, run: str | None = Non
     metric = config.predict.metric
     scores = all_scores(oof.targets, oof.probs)
     folds = fold_scores(run_dir, oof, metric)
-    cv_path = run_dir / "cv.json"
-    cv = json.loads(cv_path.read_text()) if cv_path.exists() else {}
+    cv = read_cv(run_dir)
     cv.update(metric=metric, oof=scores[metric], folds=folds, log_loss=scores["log_loss"], metrics=scores)
     image_paths = competition.train.set_index("id")["path"]
     reports = write_reports(run_dir, oof.ids, oof.targets, oof.probs, oof.classes, image_paths)
-    write_json(cv_path, cv)
+    write_json(run_dir / "cv.json", cv)
     return Evaluation(run_dir, metric, scores, folds, per_class_table(oof), reports)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Group
+from rich.text import Text
+
 from comp.config import Config
 from comp.data.competition import Competition, Label, read_csv_text
 from comp.models.factory import count_parameters, create_model, normalization, split_parameters
-from comp.runs import fold_state, read_cv, run_dir
+from comp.runs import FoldState, fold_state, read_cv, run_dir
 
 
 @dataclass
@@ -24,14 +27,38 @@ class ModelInfo:
 
 @dataclass
 class RunInfo:
+    name: str
     run_dir: Path
     model: ModelInfo
     image_size: int
     class_counts: dict[Label, int]  # in model index order
     fold_file: Path
     fold_file_exists: bool
-    fold_states: dict[int, str]  # fold -> new | interrupted | finished
+    fold_states: dict[int, FoldState]
+    cv_metric: str | None  # the metric cv.json records its score in
     cv_score: float | None
+
+    def __rich__(self) -> Group:
+        m = self.model
+        limit = Text()
+        if m.max_params is not None:
+            limit.append(f", limit {m.max_params:,}")
+            if m.total > m.max_params:
+                limit.append(" exceeded", style="bold red")
+        counts = ", ".join(f"{label}: {n}" for label, n in self.class_counts.items())
+        folds = ", ".join(f"fold {k} {state}" for k, state in self.fold_states.items())
+        cv = "" if self.cv_score is None else f"; CV {self.cv_metric} (OOF) {self.cv_score:.4f}"
+        return Group(
+            Text.assemble(
+                (self.name, "bold"),
+                f" ({self.run_dir}): {m.name}, {m.total:,} parameters ({m.trainable:,} trainable, head {m.head:,})",
+                limit,
+            ),
+            Text(f"input {self.image_size}x{self.image_size}, mean {_rounded(m.mean)}, std {_rounded(m.std)}"),
+            Text(f"{len(self.class_counts)} classes, {sum(self.class_counts.values())} images ({counts})"),
+            Text(f"fold file {self.fold_file}: {'exists' if self.fold_file_exists else 'missing (run comp folds)'}"),
+            Text(folds + cv),
+        )
 
 
 def describe_model(config: Config, num_classes: int) -> ModelInfo:
@@ -56,34 +83,20 @@ def fold_count(config: Config) -> int:
 
 def describe_run(config: Config, competition: Competition) -> RunInfo:
     counts = competition.train["label"].value_counts()
+    folder = run_dir(config.name)
+    cv = read_cv(folder)
     return RunInfo(
-        run_dir=run_dir(config.name),
+        name=config.name,
+        run_dir=folder,
         model=describe_model(config, len(competition.classes)),
         image_size=config.data.image_size,
         class_counts={c: int(counts.get(c, 0)) for c in competition.classes},
         fold_file=config.fold_file,
         fold_file_exists=config.fold_file.exists(),
-        fold_states={k: fold_state(run_dir(config.name), k) for k in range(fold_count(config))},
-        cv_score=read_cv(run_dir(config.name)).get("oof"),
+        fold_states={k: fold_state(folder, k) for k in range(fold_count(config))},
+        cv_metric=cv.get("metric"),
+        cv_score=cv.get("oof"),
     )
-
-
-def info_report(name: str, run: RunInfo) -> list[str]:
-    """The lines `comp info` prints (rich markup)."""
-    m = run.model
-    limit = ""
-    if m.max_params is not None:
-        limit = f", limit {m.max_params:,}{' [bold red]exceeded[/]' if m.total > m.max_params else ''}"
-    counts = ", ".join(f"{label}: {n}" for label, n in run.class_counts.items())
-    folds = ", ".join(f"fold {k} {state}" for k, state in run.fold_states.items())
-    return [
-        f"[bold]{name}[/] ({run.run_dir}): {m.name}, {m.total:,} parameters "
-        f"({m.trainable:,} trainable, head {m.head:,}){limit}",
-        f"input {run.image_size}x{run.image_size}, mean {_rounded(m.mean)}, std {_rounded(m.std)}",
-        f"{len(run.class_counts)} classes, {sum(run.class_counts.values())} images ({counts})",
-        f"fold file {run.fold_file}: {'exists' if run.fold_file_exists else 'missing (run comp folds)'}",
-        folds + ("" if run.cv_score is None else f"; CV accuracy (OOF) {run.cv_score:.4f}"),
-    ]
 
 
 def _rounded(values: tuple[float, ...]) -> str:

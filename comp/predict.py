@@ -1,52 +1,60 @@
 """Prediction: each trained fold predicts its out-of-fold rows and the test set, with the same TTA views.
 
-Images stream from disk in batches (DataLoader workers, pinned memory on CUDA) and test predictions
-are written to parquet as they come, so memory does not grow with the test set beyond the run-level
-table itself. Every file is written into a scratch folder and moved into the run only once all of
-them succeeded: a failure leaves the previous predictions as they were. The model and the image size
-are the run's own (runs/<name>/config.yaml); views, batch size and device come from the current config.
+Images stream from disk through each fold's model (comp.streaming) and test predictions are written
+to parquet as they come, so memory does not grow with the test set beyond the run-level table
+itself. Every file is written into a scratch folder and moved into the run only once all of them
+succeeded: a failure leaves the previous predictions as they were. The model and the image size are
+the run's own (runs/<name>/config.yaml); views, batch size and device come from the current config.
+
+`--test-only` (what a Kaggle kernel runs) predicts only the sample submission's test set, with the
+views and mean cv.json recorded, and writes the submission; a blend recomputes its members' test
+predictions and blends them with the method and weights of its members.json.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from rich.console import Console
+from rich.console import Group
 from rich.progress import Progress
-from safetensors import safe_open
-from safetensors.torch import load_file
-from torch.utils.data import DataLoader, Dataset
+from rich.text import Text
 
-from comp.augment import ModelInput, fit_size
-from comp.config import Config, load_config
-from comp.data.competition import IMAGE_SUFFIXES, Competition, check_same_classes, load_classes, read_image
-from comp.data.dataset import loader_options
+from comp.blending import blend_table
+from comp.config import Config
+from comp.console import console
+from comp.data.competition import (
+    IMAGE_SUFFIXES,
+    Competition,
+    check_same_classes,
+    load_classes,
+    load_competition,
+    load_test_set,
+)
 from comp.data.folds import fold_file_hash, load_folds
-from comp.device import amp_dtype, autocast, model_memory_format, resolve_device
 from comp.errors import CompError
 from comp.io import write_csv, write_json
 from comp.metrics import score
-from comp.models.factory import create_model
 from comp.runs import (
+    RUNS,
     TableWriter,
-    finished_folds,
     fold_dir,
+    next_submission_path,
     probability_table,
+    read_cv,
+    read_fold_record,
     run_dir,
     staged_outputs,
     write_predictions,
 )
-from comp.training.checkpoint import read_record
-from comp.tta import AUTO_CANDIDATES, ViewChoice, choose_views, combine, resolve_views, view_log_probs
-
-console = Console()
+from comp.streaming import Streamer, TrainedRun, collect, open_run
+from comp.submission.formats import create_submission, write_submission
+from comp.tta import AUTO_CANDIDATES, ViewChoice, choose_views, combine, resolve_views
 
 
 @dataclass
@@ -59,22 +67,27 @@ class PredictResult:
     missing_folds: list[int]
     choice: ViewChoice | None  # what `predict.tta: auto` measured
 
-    def summary_lines(self) -> list[str]:
+    def __rich__(self) -> Group:
         lines = []
         if self.choice:
             kept = [s["view"] for s in self.choice.steps if s["kept"]]
             dropped = [s["view"] for s in self.choice.steps if not s["kept"]]
             lines.append(
-                f"TTA auto ({self.metric} on OOF): kept {', '.join(kept)}; dropped {', '.join(dropped) or '-'}"
+                Text(f"TTA auto ({self.metric} on OOF): kept {', '.join(kept)}; dropped {', '.join(dropped) or '-'}")
             )
-        lines += [f"fold {fold}: OOF {self.metric} {score:.4f}" for fold, score in self.folds.items()]
+        lines += [Text(f"fold {fold}: OOF {self.metric} {score:.4f}") for fold, score in self.folds.items()]
         if self.missing_folds:
             lines.append(
-                f"[yellow]folds {', '.join(map(str, self.missing_folds))} are not trained: the OOF score "
-                f"covers {len(self.folds)} of {len(self.folds) + len(self.missing_folds)} folds[/]"
+                Text(
+                    f"folds {', '.join(map(str, self.missing_folds))} are not trained: the OOF score "
+                    f"covers {len(self.folds)} of {len(self.folds) + len(self.missing_folds)} folds",
+                    style="yellow",
+                )
             )
-        lines.append(f"CV {self.metric} (OOF, views {', '.join(self.views)}): {self.oof_score:.4f}  -> {self.run_dir}")
-        return lines
+        lines.append(
+            Text(f"CV {self.metric} (OOF, views {', '.join(self.views)}): {self.oof_score:.4f}  -> {self.run_dir}")
+        )
+        return Group(*lines)
 
 
 @dataclass
@@ -84,143 +97,34 @@ class FolderPrediction:
     views: list[str]
     folds: list[int]
 
-
-# ----------------------------------------------------------------------------- prediction tables
-
-
-# ----------------------------------------------------------------------------- the trained run
-
-
-@dataclass
-class TrainedRun:
-    config: Config  # the run's own config: the model and image size it was trained with
-    classes: list
-    folds: list[int]  # finished folds
-
-
-def open_run(config: Config) -> TrainedRun:
-    """The run's config, class map and finished folds, each fold's checkpoint checked before anything runs."""
-    folder = run_dir(config.name)
-    finished = finished_folds(folder)
-    if not finished:
-        raise CompError(
-            f"Run '{config.name}' has no trained folds in {folder}.",
-            hint="Train first: comp train --fold all (or check `name` in the config).",
+    def __rich__(self) -> Text:
+        return Text(
+            f"{self.n_images} images, folds {', '.join(map(str, self.folds))}, views {', '.join(self.views)} "
+            f"-> {self.path}"
         )
-    classes = load_classes(folder / "classes.json")
-    for k in finished:
-        path = fold_dir(folder, k) / "best.safetensors"
-        if not path.exists():
-            raise CompError(
-                f"Fold {k} of run '{config.name}' is finished but {path} is missing.",
-                hint=f"Retrain it: comp train --fold {k} --force.",
-            )
-        with safe_open(str(path), framework="pt") as f:
-            check_same_classes(classes, json.loads(f.metadata()["classes"]), f"Checkpoint {path}")
-    saved = folder / "config.yaml"
-    return TrainedRun(load_config(saved) if saved.exists() else config, classes, finished)
 
 
-def load_fold_model(run: TrainedRun, fold: int, device: torch.device) -> torch.nn.Module:
-    path = fold_dir(run_dir(run.config.name), fold) / "best.safetensors"
-    local = run.config.model.model_copy(update={"pretrained": False, "weights": None})
-    model = create_model(local, len(run.classes))
-    try:
-        model.load_state_dict(load_file(str(path)))
-    except RuntimeError as exc:
-        raise CompError(
-            f"{path} does not fit model '{local.name}' of {run_dir(run.config.name) / 'config.yaml'}: "
-            f"{str(exc).splitlines()[0]}",
-            hint="Retrain the fold (comp train --force), or restore the run's config.yaml.",
-        ) from None
-    return model.to(device).eval()
-
-
-# ----------------------------------------------------------------------------- streaming images through a model
-
-
-class PredictImages(Dataset):
-    """(uint8 image tensor at image_size, "") by path; an unreadable file gives (blank, its message) instead, so
-    that the error is raised in the main process as itself, not as a worker's traceback."""
-
-    def __init__(self, paths, image_size: int):
-        self.paths, self.image_size = list(paths), image_size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        try:
-            image, problem = read_image(self.paths[index]), ""
-        except CompError as exc:
-            image, problem = np.zeros((8, 8, 3), dtype=np.uint8), exc.message
-        return torch.from_numpy(fit_size(image, self.image_size)), problem
-
-
-def image_loader(paths, image_size: int, config: Config, device: torch.device) -> DataLoader:
-    return DataLoader(
-        PredictImages(paths, image_size),
-        batch_size=config.predict.batch_size,
-        shuffle=False,
-        **loader_options(config.train, device),
-    )
-
-
-@dataclass
-class Streamer:
-    """Streams images through a fold's model: the run's model and image size, the current config's
-    batch size, workers, device, precision, memory format and TTA mean."""
-
-    run: TrainedRun
-    config: Config
-    progress: Progress
-
-    def __post_init__(self):
-        self.device = resolve_device(self.config.train.device)
-        self.dtype = amp_dtype(self.device, self.config.train.amp)
-        self.memory_format = model_memory_format(self.config.train.channels_last)
-
-    def __call__(self, fold: int, paths, views: list[str], label: str) -> Iterator[torch.Tensor]:
-        """Per-view log-probabilities (views x batch x classes) of each batch, on the CPU, in `paths` order."""
-        model = load_fold_model(self.run, fold, self.device).to(memory_format=self.memory_format)
-        inputs = ModelInput.of(model, self.device, self.memory_format)
-        loader = image_loader(list(paths), self.run.config.data.image_size, self.config, self.device)
-        return self._batches(model, inputs, loader, views, f"fold {fold} {label}")
-
-    @torch.no_grad()
-    def _batches(
-        self, model, inputs: ModelInput, loader: DataLoader, views: list[str], label: str
-    ) -> Iterator[torch.Tensor]:
-        task = self.progress.add_task(label, total=len(loader))
-        for images, problems in loader:
-            if any(problems):
-                raise CompError(next(p for p in problems if p), hint="Replace or remove the file, then predict again.")
-            with autocast(self.device, self.dtype):
-                log_probs = view_log_probs(model, inputs(images), views, self.config.predict.tta_mean)
-            yield log_probs.cpu()
-            self.progress.advance(task)
-        self.progress.remove_task(task)
-
-
-def collect(batches: Iterator[torch.Tensor], n_rows: int) -> np.ndarray:
-    """The batches of a Streamer as one views x rows x classes array."""
-    out, start = None, 0
-    for batch in batches:
-        if out is None:
-            out = np.empty((batch.shape[0], n_rows, batch.shape[2]), dtype=np.float32)
-        out[:, start : start + batch.shape[1]] = batch.numpy()
-        start += batch.shape[1]
-    return out
+def run_predict(
+    config: Config,
+    tta: bool = False,
+    images: str | Path | None = None,
+    *,
+    test_only: bool = False,
+    run: str | None = None,
+    out: Path | None = None,
+) -> PredictResult | FolderPrediction | TestSetPrediction:
+    """`comp predict`: the run's OOF and test predictions; with `images`, that folder's; with
+    `test_only`, the test set alone, for run `run` into the submission `out`."""
+    if test_only or run is not None or out is not None:
+        return predict_test_only(config, run, out, test_only=test_only, tta=tta, images=images)
+    if images is not None:
+        return predict_folder(config, images, tta=tta)
+    return predict(config, load_competition(config.data), tta=tta)
 
 
 def mean_probs(log_probs: np.ndarray | torch.Tensor, mean: str) -> np.ndarray:
     """Probabilities (rows x classes, float64) averaged over the first axis of per-view log-probabilities."""
     return combine(torch.as_tensor(log_probs), mean).exp().double().numpy()
-
-
-def class_indices(ids, competition: Competition, classes: list) -> np.ndarray:
-    labels = competition.train.set_index("id").loc[list(ids), "label"]
-    return pd.Index(classes).get_indexer(labels)
 
 
 # ----------------------------------------------------------------------------- a run
@@ -237,7 +141,7 @@ def check_fold_file(config: Config, run: TrainedRun, folds: pd.DataFrame) -> lis
         )
     digest = fold_file_hash(config)
     for k in run.folds:
-        record = read_record(fold_dir(run_dir(config.name), k))
+        record = read_fold_record(run_dir(config.name), k)
         if record and record.get("fold_file_sha256") not in (None, digest):
             raise CompError(
                 f"{config.fold_file} changed since fold {k} of run '{config.name}' was trained on it: "
@@ -264,7 +168,7 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
         oof_log_probs = {
             k: collect(stream(k, train.loc[oof_ids[k], "path"], candidates, "oof"), len(oof_ids[k])) for k in run.folds
         }
-        targets = {k: class_indices(oof_ids[k], competition, run.classes) for k in run.folds}
+        targets = {k: competition.class_indices(oof_ids[k], run.classes) for k in run.folds}
         choice = None
         if setting == "auto":
             choice = choose_views(
@@ -282,7 +186,7 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
             probs = mean_probs(oof_log_probs.pop(k)[picked], mean)
             fold_scores[k] = score(metric, targets[k], probs)
             oof_tables.append(probability_table(oof_ids[k], probs, run.classes))
-            write_predictions(stage / f"fold{k}" / "oof.parquet", oof_tables[-1], run.classes, views)
+            write_predictions(fold_dir(stage, k) / "oof.parquet", oof_tables[-1], run.classes, views)
         test_probs = fold_mean(stream, competition.test["path"], competition.test["id"], views, "test", stage)
 
         extra = {"tta_mean": mean, **({"tta_auto": asdict(choice)} if choice else {})}
@@ -307,7 +211,7 @@ def write_run_predictions(
     """A run's oof.parquet, test.parquet and cv.json (plus `extra` keys), from its folds' OOF tables and
     mean test probabilities; returns the OOF score."""
     oof = pd.concat(oof_tables, ignore_index=True)
-    targets, oof_probs = class_indices(oof["id"], competition, classes), oof.iloc[:, 1:].to_numpy()
+    targets, oof_probs = competition.class_indices(oof["id"], classes), oof.iloc[:, 1:].to_numpy()
     oof_score = score(metric, targets, oof_probs)
     write_predictions(stage / "oof.parquet", oof, classes, views)
     write_predictions(
@@ -337,7 +241,7 @@ def fold_mean(stream: Streamer, paths, ids, views: list[str], label: str, tables
     total = np.zeros((len(ids), len(stream.run.classes)))
     for k in stream.run.folds:
         start = 0
-        table = tables / f"fold{k}" / "test.parquet" if tables else None
+        table = fold_dir(tables, k) / "test.parquet" if tables else None
         with TableWriter(table, stream.run.classes, views) if table else nullcontext() as writer:
             for batch in stream(k, paths, views, label):
                 probs = mean_probs(batch, stream.config.predict.tta_mean)
@@ -365,11 +269,10 @@ def folder_images(image_dir: Path) -> list[Path]:
 
 def recorded_views(config: Config) -> list[str]:
     """The views `predict.tta: auto` chose for this run the last time `comp predict --tta` ran."""
-    path = run_dir(config.name) / "cv.json"
-    cv = json.loads(path.read_text()) if path.exists() else {}
+    cv = read_cv(run_dir(config.name))
     if "tta_auto" not in cv:
         raise CompError(
-            f"predict.tta is auto, but {path} records no views chosen on the OOF rows.",
+            f"predict.tta is auto, but {run_dir(config.name) / 'cv.json'} records no views chosen on the OOF rows.",
             hint="Run `comp predict --tta` first (it chooses them), or list the views in predict.tta.",
         )
     return cv["views"]
@@ -390,3 +293,104 @@ def predict_folder(config: Config, image_dir: str | Path, tta: bool = False) -> 
     out = run_dir(config.name) / "predictions" / f"{image_dir.name}.csv"
     write_csv(out, table)
     return FolderPrediction(out, len(paths), views, run.folds)
+
+
+# ----------------------------------------------------------------------------- the test set alone (a kernel's)
+
+
+@dataclass
+class TestSetPrediction:
+    run: str
+    out: Path
+    n_images: int
+    parts: list[str] = field(default_factory=list)  # per trained run: its folds and views
+
+    def __rich__(self) -> Text:
+        return Text(f"{self.n_images} test images, run {self.run} ({'; '.join(self.parts)}) -> {self.out}")
+
+
+def _member_name(run: str, blend: Path) -> str:
+    """A member's run name: members.json records runs/<name> (any other folder cannot be re-predicted)."""
+    path = Path(run)
+    if path.parent != RUNS:
+        raise CompError(
+            f"{blend / 'members.json'} lists the member {run}, which is not a run under {RUNS}/: its test "
+            "predictions cannot be recomputed.",
+            hint=f"Move the member run into {RUNS}/ and blend again (comp ensemble ... --force).",
+        )
+    return path.name
+
+
+def _recorded(config: Config, name: str) -> tuple[list[str], str]:
+    """The views and mean that `comp predict` chose for this run (cv.json)."""
+    cv = read_cv(run_dir(name))
+    if "views" not in cv:
+        raise CompError(
+            f"{run_dir(name) / 'cv.json'} records no TTA views: the run was never predicted.",
+            hint=f"Run `comp predict --set name={name}` (or with --tta) first.",
+        )
+    return cv["views"], cv.get("tta_mean", config.predict.tta_mean)
+
+
+def run_test_probs(config: Config, name: str, paths: list[str], ids: list[str], parts: list[str]) -> np.ndarray:
+    """Mean test probabilities of run `name` (rows in `ids` order, columns in its classes.json order)."""
+    folder = run_dir(name)
+    members_path = folder / "members.json"
+    if members_path.is_file():
+        record = json.loads(members_path.read_text())
+        classes = load_classes(folder / "classes.json")
+        stack = []
+        for member in record["members"]:
+            member_name = _member_name(member["run"], folder)
+            check_same_classes(classes, load_classes(run_dir(member_name) / "classes.json"), f"Member {member_name}")
+            stack.append(run_test_probs(config, member_name, paths, ids, parts))
+        weights = np.array([m["weight"] for m in record["members"]], dtype=np.float64)
+        method = "mean" if record["method"] == "weighted" else record["method"]
+        return blend_table(method, np.stack(stack), weights)
+    views, mean = _recorded(config, name)
+    own = config.model_copy(update={"name": name, "predict": config.predict.model_copy(update={"tta_mean": mean})})
+    run = open_run(own)
+    with Progress(console=console, transient=True) as progress:
+        probs = fold_mean(Streamer(run, own, progress), paths, ids, views, f"{name} test")
+    parts.append(f"{name}: folds {','.join(map(str, run.folds))}, views {','.join(views)}")
+    return probs
+
+
+def predict_test_set(config: Config, out: Path) -> TestSetPrediction:
+    """Predict the test set of config.data with run config.name and write the submission to `out`."""
+    test, sample = load_test_set(config.data)
+    name = config.name
+    classes = load_classes(run_dir(name) / "classes.json")
+    ids, parts = list(test["id"]), []
+    probs = run_test_probs(config, name, list(test["path"]), ids, parts)
+    table = probability_table(ids, probs, classes).set_index("id")
+    frame = create_submission(sample, table, classes, config.submission.format, config.submission.positive_class)
+    out = Path(out)
+    write_submission(frame, out)
+    return TestSetPrediction(name, out, len(ids), parts)
+
+
+def predict_test_only(
+    config: Config,
+    run: str | None = None,
+    out: Path | None = None,
+    *,
+    test_only: bool = True,
+    tta: bool = False,
+    images: Path | None = None,
+) -> TestSetPrediction:
+    """`comp predict --test-only [RUN] [--out FILE]`: RUN (default: name) into FILE (default:
+    submissions/<run>-test.csv, never overwriting)."""
+    if not test_only:
+        raise CompError(
+            "A RUN argument and --out go with --test-only.", hint="comp predict --test-only RUN [--out FILE]"
+        )
+    if tta or images is not None:
+        raise CompError(
+            "--test-only predicts with the views the run's cv.json recorded, on the sample submission's test set.",
+            hint="Leave out --tta and --images (choose the views with `comp predict --tta` first).",
+        )
+    name = run or config.name
+    if Path(name).name != name or not run_dir(name).is_dir():
+        raise CompError(f"No run '{name}' in {RUNS}/.", hint=f"Name a run folder under {RUNS}/ (ls {RUNS}/).")
+    return predict_test_set(config.model_copy(update={"name": name}), out or next_submission_path(f"{name}-test"))

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from rich.console import Console
 from rich.progress import Progress
+from rich.text import Text
 from safetensors import safe_open
 from safetensors.torch import save_file
 from sklearn.base import BaseEstimator
@@ -38,6 +38,7 @@ from sklearn.svm import SVC
 
 from comp.augment import ModelInput
 from comp.config import Config, ProbeConfig, save_config
+from comp.console import console
 from comp.data.competition import Competition, check_same_classes, save_classes
 from comp.data.folds import load_folds
 from comp.device import amp_dtype, autocast, resolve_device
@@ -45,10 +46,9 @@ from comp.errors import CompError
 from comp.io import atomic_path, sha256_file, write_json
 from comp.metrics import score
 from comp.models.factory import create_model
-from comp.predict import TrainedRun, class_indices, image_loader, load_fold_model, open_run, write_run_predictions
+from comp.predict import write_run_predictions
 from comp.runs import fold_dir, fold_dirs, probability_table, run_dir, staged_outputs, write_predictions
-
-console = Console()
+from comp.streaming import TrainedRun, create_image_loader, image_batches, load_fold_model, open_run
 
 DEFAULT_GRIDS: dict[str, dict[str, list]] = {
     "svm": {"C": [0.1, 1, 10], "gamma": ["scale", 0.001], "kernel": ["rbf", "poly"]},
@@ -81,8 +81,12 @@ class FoldProbe:
 class ProbeResult:
     run_dir: Path
     metric: str
+    classifier: str
     folds: dict[int, FoldProbe]
     oof_score: float
+
+    def __rich__(self) -> Text:
+        return Text(f"CV {self.metric} (OOF) of the {self.classifier} probe: {self.oof_score:.4f}  -> {self.run_dir}")
 
 
 # ----------------------------------------------------------------------------- backbones
@@ -152,18 +156,13 @@ def extract_features(
 ) -> np.ndarray:
     """Pooled pre-logits features (rows x features, float32) of the images, in `paths` order."""
     inputs = ModelInput.of(model, device)
-    loader = image_loader(list(paths), image_size, config, device)
+    loader = create_image_loader(list(paths), image_size, config, device)
     dtype = amp_dtype(device, config.train.amp)
-    task = progress.add_task(label, total=len(loader))
     out = []
-    for images, problems in loader:  # comp.predict's loader: an unreadable file comes as its message
-        if any(problems):
-            raise CompError(next(p for p in problems if p), hint="Replace or remove the file, then probe again.")
+    for images in image_batches(loader, progress, label, "probe"):
         with autocast(device, dtype):
             features = model.forward_head(model.forward_features(inputs(images)), pre_logits=True)
         out.append(features.float().flatten(1).cpu())
-        progress.advance(task)
-    progress.remove_task(task)
     return torch.cat(out).numpy()
 
 
@@ -203,7 +202,7 @@ def cached_features(
 # ----------------------------------------------------------------------------- the classifier
 
 
-def make_pipeline(cfg: ProbeConfig, seed: int) -> Pipeline:
+def create_pipeline(cfg: ProbeConfig, seed: int) -> Pipeline:
     if cfg.classifier == "svm":
         classifier = SVC(random_state=seed)
     else:
@@ -235,7 +234,7 @@ def fit_fold(
         )
     inner = StratifiedKFold(cfg.cv, shuffle=True, random_state=seed)
     search = GridSearchCV(
-        make_pipeline(cfg, seed),
+        create_pipeline(cfg, seed),
         param_grid(cfg),
         scoring=SEARCH_SCORING.get(metric, "accuracy"),
         cv=inner,
@@ -248,11 +247,11 @@ def fit_fold(
     except ValueError as exc:  # sklearn's InvalidParameterError included: a bad name or value in the grid
         raise CompError(
             f"probe.grid {cfg.grid} does not fit the {cfg.classifier} classifier: {exc}",
-            hint=f"Use the arguments of {type(make_pipeline(cfg, seed)[-1]).__name__}, "
+            hint=f"Use the arguments of {type(create_pipeline(cfg, seed)[-1]).__name__}, "
             f"e.g. {DEFAULT_GRIDS[cfg.classifier]}.",
         ) from None
     best = {name.removeprefix("clf__"): value for name, value in search.best_params_.items()}
-    final = make_pipeline(cfg, seed).set_params(**search.best_params_)
+    final = create_pipeline(cfg, seed).set_params(**search.best_params_)
     if cfg.classifier == "svm":
         final = CalibratedClassifierCV(final, method="sigmoid", cv=inner, ensemble=False)
     return final.fit(features, targets), best, float(search.best_score_)
@@ -313,26 +312,26 @@ def probe(
             val_ids = folds.loc[folds["fold"] == k, "id"].to_numpy()
             classifier, best, search_score = fit_fold(
                 train_x[row.get_indexer(fit_ids)],
-                class_indices(fit_ids, competition, classes),
+                competition.class_indices(fit_ids, classes),
                 out.probe,
                 metric,
                 out.seed,
             )
             val_probs = class_probabilities(classifier, train_x[row.get_indexer(val_ids)], len(classes))
             results[k] = FoldProbe(
-                best, search_score, score(metric, class_indices(val_ids, competition, classes), val_probs)
+                best, search_score, score(metric, competition.class_indices(val_ids, classes), val_probs)
             )
             oof_tables.append(probability_table(val_ids, val_probs, classes))
             test_probs.append(class_probabilities(classifier, test_x, len(classes)))
-            write_predictions(stage / f"fold{k}" / "oof.parquet", oof_tables[-1], classes, VIEWS)
+            write_predictions(fold_dir(stage, k) / "oof.parquet", oof_tables[-1], classes, VIEWS)
             write_predictions(
-                stage / f"fold{k}" / "test.parquet",
+                fold_dir(stage, k) / "test.parquet",
                 probability_table(competition.test["id"], test_probs[-1], classes),
                 classes,
                 VIEWS,
             )
-            write_json(stage / f"fold{k}" / "probe.json", {"best_params": best, "search_score": search_score})
-            console.print(
+            write_json(fold_dir(stage, k) / "probe.json", {"best_params": best, "search_score": search_score})
+            progress.console.print(  # each fold's result as it comes, above the progress bar
                 f"fold {k}: {_params(best)} (inner CV {search_score:.4f}), OOF {metric} {results[k].score:.4f}",
                 highlight=False,
             )
@@ -355,7 +354,7 @@ def probe(
         )
         save_classes(classes, stage / "classes.json")
         save_config(out, stage / "config.yaml")
-    return ProbeResult(run_dir(out.name), metric, results, oof_score)
+    return ProbeResult(run_dir(out.name), metric, out.probe.classifier, results, oof_score)
 
 
 def _params(params: dict) -> str:

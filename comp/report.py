@@ -194,12 +194,12 @@ def top_losses_figure(worst: pd.DataFrame, image_paths: pd.Series, classes: list
 
 
 def curves_figure(metrics: dict[int, pd.DataFrame]) -> Figure:
-    """Per fold: losses, accuracy and learning rate by epoch; the switch to augmentation phase 2 marked."""
+    """Per fold: losses, validation accuracy and learning rate by epoch; the switch to augmentation phase 2 marked."""
     fig = Figure(figsize=curves_size(len(metrics)), dpi=DPI, layout="constrained")
     axes = fig.subplots(len(metrics), 3, squeeze=False)
     panels = [
         ("loss", ["train_loss", "val_loss"]),
-        ("accuracy", ["train_accuracy", "val_accuracy"]),
+        ("accuracy", ["val_accuracy"]),
         ("learning rate", ["lr"]),
     ]
     for (fold, table), row in zip(metrics.items(), axes, strict=True):

@@ -71,6 +71,12 @@ def fold_state(run: Path, fold: int) -> FoldState:
     return "new"
 
 
+def read_fold_record(run: Path, fold: int) -> dict | None:
+    """fold<k>/run.json: what the fold was trained with (config, fold-file hash, versions, resumes); None if absent."""
+    path = fold_dir(run, fold) / "run.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def finished_folds(run: Path) -> list[int]:
     return [k for k in fold_dirs(run) if fold_state(run, k) == "finished"]
 

@@ -145,11 +145,6 @@ def view_log_probs(model: torch.nn.Module, images: torch.Tensor, views: list[str
     return torch.stack(out)
 
 
-def predict_views(model: torch.nn.Module, images: torch.Tensor, views: list[str], mean: str = "arithmetic"):
-    """Class probabilities averaged over the views (batch x classes)."""
-    return combine(view_log_probs(model, images, views, mean), mean).exp()
-
-
 # ----------------------------------------------------------------------------- choosing views on OOF rows
 
 

@@ -12,12 +12,38 @@ import pandas as pd
 import pytest
 import torch
 
+from comp.config import Config, load_config
+
 # The suite trains tiny models, whose steps run faster on one thread than split across two; the
 # subprocesses that tests start inherit the setting through the environment.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
+
+# What makes a training run tiny: a CIFAR ResNet18 at an eighth of its widths (0.18M parameters) on 16 px
+# images, two folds, batches of 8, one epoch, no augmentation, no loader workers. Later overrides win:
+# a test adds what it is about (train.epochs=3, folds.k=3, aug.phase1=light...).
+TINY_MODEL = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}"]
+TINY_RUN = [
+    *TINY_MODEL,
+    "data.image_size=16",
+    "folds.k=2",
+    "train.batch_size=8",
+    "train.epochs=1",
+    "aug.phase1=none",
+    "train.num_workers=0",
+]
+
+
+def on_competition(name: str) -> list[str]:
+    """The overrides that train on data/<name> (as written by the helpers below) in a run called <name>."""
+    return [f"data.root=data/{name}", f"data.competition={name}", f"name={name}"]
+
+
+def sets(*overrides: str) -> list[str]:
+    """The overrides as the CLI takes them: --set KEY=VALUE each."""
+    return [arg for override in overrides for arg in ("--set", override)]
 
 
 def pattern_image(label: int, rng: np.random.Generator, size: int = 16) -> np.ndarray:
@@ -72,6 +98,17 @@ def write_csv_competition(
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
     """An empty project folder holding the repository's configs/, as the working directory."""
-    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    shutil.copytree(REPO / "comp/configs", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def tiny_config(project):
+    """tiny_config(*overrides, competition="shapes"): the default config made tiny (TINY_RUN) and pointed at
+    data/<competition>, with the test's own overrides last."""
+
+    def make(*overrides: str, competition: str = "shapes") -> Config:
+        return load_config("configs/default.yaml", [*TINY_RUN, *on_competition(competition), *overrides])
+
+    return make

@@ -11,14 +11,23 @@ CreateSubmission; ListSubmissions; GetSubmission, which answers PENDING `pending
 before COMPLETE with `public_score`. `errors[Method] = (code, message)` makes a method fail the
 way Kaggle fails: HTTP status `code` with a JSON body {"code": code, "message": message}.
 Datasets, kernels and code submissions are `code` (tests/fake_kaggle_code.py).
+
+Archives (the blob GET) come as a storage server sends them: ETag, Accept-Ranges, a Range request
+answered 206 with Content-Range (If-Range honoured), in `chunk_size` pieces `chunk_delay` seconds
+apart; `drop_after = n` breaks the next answer's connection after n bytes (once), and
+`rate_limited[Method or "blob"] = n` answers the next n calls 429 with `Retry-After: retry_after`.
+Each blob GET is logged in `blob_requests` with its Range and the bytes actually sent.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,6 +66,13 @@ class FakeSubmission:
 
 
 @dataclass
+class BlobRequest:
+    range: str | None  # the request's Range header
+    status: int = 0
+    sent: int = 0  # bytes of the archive written to the connection
+
+
+@dataclass
 class FakeKaggle:
     archives: dict[str, bytes] = field(default_factory=dict)  # slug -> the zip DownloadDataFiles serves
     errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # method -> (HTTP code, message)
@@ -69,6 +85,12 @@ class FakeKaggle:
     uploads: dict[str, tuple[str, bytes | None]] = field(default_factory=dict)  # token -> (file name, bytes)
     lock: threading.Lock = field(default_factory=threading.Lock)
     code: FakeCode = field(default_factory=FakeCode)  # datasets, kernels and code submissions
+    chunk_size: int = 64 * 1024  # an archive is sent in pieces of this size...
+    chunk_delay: float = 0.0  # ...this many seconds apart
+    drop_after: int | None = None  # the next blob answer breaks its connection after this many bytes
+    rate_limited: dict[str, int] = field(default_factory=dict)  # method or "blob" -> 429s still to answer
+    retry_after: str = "1"  # the 429s' Retry-After header
+    blob_requests: list[BlobRequest] = field(default_factory=list)
 
     def __post_init__(self):
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -153,6 +175,31 @@ class FakeKaggle:
             return answer
         return 404, {"code": 404, "message": f"fake Kaggle has no method {method}"}, None
 
+    def throttled(self, method: str) -> bool:
+        """Whether this call is answered 429 (counting it off `rate_limited`)."""
+        with self.lock:
+            left = self.rate_limited.get(method, 0)
+            if left:
+                self.rate_limited[method] = left - 1
+            return left > 0
+
+    def take_drop(self) -> int | None:
+        with self.lock:
+            drop, self.drop_after = self.drop_after, None
+            return drop
+
+
+def etag(content: bytes) -> str:
+    return '"' + hashlib.sha256(content).hexdigest()[:16] + '"'
+
+
+def _range_start(header: str | None, if_range: str | None, tag: str, size: int) -> int | None:
+    """Where a `Range: bytes=N-` answer starts, or None for the whole archive (no Range, changed ETag)."""
+    if not header or not header.startswith("bytes=") or (if_range is not None and if_range != tag):
+        return None
+    start = int(header[len("bytes=") :].split("-")[0])
+    return start if start < size else None
+
 
 def _handler_for(fake: FakeKaggle) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -167,12 +214,15 @@ def _handler_for(fake: FakeKaggle) -> type[BaseHTTPRequestHandler]:
             body: bytes = b"",
             content_type: str = "application/json",
             location: str | None = None,
+            headers: dict[str, str] | None = None,
         ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             if location:
                 self.send_header("Location", location)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
@@ -208,8 +258,11 @@ def _handler_for(fake: FakeKaggle) -> type[BaseHTTPRequestHandler]:
             expected = "Basic " + base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode()
             if self.headers.get("Authorization") != expected:
                 return self._json(401, {"code": 401, "message": "Unauthenticated"})
+            method = path.rsplit("/", 1)[1]
+            if fake.throttled(method):
+                return self._rate_limit()
             with fake.lock:
-                status, obj, location = fake.handle(path.rsplit("/", 1)[1], json.loads(body or b"{}"))
+                status, obj, location = fake.handle(method, json.loads(body or b"{}"))
             self._json(status, obj, location)
 
         def do_GET(self) -> None:
@@ -221,7 +274,47 @@ def _handler_for(fake: FakeKaggle) -> type[BaseHTTPRequestHandler]:
             slug = path.removeprefix("/blobs/").removesuffix(".zip")
             if not path.startswith("/blobs/") or slug not in fake.archives:
                 return self._answer(404, b"no such blob", "text/plain")
-            self._answer(200, fake.archives[slug], "application/zip")
+            if fake.throttled("blob"):
+                return self._rate_limit()
+            self._send_blob(fake.archives[slug])
+
+        def _rate_limit(self) -> None:
+            body = {"code": 429, "message": "Too many requests"}
+            self._answer(429, json.dumps(body).encode(), headers={"Retry-After": fake.retry_after})
+
+        def _send_blob(self, content: bytes) -> None:
+            """The archive, or the part a Range asks for, in slow pieces; maybe cut off on purpose."""
+            record = BlobRequest(self.headers.get("Range"))
+            with fake.lock:
+                fake.blob_requests.append(record)
+            tag, size = etag(content), len(content)
+            start = _range_start(record.range, self.headers.get("If-Range"), tag, size)
+            record.status = 200 if start is None else 206
+            start = start or 0
+            self.send_response(record.status)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", str(size - start))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("ETag", tag)
+            self.send_header("Last-Modified", "Sat, 01 Mar 2025 12:00:00 GMT")
+            if record.status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+            self.end_headers()
+            drop = fake.take_drop()
+            end = size if drop is None else min(size, start + drop)
+            try:
+                for at in range(start, end, fake.chunk_size):
+                    piece = content[at : min(at + fake.chunk_size, end)]
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+                    record.sent += len(piece)
+                    time.sleep(fake.chunk_delay)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client went away (killed, or it closed the stream)
+                return
+            if drop is not None:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)  # a dropped connection, mid-archive
 
         def do_PUT(self) -> None:
             path = self._begin()

@@ -12,8 +12,8 @@ import yaml
 from comp.augment import (
     PRESETS,
     ModelInput,
-    build_steps,
-    build_train_transform,
+    create_train_transform,
+    create_transforms,
     fit_size,
     phase_at,
     validate_aug,
@@ -38,7 +38,7 @@ def images():
 
 @pytest.mark.parametrize("steps", [*PRESETS, yaml.safe_load(YAML_LIST)])
 def test_presets_and_yaml_lists_give_exact_size_uint8_images(steps):
-    augment = build_train_transform(steps, 32)
+    augment = create_train_transform(steps, 32)
     for image in images():
         for seed in range(3):
             out = augment(image, seed)
@@ -65,7 +65,7 @@ def test_model_input_normalises_a_uint8_batch_with_the_given_statistics(memory_f
 
 def test_light_preset_never_flips():
     """The default competition is digits: a mirrored 2 or 5 is not the same class."""
-    transforms = build_steps("light", 32, "aug.phase1")
+    transforms = create_transforms("light", 32, "aug.phase1")
     assert not any(isinstance(t, (A.HorizontalFlip, A.VerticalFlip, A.D4, A.Transpose)) for t in transforms)
     assert AugConfig().phase1 == "light"
 
@@ -75,10 +75,10 @@ def test_both_item_forms_come_through_the_config_file(tmp_path):
     path.write_text("aug:\n  phase1:\n    - {name: HorizontalFlip, p: 0.5}\n    - Affine: {rotate: [-5, 5]}\n")
     config = load_config(path, ["aug.phase2=[{name: RandomResizedCrop, scale: [0.5, 1.0]}]"])
     validate_aug(config.aug, 32)
-    first, second = build_steps(config.aug.phase1, 32, "aug.phase1")
+    first, second = create_transforms(config.aug.phase1, 32, "aug.phase1")
     assert isinstance(first, A.HorizontalFlip) and first.p == 0.5
     assert isinstance(second, A.Affine)
-    (crop,) = build_steps(config.aug.phase2, 32, "aug.phase2")
+    (crop,) = create_transforms(config.aug.phase2, 32, "aug.phase2")
     assert tuple(crop.size) == (32, 32)
 
 
@@ -139,15 +139,15 @@ def _flips(augment, seeds):
 def test_a_seed_repeats_its_augmentation_and_the_transforms_draw_independently():
     steps = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "VerticalFlip", "p": 0.5}]
     seeds = list(range(300))
-    first = _flips(build_train_transform(steps, 4), seeds)
-    assert first == _flips(build_train_transform(steps, 4), seeds[::-1])[::-1]  # whatever came before
-    assert first != _flips(build_train_transform(steps, 4), [s + 1000 for s in seeds])
+    first = _flips(create_train_transform(steps, 4), seeds)
+    assert first == _flips(create_train_transform(steps, 4), seeds[::-1])[::-1]  # whatever came before
+    assert first != _flips(create_train_transform(steps, 4), [s + 1000 for s in seeds])
     assert set(first) == {(False, False), (True, False), (False, True), (True, True)}
 
 
 def test_an_augment_draws_the_streams_its_docstring_names():
     """The in-place reseeding gives exactly the generators a seed would build anew."""
-    augment = build_train_transform([{"name": "HorizontalFlip", "p": 0.5}], 4)
+    augment = create_train_transform([{"name": "HorizontalFlip", "p": 0.5}], 4)
     augment(np.zeros((4, 4, 3), np.uint8), 12345)
     fresh_numpy, fresh_python = np.random.Generator(np.random.Philox(key=12345)), random.Random(12345)
     fresh_python.random()  # the draws this image used: Compose's p, HorizontalFlip's p

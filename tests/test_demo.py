@@ -4,17 +4,19 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 from comp.cli import app
 from comp.config import load_config
 from comp.data.competition import load_competition, read_image
-from comp.data.demo import SOLUTION_FILE, build_demo, score_submission
+from comp.data.demo import SOLUTION_FILE, score_submission, write_demo
 
 
+@pytest.mark.slow
 def test_demo_is_a_csv_competition_of_the_real_digits_with_their_true_labels(project):
-    built = build_demo(project / "data/demo")
+    built = write_demo(project / "data/demo")
     assert (built.n_train, built.n_test, built.n_classes, built.created) == (1437, 360, 10, True)
 
     competition = load_competition(load_config("configs/default.yaml").data)  # the default config finds it
@@ -40,12 +42,13 @@ def test_demo_is_a_csv_competition_of_the_real_digits_with_their_true_labels(pro
         assert label_of_pixels[read_image(path)[..., 0].tobytes()] == label, path
 
 
+@pytest.mark.slow
 def test_demo_is_rebuilt_only_with_force(project):
-    build_demo(project / "data/demo")
+    write_demo(project / "data/demo")
     (project / "data/demo/marker").touch()
-    assert not build_demo(project / "data/demo").created
+    assert not write_demo(project / "data/demo").created
     assert (project / "data/demo/marker").exists()
-    assert build_demo(project / "data/demo", force=True).created
+    assert write_demo(project / "data/demo", force=True).created
     assert not (project / "data/demo/marker").exists()
 
 
@@ -62,6 +65,7 @@ def test_score_submission_aligns_by_id_and_counts_missing_ids_wrong(tmp_path):
     assert score_submission(tmp_path / "wrong.csv", tmp_path / "solution.csv") == 0.8
 
 
+@pytest.mark.slow
 def test_comp_demo_runs_the_pipeline_scores_the_submission_and_keeps_it_on_a_second_run(project):
     fast = ["--set", "train.epochs=4", "--set", "folds.k=2"]
     result = CliRunner().invoke(app, ["demo", *fast])

@@ -19,7 +19,8 @@ from comp.data.folds import load_folds
 from comp.device import amp_dtype
 from comp.models.factory import create_model
 from comp.training.distributed import ShardSampler, shard_batch
-from comp.training.fold import evaluate, make_loaders
+from comp.training.loaders import create_loaders
+from comp.training.loop import evaluate
 
 runner = CliRunner()
 # 32 images in 3 folds: fold 0 validates on 11 rows, shared 6 + 5 by two processes.
@@ -83,6 +84,7 @@ def test_what_every_process_would_refuse_is_refused_before_launching(shapes, arg
     assert not (shapes / "runs/shapes/fold0").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_write_once_from_rank_0_and_validate_like_one(shapes, tmp_path, monkeypatch, capfd):
     hook, writes = tmp_path / "hook", tmp_path / "writes.log"
     hook.mkdir()
@@ -109,7 +111,7 @@ def test_two_processes_write_once_from_rank_0_and_validate_like_one(shapes, tmp_
     competition = load_competition(config.data)
     model = create_model(config.model, len(competition.classes))
     model.load_state_dict(load_file(folder / "best.safetensors"))
-    _, val_loader = make_loaders(config, competition, load_folds(config, competition), 0)
+    _, val_loader = create_loaders(config, competition, load_folds(config, competition), 0)
     assert len(val_loader.dataset) == 11
     cpu = torch.device("cpu")
     single = evaluate(

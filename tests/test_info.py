@@ -51,3 +51,12 @@ def test_info_reports_the_model_data_and_folds_as_training_goes(project):
     assert f"{count_parameters(reference)[0]:,} parameters" in text and "limit 1,000 exceeded" in text
     assert "4 classes, 24 images (0: 6, 1: 6, 2: 6, 3: 6)" in text
     assert "folds/shapes_k2_s42.csv: exists" in text and "fold 0 finished, fold 1 new" in text
+
+
+def test_info_names_the_metric_cv_json_records(project):
+    write_csv_competition(project / "data/shapes", n_classes=4, per_class=6)
+    (project / "runs/shapes").mkdir(parents=True)
+    (project / "runs/shapes/cv.json").write_text('{"metric": "log_loss", "oof": 0.25}')
+    result = runner.invoke(app, ["info", *sets()])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "CV log_loss (OOF) 0.2500" in result.output and "accuracy" not in result.output

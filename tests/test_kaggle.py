@@ -342,6 +342,7 @@ def test_waiting_for_a_score_backs_off_and_is_bounded(statuses, sleeps, final):
 # ----------------------------------------------------------------------------- against the fake Kaggle
 
 
+@pytest.mark.slow
 def test_download_extracts_an_image_competition_and_surveys_it(project, fake, home, tmp_path):
     fake.archives[SLUG] = image_competition_zip(tmp_path)
     code, output = run_comp(fake, home, "download", SLUG)
@@ -362,6 +363,7 @@ def test_download_extracts_an_image_competition_and_surveys_it(project, fake, ho
     assert sum("DownloadDataFiles" in call for call in fake.calls) == 1
 
 
+@pytest.mark.slow
 def test_download_refuses_a_zip_slip_archive(project, fake, home):
     fake.archives[SLUG] = zip_bytes({"train.csv": b"id,label\n", "../../outside.txt": b"gotcha"})
     before = files_outside(project, skip={"data"})
@@ -372,6 +374,7 @@ def test_download_refuses_a_zip_slip_archive(project, fake, home):
     assert list((project / "data").iterdir()) == []  # no competition folder, no leftovers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "code, expected",
     [
@@ -411,6 +414,7 @@ def test_http_errors_say_what_happened_and_what_to_do(project, fake, home, tmp_p
     assert not (project / "data" / SLUG).exists()
 
 
+@pytest.mark.slow
 def test_a_call_meant_for_the_real_kaggle_is_refused_and_reported(project, fake, home):
     code, output = run_comp(fake, home, "download", SLUG, KAGGLE_API_ENVIRONMENT="PROD")
     assert code == 1 and "Could not reach Kaggle while downloading" in output
@@ -418,6 +422,7 @@ def test_a_call_meant_for_the_real_kaggle_is_refused_and_reported(project, fake,
     fake.stray.clear()  # seen and refused: the fixture's check is for calls nobody expected
 
 
+@pytest.mark.slow
 def test_no_credentials_says_where_to_put_them_before_the_client_runs(project, fake, home):
     code, output = run_comp(fake, home, "download", SLUG, credentials=False)
     assert code == 1 and "No Kaggle credentials found" in output
@@ -436,6 +441,7 @@ def write_submission(project: Path, name: str, oof: float | None = None) -> Path
     return path
 
 
+@pytest.mark.slow
 def test_round_trip_download_submit_wait_and_list(project, fake, home, tmp_path):
     write_csv_competition(tmp_path / "source")
     fake.archives[SLUG] = zip_bytes(folder_files(tmp_path / "source"))
@@ -493,6 +499,7 @@ def test_round_trip_download_submit_wait_and_list(project, fake, home, tmp_path)
     ]  # `comp submissions` records the scores Kaggle now knows
 
 
+@pytest.mark.slow
 def test_failed_upload_is_reported_and_nothing_is_recorded(project, fake, home):
     write_csv_competition(project / "data" / SLUG)
     write_submission(project, "exp1")

@@ -64,7 +64,7 @@ def wheelhouse(tmp_path_factory) -> Path:
 def trained_demo(tmp_path_factory) -> Path:
     """A project with the demo competition and run `tiny` (2 folds, 2 epochs), predicted."""
     root = tmp_path_factory.mktemp("demo-project")
-    shutil.copytree(REPO / "configs", root / "configs")
+    shutil.copytree(REPO / "comp/configs", root / "configs")
     comp(root, "download", "demo")
     for step in (["folds"], ["train"], ["predict"]):
         comp(root, *step, *DEMO, "--set", "name=tiny")
@@ -191,7 +191,7 @@ def test_demo_kernel_is_rehearsed_offline_pushed_and_submitted(demo, wheelhouse,
 
 def test_folder_layout_blend_rehearses_on_a_replaced_test_set(tmp_path, wheelhouse, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    shutil.copytree(REPO / "comp/configs", tmp_path / "configs")
     solution = write_folders_competition(tmp_path / "data/shapes", n_classes=6, per_class=12, n_test=30)
     data = ["--set", "data.competition=shapes", "--set", "data.root=data/shapes", *TINY]
     comp(tmp_path, "folds", *data)

@@ -13,13 +13,8 @@ from typer.testing import CliRunner
 from comp.cli import app
 from comp.config import ModelConfig
 from comp.errors import CompError
-from comp.models.factory import (
-    HeadedModel,
-    count_parameters,
-    create_model,
-    normalization,
-    split_parameters,
-)
+from comp.models.architectures import HeadedModel
+from comp.models.factory import count_parameters, create_model, normalization, split_parameters
 
 SMALL = {"widths": [8, 16, 32, 64]}  # comp's architectures at a width that keeps the tests quick
 

@@ -110,6 +110,7 @@ def test_parallel_spreads_the_folds_of_fold_all_only(project):
     assert result.exit_code == 2 and "--devices alone trains one fold" in flat(result.output)
 
 
+@pytest.mark.slow
 def test_parallel_folds_go_on_past_a_failed_one_which_resumes_afterwards(project, tmp_path, monkeypatch):
     write_csv_competition(project / "data/shapes", n_classes=4, per_class=8)
     assert runner.invoke(app, ["folds", *TINY]).exit_code == 0

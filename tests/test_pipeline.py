@@ -49,6 +49,7 @@ def numbers(project):
     return write_folders_competition(project / "data/numbers", n_classes=12, per_class=16, n_test=36)
 
 
+@pytest.mark.slow
 def test_pipeline_writes_the_true_labels_for_numeric_class_folders(project, numbers):
     comp("folds")
     comp("train", "--fold", "all")
@@ -83,6 +84,7 @@ def test_pipeline_writes_the_true_labels_for_numeric_class_folders(project, numb
     assert (project / "submissions/numbers-2.csv").exists() and (project / "submissions/numbers-2.json").exists()
 
 
+@pytest.mark.slow
 def test_finished_and_interrupted_folds_are_protected(project, numbers):
     comp("folds")
     comp("train", "--fold", "0", "--set", "train.epochs=1")

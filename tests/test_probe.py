@@ -20,7 +20,7 @@ from comp.augment import ModelInput, fit_size
 from comp.cli import app
 from comp.config import load_config, save_config
 from comp.data.competition import load_competition, read_image, save_classes
-from comp.data.folds import make_folds
+from comp.data.folds import write_folds
 from comp.models.factory import create_model
 from comp.runs import run_dir
 from comp.training.checkpoint import save_weights
@@ -37,6 +37,9 @@ FAST = [
     "train.num_workers=0",
     "probe.cv=2",
     "probe.grid={C: [0.1, 10], kernel: [linear, rbf]}",
+    # fp32 features like fold_features below: on a CPU with native bf16 (AVX512-BF16, AMX) train.amp
+    # would featurise under bf16 autocast.
+    "train.amp=false",
 ]
 
 
@@ -51,7 +54,7 @@ def source(project):
     write_csv_competition(project / "data/shapes", n_classes=3, per_class=8)
     config = load_config("configs/default.yaml", FAST)
     competition = load_competition(config.data)
-    make_folds(config, competition)
+    write_folds(config, competition)
     save_classes(competition.classes, run_dir(config.name) / "classes.json")
     save_config(config, run_dir(config.name) / "config.yaml")
     for k in (0, 1):

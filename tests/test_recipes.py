@@ -1,4 +1,4 @@
-"""configs/examples/: every recipe loads, builds the model it describes and runs on tiny data.
+"""comp/configs/examples/: every recipe loads, builds the model it describes and runs on tiny data.
 
 No ImageNet weights can be had here, so the recipes run with model.pretrained=false, at 16 px, for
 two short epochs (enough to pass a recipe's freeze and its switch to phase-2 augmentation).
@@ -16,11 +16,12 @@ from comp.augment import validate_aug
 from comp.cli import app
 from comp.config import ModelConfig, load_config
 from comp.errors import CompError
-from comp.models.factory import HeadedModel, count_parameters, create_model
+from comp.models.architectures import HeadedModel
+from comp.models.factory import count_parameters, create_model
 from comp.training.checkpoint import save_weights
 
 runner = CliRunner()
-RECIPES = sorted(p.name for p in (REPO / "configs/examples").glob("*.yaml"))
+RECIPES = sorted(p.name for p in (REPO / "comp/configs/examples").glob("*.yaml"))
 TINY = [
     "model.pretrained=false",
     "data.image_size=16",
@@ -30,6 +31,11 @@ TINY = [
     "train.epochs=2",
     "train.batch_size=8",
     "train.num_workers=0",
+    # fp32: on a CPU with native bf16 (AVX512-BF16, AMX) train.amp is bf16 autocast, and oneDNN's bf16
+    # convolution backward (torch 2.13 and 2.14) leaves garbage, often nan, in the weight gradient of the
+    # kernel taps that see only padding. 16 px images shrink the ResNets' last stages to 2x2 and 1x1 maps
+    # where a strided 3x3 convolution has such taps; at the recipes' own sizes none has.
+    "train.amp=false",
 ]
 
 
@@ -38,7 +44,7 @@ def sets(*overrides: str) -> list[str]:
 
 
 def recipe(name: str, *overrides: str):
-    return load_config(REPO / "configs/examples" / name, list(overrides))
+    return load_config(REPO / "comp/configs/examples" / name, list(overrides))
 
 
 def test_the_expected_recipes_are_there():
@@ -53,7 +59,7 @@ def test_the_expected_recipes_are_there():
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_each_recipe_says_where_it_comes_from_and_what_it_reached(name):
-    text = (REPO / "configs/examples" / name).read_text()
+    text = (REPO / "comp/configs/examples" / name).read_text()
     assert "Where it comes from:" in text and "What it reached there:" in text
     config = recipe(name)
     validate_aug(config.aug, config.data.image_size)
@@ -77,6 +83,7 @@ def test_the_resnet101_head_is_the_described_bottleneck_under_its_limit():
     assert count_parameters(model)[0] <= config.model.max_params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "overrides"),
     [
@@ -88,7 +95,7 @@ def test_the_resnet101_head_is_the_described_bottleneck_under_its_limit():
 )
 def test_each_training_recipe_trains_on_tiny_data(project, name, overrides):
     write_csv_competition(project / "data/tiny", n_classes=4, per_class=6)
-    config = ["--config", str(REPO / "configs/examples" / name), *sets(*overrides)]
+    config = ["--config", str(REPO / "comp/configs/examples" / name), *sets(*overrides)]
     assert runner.invoke(app, ["folds", *config]).exit_code == 0
     result = runner.invoke(app, ["train", "--fold", "0", *config])
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -104,7 +111,7 @@ def test_the_svm_probe_recipe_fits_its_grid_on_tiny_data(project):
     save_weights(create_model(small, 4).state_dict(), project / "small.safetensors", [0, 1, 2, 3], 0)
     config = [
         "--config",
-        str(REPO / "configs/examples/svm_probe.yaml"),
+        str(REPO / "comp/configs/examples/svm_probe.yaml"),
         *sets("model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "model.weights=small.safetensors"),
     ]
     assert runner.invoke(app, ["folds", *config]).exit_code == 0

@@ -17,11 +17,11 @@ from conftest import REPO, write_csv_competition
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import comp.training.fold
+import comp.training.state
 from comp.cli import app
 from comp.config import load_config
 from comp.data.competition import load_competition
-from comp.data.folds import make_folds
+from comp.data.folds import write_folds
 from comp.errors import CompError
 from comp.runs import fold_state, run_dir
 from comp.training.fold import train
@@ -53,7 +53,7 @@ runner = CliRunner()
 def make_tiny(project):
     write_csv_competition(project / "data/tiny", n_classes=4, per_class=8)
     config = config_with()
-    make_folds(config, load_competition(config.data))
+    write_folds(config, load_competition(config.data))
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def tiny(project):
 def straight(tmp_path_factory):
     """The uninterrupted run, trained once in a folder of its own: (metrics.csv, best weights)."""
     folder = tmp_path_factory.mktemp("straight")
-    shutil.copytree(REPO / "configs", folder / "configs")
+    shutil.copytree(REPO / "comp/configs", folder / "configs")
     cwd, threads = os.getcwd(), torch.get_num_threads()
     os.chdir(folder)
     torch.set_num_threads(1)
@@ -109,7 +109,7 @@ def assert_same_training(reference):
 
 def interrupt_after_checkpoints(monkeypatch, n, *overrides, fold=0):
     """The process dies right after writing its n-th last.pt (a deterministic kill)."""
-    real, calls = comp.training.fold.save_state, []
+    real, calls = comp.training.state.save_state, []
 
     def save_then_die(path, state):
         real(path, state)
@@ -117,10 +117,10 @@ def interrupt_after_checkpoints(monkeypatch, n, *overrides, fold=0):
         if len(calls) == n:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(comp.training.fold, "save_state", save_then_die)
+    monkeypatch.setattr(comp.training.state, "save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run(*overrides, fold=fold)
-    monkeypatch.setattr(comp.training.fold, "save_state", real)
+    monkeypatch.setattr(comp.training.state, "save_state", real)
 
 
 # ----------------------------------------------------------------------------- exact resume
@@ -140,6 +140,7 @@ def test_resume_after_any_checkpoint_equals_the_uninterrupted_run(tiny, straight
     assert_same_training(straight)
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_moment_then_resume_equals_the_uninterrupted_run(tiny, straight):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the threads the uninterrupted run had
     command = [sys.executable, "-m", "comp", "train", "--fold", "0", *(a for o in TINY for a in ("--set", o))]

@@ -4,6 +4,7 @@ import copy
 import json
 import math
 import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -13,16 +14,20 @@ from conftest import write_csv_competition
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import comp.training.fold
+import comp.training.loop
+import comp.training.state
 from comp.augment import fit_size
 from comp.config import load_config
 from comp.data.competition import load_competition
-from comp.data.folds import make_folds
+from comp.data.folds import write_folds
 from comp.errors import CompError
 from comp.models.factory import create_model, split_parameters
 from comp.runs import run_dir
-from comp.training.fold import make_loaders, make_mixup, mixes, train
-from comp.training.optim import make_optimizer, make_scheduler, param_groups
+from comp.training.fold import train
+from comp.training.loaders import create_loaders
+from comp.training.loop import create_mixup, end_epoch, mixes
+from comp.training.optim import create_optimizer, create_scheduler, param_groups
+from comp.training.state import Position
 
 TINY = [
     "model.name=resnet18_cifar",
@@ -47,7 +52,7 @@ def tiny(project):
     """4 classes x 8 images in the csv layout, with folds made: 16 training rows per fold."""
     write_csv_competition(project / "data/tiny", n_classes=4, per_class=8)
     config = config_with()
-    make_folds(config, load_competition(config.data))
+    write_folds(config, load_competition(config.data))
     return project
 
 
@@ -63,7 +68,7 @@ def lrs_over(config, steps_per_epoch=10, metrics=None):
     """The learning rate of each optimizer step (plateau: of each epoch, fed `metrics`)."""
     param = nn.Parameter(torch.zeros(2))
     optimizer = torch.optim.AdamW([{"params": [param], "lr": config.train.lr}])
-    scheduler = make_scheduler(config, optimizer, steps_per_epoch)
+    scheduler = create_scheduler(config, optimizer, steps_per_epoch)
     lrs = []
     for i in range(len(metrics) if metrics else config.train.epochs * steps_per_epoch):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -126,7 +131,27 @@ def test_unknown_scheduler_and_optimizer_are_clear_errors(project):
     with pytest.raises(CompError, match=r"train\.scheduler.*'cosin'.*'cosine'"):
         config_with("train.scheduler=cosin")
     with pytest.raises(CompError, match=r"Unknown train\.optimizer 'adamx'\. Did you mean adam"):
-        make_optimizer(config_with("train.optimizer=adamx"), TinyNet())
+        create_optimizer(config_with("train.optimizer=adamx"), TinyNet())
+
+
+@pytest.mark.parametrize(
+    "monitor, scores, best_epoch",
+    [
+        ("val_loss", [0.9, 0.5, 0.7], 2),
+        ("val_log_loss", [0.9, 0.5, 0.7], 2),
+        ("val_accuracy", [0.5, 0.9, 0.7], 2),
+        ("val_macro_f1", [0.9, 0.5, 0.7], 1),
+    ],
+)
+def test_the_best_epoch_follows_the_direction_of_the_monitor(project, monitor, scores, best_epoch):
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    trainer = SimpleNamespace(
+        config=config_with(f"train.monitor={monitor}"),
+        scheduler=create_scheduler(config_with("train.scheduler=none"), optimizer, 1),
+    )
+    position = Position()
+    improved = [end_epoch(trainer, position, {"epoch": e, monitor: v}) for e, v in enumerate(scores, 1)]
+    assert position.best_epoch == best_epoch and improved[0] and improved.count(True) == (2 if best_epoch == 2 else 1)
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -153,7 +178,7 @@ def test_each_optimizer_lowers_the_loss_on_a_learnable_problem(project, name):
     x = torch.randn(64, 8)
     y = (x @ torch.randn(8, 3)).argmax(1)
     model = TinyNet()
-    optimizer = make_optimizer(config_with(f"train.optimizer={name}", "train.lr=0.05"), model)
+    optimizer = create_optimizer(config_with(f"train.optimizer={name}", "train.lr=0.05"), model)
     losses = []
     for _ in range(40):
         loss = nn.functional.cross_entropy(model(x), y)
@@ -173,7 +198,7 @@ def test_the_fused_update_comp_picks_equals_torchs_per_tensor_update(project, na
     # is rounding noise divided by rounding noise, different in any two implementations.
     fused_model.body[1] = nn.Identity()
     plain_model = copy.deepcopy(fused_model)
-    fused, plain = make_optimizer(config, fused_model), make_optimizer(config, plain_model, fused=False)
+    fused, plain = create_optimizer(config, fused_model), create_optimizer(config, plain_model, fused=False)
     assert fused.defaults["fused"] and not plain.defaults.get("fused")
     x = torch.randn(32, 8)
     y = (x @ torch.randn(8, 3)).argmax(1)
@@ -184,11 +209,11 @@ def test_the_fused_update_comp_picks_equals_torchs_per_tensor_update(project, na
             optimizer.step()
     for a, b in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    assert not make_optimizer(config_with("train.optimizer=rmsprop"), TinyNet()).defaults.get("fused")
+    assert not create_optimizer(config_with("train.optimizer=rmsprop"), TinyNet()).defaults.get("fused")
 
 
 def test_sgd_takes_momentum_and_nesterov_from_the_config(project):
-    optimizer = make_optimizer(
+    optimizer = create_optimizer(
         config_with("train.optimizer=sgd", "train.momentum=0.8", "train.nesterov=false"), TinyNet()
     )
     assert isinstance(optimizer, torch.optim.SGD)
@@ -220,12 +245,12 @@ def test_mixup_makes_soft_targets_until_its_off_epoch(project):
     torch.manual_seed(0)
     np.random.seed(0)
     images, labels = torch.randn(8, 3, 16, 16), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
-    mixed, targets = make_mixup(config, 4)(images.clone(), labels)
+    mixed, targets = create_mixup(config, 4)(images.clone(), labels)
     assert targets.shape == (8, 4) and torch.allclose(targets.sum(1), torch.ones(8))
     assert (targets > 0.05).sum(1).min() >= 2  # every row is a blend of two classes
     assert not torch.equal(mixed, images)
     assert [mixes(config, e) for e in (1, 2, 3, 4)] == [True, True, False, False]
-    assert make_mixup(config_with(), 4) is None and not mixes(config_with(), 1)
+    assert create_mixup(config_with(), 4) is None and not mixes(config_with(), 1)
 
 
 # ----------------------------------------------------------------------------- data
@@ -237,7 +262,7 @@ def test_epoch_batches_depend_on_seed_and_epoch_only_and_resume_mid_epoch(tiny):
     folds = pd.read_csv(config.fold_file)
 
     def loader_with(workers):
-        loader, _ = make_loaders(
+        loader, _ = create_loaders(
             config.model_copy(update={"train": config.train.model_copy(update={"num_workers": workers})}),
             competition,
             folds,
@@ -284,7 +309,7 @@ def test_frozen_backbone_is_unchanged_during_freeze_epochs_and_trains_after(tiny
     save_file(start.state_dict(), "start.safetensors")
     initial = load_file("start.safetensors")
     saved = []
-    monkeypatch.setattr(comp.training.fold, "save_state", lambda path, state: saved.append(copy.deepcopy(state)))
+    monkeypatch.setattr(comp.training.state, "save_state", lambda path, state: saved.append(copy.deepcopy(state)))
     run("model.weights=start.safetensors", "train.freeze_epochs=1", "train.epochs=2", "train.backbone_lr_scale=0.5")
 
     model = create_model(config_with().model, 4)
@@ -346,14 +371,14 @@ def test_early_stopping_ends_the_fold_after_patience_epochs_without_improvement(
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tiny, monkeypatch):
     calls = []
-    real_loss = comp.training.fold.training_loss
+    real_loss = comp.training.loop.training_loss
 
     def loss_going_nan(logits, targets, smoothing):
         calls.append(1)
         loss = real_loss(logits, targets, smoothing)
         return loss * float("nan") if len(calls) == 6 else loss  # epoch 2, step 2
 
-    monkeypatch.setattr(comp.training.fold, "training_loss", loss_going_nan)
+    monkeypatch.setattr(comp.training.loop, "training_loss", loss_going_nan)
     with pytest.raises(CompError, match=r"fold 0, epoch 2, step 2 of 4") as err:
         run("train.epochs=3")
     assert "last.pt keeps the last good checkpoint" in err.value.message
@@ -363,14 +388,14 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint
 
 
 def test_weights_going_inf_are_caught_before_they_are_saved(tiny, monkeypatch):
-    real_step = comp.training.fold.Trainer.optimizer_step
+    real_step = comp.training.loop.optimizer_step
 
-    def step_then_break(self, step):
-        real_step(self, step)
+    def step_then_break(trainer, step):
+        real_step(trainer, step)
         if step == 8:  # the last step of epoch 2: its loss was finite, the weights are not
-            next(self.model.parameters()).data.fill_(float("inf"))
+            next(trainer.model.parameters()).data.fill_(float("inf"))
 
-    monkeypatch.setattr(comp.training.fold.Trainer, "optimizer_step", step_then_break)
+    monkeypatch.setattr(comp.training.loop, "optimizer_step", step_then_break)
     with pytest.raises(CompError, match=r"The weights became inf or nan in fold 0, epoch 2, by step 4 of 4"):
         run("train.epochs=3", "model.drop_rate=0.0")
     state = torch.load(run_dir(config_with().name) / "fold0/last.pt", weights_only=True)

@@ -6,13 +6,18 @@ import torch
 from torch import nn
 
 from comp.errors import CompError
-from comp.tta import AUTO_CANDIDATES, choose_views, predict_views, resolve_views, view_copies, view_log_probs
+from comp.tta import AUTO_CANDIDATES, choose_views, combine, resolve_views, view_copies, view_log_probs
 
 
 def linear_model(size: int = 8, n_classes: int = 5) -> nn.Module:
     """A model that sees where things are: flipping its input changes its output."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, n_classes)).eval()
+
+
+def predict_views(model: nn.Module, images: torch.Tensor, views: list[str], mean: str = "arithmetic"):
+    """Class probabilities averaged over the views (batch x classes), as `comp predict` combines them."""
+    return combine(view_log_probs(model, images, views, mean), mean).exp()
 
 
 class CountingModel(nn.Module):

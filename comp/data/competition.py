@@ -128,6 +128,19 @@ class Competition:
     sample: pd.DataFrame
     classes: list[Label]
 
+    def class_indices(self, ids, classes: list[Label]) -> np.ndarray:
+        """Each training id's true class as an index into `classes` (the rows of an OOF table, aligned by id)."""
+        labels = self.train.set_index("id")["label"].reindex(list(ids))
+        indices = pd.Index(classes).get_indexer(labels)
+        if (indices < 0).any():
+            unknown = np.asarray(ids, dtype=object)[indices < 0]
+            raise CompError(
+                f"{len(unknown)} OOF id(s) are not training images of {self.root} "
+                f"(first: {', '.join(map(str, unknown[:5]))}).",
+                hint="Use predictions made on this competition (check data.root).",
+            )
+        return indices
+
 
 def detect_layout(cfg: DataConfig) -> str:
     root = Path(cfg.root)

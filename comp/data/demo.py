@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from rich.text import Text
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -24,9 +25,9 @@ class DemoSummary:
     n_classes: int
     created: bool
 
-    def summary_line(self) -> str:
+    def __rich__(self) -> Text:
         state = "Built" if self.created else "Already there (--force rebuilds):"
-        return f"{state} {self.root}: {self.n_train} train images, {self.n_test} test, {self.n_classes} classes"
+        return Text(f"{state} {self.root}: {self.n_train} train images, {self.n_test} test, {self.n_classes} classes")
 
 
 def _write_images(folder: Path, ids: list[str], images: np.ndarray) -> None:
@@ -36,7 +37,7 @@ def _write_images(folder: Path, ids: list[str], images: np.ndarray) -> None:
         cv2.imwrite(str(folder / f"{image_id}.png"), pixels)
 
 
-def build_demo(dest: Path = Path("data/demo"), force: bool = False, test_fraction: float = 0.2) -> DemoSummary:
+def write_demo(dest: Path = Path("data/demo"), force: bool = False, test_fraction: float = 0.2) -> DemoSummary:
     """Write train.csv, train/ and test/ PNGs, sample_submission.csv and the held-back solution.csv."""
     dest = Path(dest)
     if (dest / SOLUTION_FILE).is_file() and not force:

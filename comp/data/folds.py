@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from rich.text import Text
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from comp.config import Config
@@ -57,32 +59,36 @@ def _read_groups(config: Config, competition: Competition) -> pd.Series | None:
     return table.set_index(config.data.id_column)[column].reindex(competition.train["id"]).rename(column)
 
 
-def make_folds(config: Config, competition: Competition, force: bool = False) -> tuple[Path, pd.DataFrame, bool]:
-    """Write folds/<slug>_k<k>_s<seed>.csv; an existing file that differs is replaced only with force.
+class FoldFile(NamedTuple):
+    """The fold file `write_folds` wrote or found unchanged, and its table."""
 
-    Returns the path, the table and whether the file was (re)written.
-    """
+    path: Path
+    table: pd.DataFrame
+    written: bool
+
+    def __rich__(self) -> Text:
+        sizes = self.table["fold"].value_counts().sort_index()
+        return Text(
+            f"{'Wrote' if self.written else 'Unchanged:'} {self.path}: {len(self.table)} rows in {len(sizes)} folds "
+            f"({', '.join(str(n) for n in sizes)})"
+        )
+
+
+def write_folds(config: Config, competition: Competition, force: bool = False) -> FoldFile:
+    """Write folds/<slug>_k<k>_s<seed>.csv; an existing file that differs is replaced only with force."""
     table = assign_folds(competition.train, config.folds.k, config.seed, _read_groups(config, competition))
     path = config.fold_file
     if path.exists():
         existing = read_csv_text(path)
         if existing.equals(table.astype(str)):
-            return path, table, False
+            return FoldFile(path, table, False)
         if not force:
             raise CompError(
                 f"{path} already exists and differs from the folds computed now (the training data changed?).",
                 hint="Runs trained on the old folds would no longer be comparable: pass --force to replace it.",
             )
     write_csv(path, table)
-    return path, table, True
-
-
-def folds_summary(path: Path, table: pd.DataFrame, written: bool) -> str:
-    sizes = table["fold"].value_counts().sort_index()
-    return (
-        f"{'Wrote' if written else 'Unchanged:'} {path}: {len(table)} rows in {len(sizes)} folds "
-        f"({', '.join(str(n) for n in sizes)})"
-    )
+    return FoldFile(path, table, True)
 
 
 def load_folds(config: Config, competition: Competition) -> pd.DataFrame:

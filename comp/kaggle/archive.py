@@ -15,10 +15,31 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from comp.errors import CompError
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class UnsafeArchive(CompError):
+    """An archive refused whole (zip-slip, or not a zip): keeping it for another try would not help."""
+
+
+class Meter(Protocol):
+    """A progress bar's two moves: more bytes to write (an inner archive found), bytes written."""
+
+    def add_total(self, n: int) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+
+class _NoMeter:
+    def add_total(self, n: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
 
 
 @dataclass
@@ -54,8 +75,8 @@ def _link_leaves(name: str, target: str) -> bool:
     return joined == ".." or joined.startswith("../")
 
 
-def _refuse(archive: Path, name: str, reason: str) -> CompError:
-    return CompError(
+def _refuse(archive: Path, name: str, reason: str) -> UnsafeArchive:
+    return UnsafeArchive(
         f"Refused to extract {archive}: entry '{name}' is {reason}, which would write outside the "
         f"destination folder (a 'zip-slip' archive). Nothing was extracted.",
         hint="Download it again from the competition's data page; if it happens again, report it to Kaggle.",
@@ -78,7 +99,7 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or path.is_relative_to(root)
 
 
-def _write_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, archive: Path) -> int:
+def _write_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, archive: Path, meter: Meter) -> int:
     parts = _parts(info.filename)
     if not parts:
         return 0
@@ -98,11 +119,14 @@ def _write_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, archive
         os.symlink(link, parent / target.name)
         return 0
     with zf.open(info) as source, open(parent / target.name, "wb") as out:
-        shutil.copyfileobj(source, out, 1 << 20)
+        while chunk := source.read(1 << 20):
+            out.write(chunk)
+            meter.advance(len(chunk))
     return info.file_size
 
 
-def _check_space(archive: Path, zf: zipfile.ZipFile, dest: Path) -> None:
+def _check_space(archive: Path, zf: zipfile.ZipFile, dest: Path) -> int:
+    """The bytes the archive's files hold, once checked that they fit on the disk."""
     needed = sum(info.file_size for info in zf.infolist())
     free = shutil.disk_usage(dest if dest.exists() else dest.parent).free
     if needed > free:
@@ -111,37 +135,39 @@ def _check_space(archive: Path, zf: zipfile.ZipFile, dest: Path) -> None:
             f"{free / 1e9:.1f} GB are free.",
             hint="Free some space (or move data/ to a larger disk and link it), then run the command again.",
         )
+    return needed
 
 
-def extract_zip(archive: Path, dest: Path) -> Extracted:
+def extract_zip(archive: Path, dest: Path, meter: Meter | None = None) -> Extracted:
     """Extract `archive` into `dest` after checking every entry; returns what was written."""
+    meter = meter or _NoMeter()
     archive, dest = Path(archive), Path(dest)
     if not zipfile.is_zipfile(archive):
-        raise CompError(
+        raise UnsafeArchive(
             f"{archive} is not a zip archive (it may be truncated).",
-            hint="Run the command again with --force to download it afresh.",
+            hint="Run `comp download` again: an archive refused this way is downloaded afresh.",
         )
     dest.mkdir(parents=True, exist_ok=True)
     files = size = 0
     with zipfile.ZipFile(archive) as zf:
         check_entries(archive, zf)
-        _check_space(archive, zf, dest)
+        meter.add_total(_check_space(archive, zf, dest))
         for info in zf.infolist():
-            size += _write_entry(zf, info, dest, archive)
+            size += _write_entry(zf, info, dest, archive, meter)
             files += not info.is_dir()
     return Extracted(files, size, [])
 
 
-def extract_all(archive: Path, dest: Path) -> Extracted:
+def extract_all(archive: Path, dest: Path, meter: Meter | None = None) -> Extracted:
     """Extract `archive`, then each zip it contained (one level, beside itself, which is then removed).
 
     Kaggle often ships `train.zip` and `test.zip` inside the competition's archive.
     """
-    result = extract_zip(archive, dest)
+    result = extract_zip(archive, dest, meter)
     for inner in sorted(Path(dest).rglob("*.zip")):
         if inner.is_symlink() or not zipfile.is_zipfile(inner):
             continue
-        found = extract_zip(inner, inner.parent)
+        found = extract_zip(inner, inner.parent, meter)
         result.files += found.files - 1
         result.bytes += found.bytes - inner.stat().st_size
         result.inner_archives.append(inner.relative_to(dest).as_posix())

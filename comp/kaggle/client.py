@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, redirect_stdout
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal, cast
 
 import requests
@@ -49,6 +51,23 @@ def _status_code(exc: requests.HTTPError) -> int | None:
     except (ValueError, AttributeError):
         code = None
     return code if isinstance(code, int) and code >= 400 else response.status_code
+
+
+def retry_after(exc: requests.HTTPError) -> float | None:
+    """Seconds a 429 answer asks to wait (Retry-After: seconds or an HTTP date); None for other answers."""
+    value = exc.response.headers.get("Retry-After") if exc.response is not None else None
+    if _status_code(exc) != 429 or value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _http_error(exc: requests.HTTPError, action: str, slug: str, creds: Credentials) -> CompError:

@@ -1,28 +1,33 @@
 """`comp download`: a competition's archive fetched, extracted safely into data/<slug>/, and surveyed.
 
-The archive is extracted into a staging folder beside the destination and swapped into place only
-when complete, so an interrupted or refused download never leaves a half-written competition.
+The archive is fetched into data/.<slug>.partial/ (an interrupted fetch is continued from there by the
+next `comp download`), extracted beside it and swapped into data/<slug>/ only when complete, so an
+interrupted or refused download never leaves a half-written competition; once in place, the partial
+folder is removed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Group
+from rich.progress import Progress, TaskID
 from rich.text import Text
 
 from comp.data.survey import Survey, survey_competition
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
-from comp.kaggle.archive import extract_all
+from comp.kaggle.archive import UnsafeArchive, extract_all
 from comp.kaggle.client import check_slug, create_session
+from comp.kaggle.fetch import create_progress, fetch_archive, size_text
 
 DOWNLOAD_RECORD = ".download.json"  # in data/<slug>/: the archive's name, sha256, size and date
 
@@ -40,7 +45,7 @@ class DownloadResult:
         record = self.record
         if self.downloaded:
             head = (
-                f"Downloaded {record['archive']} ({_size(record['bytes'])}, sha256 "
+                f"Downloaded {record['archive']} ({size_text(record['bytes'])}, sha256 "
                 f"{record['sha256'][:12]}) into {self.folder}/: {record['files']} files"
             )
         else:
@@ -55,10 +60,6 @@ class DownloadResult:
                 *("  " + line for line in self.survey.config_lines(self.competition)),
             ]
         return Group(*map(Text, lines))
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 def _has_files(folder: Path) -> bool:
@@ -77,37 +78,88 @@ def _replace_folder(new: Path, dest: Path, trash: Path) -> None:
         raise
 
 
-def _fetch(slug: str, dest: Path) -> None:
-    """Download the competition's archive next to `dest`, extract it safely, then swap it into place."""
-    session = create_session(slug)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{slug}.", dir=dest.parent))
+def check_writable(data_dir: Path) -> None:
+    """Refuse before anything is asked of Kaggle when data_dir cannot be created or written to."""
     try:
-        with session.calling("downloading the competition's files"):
-            session.api.competition_download_files(slug, path=str(staging / "archive"), force=True, quiet=True)
-        archives = sorted((staging / "archive").glob("*")) if (staging / "archive").is_dir() else []
-        if len(archives) != 1:
-            raise CompError(
-                f"Kaggle sent {len(archives)} files for '{slug}' where one archive was expected.",
-                hint="Run the command again; if it persists, download the data from the website.",
-            )
-        archive, files = archives[0], staging / "files"
-        extracted = extract_all(archive, files)
-        write_json(
-            files / DOWNLOAD_RECORD,
-            {
-                "competition": slug,
-                "archive": archive.name,
-                "sha256": sha256_file(archive),
-                "bytes": archive.stat().st_size,
-                "downloaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "files": extracted.files,
-                "inner_archives": extracted.inner_archives,
-            },
-        )
-        _replace_folder(files, dest, staging / "previous")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if data_dir.exists() and not data_dir.is_dir():
+            raise NotADirectoryError(0, "it is a file, not a folder")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=data_dir):
+            pass
+    except OSError as exc:
+        raise CompError(
+            f"Cannot write to {data_dir}/, where the competition's files go: {exc.strerror or exc}.",
+            hint=f"Make {data_dir}/ a folder you can write to (check its owner and permissions, and that "
+            "the disk is not mounted read-only), or run comp from another folder.",
+        ) from None
+
+
+def _remove_old_staging(data_dir: Path, slug: str) -> None:
+    """Staging folders of comp versions before the partial folder (tempfile's `.<slug>.XXXXXXXX`)."""
+    old = re.compile(re.escape(f".{slug}.") + r"[a-z0-9_]{8}")
+    for folder in data_dir.iterdir():
+        if old.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class _Bar:
+    """archive.Meter on a rich progress task."""
+
+    progress: Progress
+    task: TaskID
+
+    def add_total(self, n: int) -> None:
+        self.progress.update(self.task, total=(self.progress.tasks[self.task].total or 0) + n)
+
+    def advance(self, n: int) -> None:
+        self.progress.advance(self.task, n)
+
+
+def _extract(archive: Path, partial: Path, progress: Progress) -> Path:
+    """The archive's files extracted into partial/files; a refused archive is removed with its folder."""
+    files = partial / "files"
+    shutil.rmtree(files, ignore_errors=True)  # an extraction cut short
+    bar = _Bar(progress, progress.add_task(f"extract {archive.name}", total=0))
+    try:
+        extracted = extract_all(archive, files, bar)
+    except UnsafeArchive:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    except BaseException:
+        shutil.rmtree(files, ignore_errors=True)  # the archive is kept: the next try extracts it again
+        raise
+    write_json(
+        files / DOWNLOAD_RECORD,
+        {
+            "competition": archive.name.rsplit(".", 1)[0],
+            "archive": archive.name,
+            "sha256": sha256_file(archive),
+            "bytes": archive.stat().st_size,
+            "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "files": extracted.files,
+            "inner_archives": extracted.inner_archives,
+        },
+    )
+    return files
+
+
+def partial_folder(data_dir: Path, slug: str) -> Path:
+    """Where an unfinished download of `slug` is kept until the next `comp download` finishes it."""
+    return data_dir / f".{slug}.partial"
+
+
+def _fetch(slug: str, dest: Path) -> None:
+    """Download (or continue) the archive, extract it beside `dest`, then swap it into place."""
+    check_writable(dest.parent)
+    session = create_session(slug)
+    _remove_old_staging(dest.parent, slug)
+    partial = partial_folder(dest.parent, slug)
+    archive = fetch_archive(session, partial)
+    with create_progress() as progress:
+        files = _extract(archive, partial, progress)
+    _replace_folder(files, dest, partial / "previous")
+    shutil.rmtree(partial, ignore_errors=True)
 
 
 def download_competition(slug: str, data_dir: Path = Path("data"), force: bool = False) -> DownloadResult:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,6 @@ def push_kernel(
         digest = sha256_file(csv) if csv else None
     result = PushResult(kernel_id, version, dataset_id, dataset_version, status, pushed.url or "", digest)
     write_json(
-        folder / PUSH_RECORD, {**asdict(result), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        folder / PUSH_RECORD, {**asdict(result), "time": datetime.now(UTC).isoformat(timespec="seconds")}
     )
     return result

@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,7 @@ def _refuse_resubmission(csv_path: Path, sha256: str, ledger_path: Path) -> None
 def _record(csv_path: Path, sha256: str, message: str, oof: float | None, ref: str, ledger_path: Path) -> None:
     """The ledger's row for a submission Kaggle took; its score comes later."""
     entry = {
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "file": csv_path.as_posix(),
         "sha256": sha256,
         "message": message,
@@ -297,7 +297,7 @@ def submit_kernel(
         )
     ref = str(response.ref)
     entry = {
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "file": KERNEL_OUTPUT,
         "sha256": target.output_sha256,
         "message": message,

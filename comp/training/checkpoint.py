@@ -12,7 +12,7 @@ import platform
 import random
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from comp.config import Config
 from comp.env import package_version
 from comp.errors import CompError
 from comp.io import atomic_path, sha256_file, write_json
+from comp.runs import fold_number
 
 RECORDED_PACKAGES = ("torch", "timm", "albumentations", "numpy")
 # Keys that cannot change what training computes: they may differ when a fold is resumed.
@@ -130,7 +131,7 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -181,7 +182,7 @@ def write_record(folder: Path, record: dict[str, Any]) -> None:
 
 def record_resume(folder: Path, config: Config, epoch: int, batch: int, changes: list[str]) -> None:
     """Append this resume (and any config change it was forced through with) to run.json."""
-    record = read_record(folder) or new_record(config, int(folder.name.removeprefix("fold")))
+    record = read_record(folder) or new_record(config, fold_number(folder))
     record["resumes"].append(
         {
             "at": now(),

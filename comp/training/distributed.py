@@ -25,8 +25,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import Sampler
 
-from comp.config import Config, TrainConfig
-from comp.data.competition import Competition
+from comp.config import TrainConfig
 from comp.device import resolve_device, usable_cpu_count
 from comp.errors import CompError
 
@@ -291,20 +290,3 @@ def launch(n_processes: int, comp_arguments: list[str]) -> None:
             f"Data-parallel training over {n_processes} processes stopped: {failed} failed; its messages are above.",
             hint="Fix the cause and continue with --resume.",
         ) from None
-
-
-def launch_training(
-    config: Config,
-    competition: Competition,
-    n_processes: int,
-    fold: int | str,
-    comp_arguments: list[str],
-    force: bool = False,
-    resume: bool = False,
-) -> None:
-    """`comp train --devices N`: refuse here, once, what every process would refuse; then run them under torchrun."""
-    from comp.training.fold import plan_training  # comp.training.fold builds on this module
-
-    check_devices(config.train, n_processes)
-    plan_training(config, competition, fold, force, resume)
-    launch(n_processes, comp_arguments)

@@ -19,20 +19,28 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
+from rich.console import Group
 from rich.progress import Progress
+from rich.text import Text
 
 from comp.config import Config
+from comp.console import console
 from comp.data.competition import Competition
 from comp.data.folds import load_folds
-from comp.device import autocast, resolve_device
+from comp.device import resolve_device
 from comp.errors import CompError
 from comp.io import atomic_path, write_csv
 from comp.models.factory import create_model
 from comp.runs import run_dir
-from comp.training.fold import Trainer, build_trainer, make_loaders, seed_everything, train_mode, training_loss
-
-console = Console()
+from comp.training.loaders import create_loaders
+from comp.training.loop import (
+    Trainer,
+    create_trainer,
+    forward_backward,
+    optimizer_step,
+    seed_everything,
+    train_mode,
+)
 
 SMOOTHING = 0.9  # EMA factor: ~10 steps of memory keeps the lag behind the sweep small
 DIVERGENCE = 4.0  # stop once the smoothed loss is this many times its minimum
@@ -47,6 +55,17 @@ class LRFindResult:
     diverged: bool
     plot: Path
     table: Path
+
+    def __rich__(self) -> Group:
+        low, high = self.fastest_range
+        stop = "stopped on divergence" if self.diverged else "no divergence"
+        return Group(
+            Text(f"{len(self.curve)} steps ({stop}); the smoothed loss falls fastest between {low:.2e} and {high:.2e}"),
+            Text.from_markup(
+                f"Suggested learning rate: [bold]{self.suggested_lr:.2e}[/] (--set train.lr="
+                f"{self.suggested_lr:.2g})  plot -> {self.plot}"
+            ),
+        )
 
 
 def lr_schedule(start_lr: float, end_lr: float, steps: int) -> np.ndarray:
@@ -71,22 +90,17 @@ def sweep(trainer: Trainer, loader, lrs: np.ndarray, progress=None) -> tuple[pd.
 
     `lrs` are values of train.lr: each parameter group keeps its ratio to it (train.backbone_lr_scale).
     """
-    config = trainer.config.train
     optimizer = trainer.optimizer
-    ratios = [group["lr"] / config.lr for group in optimizer.param_groups]
+    ratios = [group["lr"] / trainer.config.train.lr for group in optimizer.param_groups]
     task = progress.add_task("lr sweep", total=len(lrs)) if progress else None
     train_mode(trainer.model)
     rows, average, lowest, diverged = [], 0.0, math.inf, False
     for step, (lr, (images, targets)) in enumerate(zip(lrs, endless(loader), strict=False)):
         for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
             group["lr"] = lr * ratio
-        images = trainer.inputs(images)
-        targets = targets.to(trainer.device, non_blocking=True)
-        with autocast(trainer.device, trainer.dtype):
-            loss = training_loss(trainer.forward(images), targets, config.label_smoothing)
-        trainer.scaler.scale(loss).backward()
-        trainer.optimizer_step(step)
-        value = float(loss.detach())
+        loss = forward_backward(trainer, images, targets)
+        optimizer_step(trainer, step)
+        value = float(loss)
         if not math.isfinite(value):
             diverged = True
             break
@@ -160,11 +174,11 @@ def lr_find(
         raise CompError(f"--fold {fold} is not in {config.fold_file}: its folds are 0..{folds['fold'].max()}.")
     seed_everything(config.seed + fold)
     model = create_model(config.model, len(competition.classes)).to(resolve_device(config.train.device))
-    train_loader, _ = make_loaders(config, competition, folds, fold)
+    train_loader, _ = create_loaders(config, competition, folds, fold)
     # The training step itself (amp, gradient scaling and clipping, channels_last), with a constant
     # schedule and no EMA: the sweep sets the learning rate before every step.
     plain = config.model_copy(update={"train": config.train.model_copy(update={"scheduler": "none", "ema": False})})
-    trainer = build_trainer(plain, model, len(train_loader), len(competition.classes))
+    trainer = create_trainer(plain, model, len(train_loader), len(competition.classes))
     with Progress(console=console, transient=True) as progress:
         curve, diverged = sweep(trainer, train_loader, lrs, progress)
     suggested, fastest = suggest(curve)

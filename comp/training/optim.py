@@ -79,7 +79,7 @@ FUSED_OPTIMIZERS = {"adam", "adamw", "sgd"}
 FUSED_DEVICES = {"cpu", "cuda"}
 
 
-def make_optimizer(config: Config, model: nn.Module, fused: bool | None = None) -> torch.optim.Optimizer:
+def create_optimizer(config: Config, model: nn.Module, fused: bool | None = None) -> torch.optim.Optimizer:
     """timm's optimizer over param_groups; fused (None: wherever torch has the kernel) or torch's default."""
     cfg = config.train
     check_optimizer(cfg.optimizer)
@@ -115,11 +115,15 @@ def check_monitor(name: str) -> None:
         )
 
 
+def monitor_metric(name: str) -> str:
+    """The metric (comp.metrics) that train.monitor measures on the validation rows: val_loss is their log loss
+    (the cross-entropy of the softmax), val_<metric> that metric."""
+    return "log_loss" if name == "val_loss" else name.removeprefix("val_")
+
+
 def monitor_mode(name: str) -> str:
     """ "min" when a lower value of the monitored metric is better, else "max"."""
-    if name == "val_loss":
-        return "min"
-    return "max" if METRICS[name.removeprefix("val_")].higher_is_better else "min"
+    return "max" if METRICS[monitor_metric(name)].higher_is_better else "min"
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -134,7 +138,7 @@ def check_schedule(cfg: TrainConfig) -> None:
         )
 
 
-def make_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Scheduler:
+def create_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Scheduler:
     """The configured schedule over train.epochs * steps_per_epoch optimizer steps."""
     cfg = config.train
     check_schedule(cfg)

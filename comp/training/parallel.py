@@ -9,7 +9,6 @@ shows every fold's epochs. A failed fold is reported and the others go on.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,23 +17,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from comp.config import Config
+from comp.console import console
 from comp.data.competition import Competition
 from comp.device import resolve_device
 from comp.errors import CompError
 from comp.runs import fold_dir, run_dir
 from comp.training.checkpoint import now
-from comp.training.fold import FoldResult, plan_training
+from comp.training.fold import FoldResult, read_result
+from comp.training.plan import Outcome, plan_training
 
-console = Console()
 POLL_SECONDS = 1.0
 
 
 # ----------------------------------------------------------------------------- what to run
+
+
+def log_dir(config: Config) -> Path:
+    """Where each fold process's output goes: fold<k>.log."""
+    return run_dir(config.name) / "logs"
 
 
 def train_arguments(fold: int | str, config_path: Path, overrides: list[str], force: bool, resume: bool) -> list[str]:
@@ -124,7 +127,7 @@ def pin(pid: int, cores: list[int] | None) -> None:
 @dataclass
 class FoldOutcome:
     fold: int
-    status: str  # finished | failed | skipped
+    status: Outcome
     device: str = ""
     log: Path | None = None
     result: FoldResult | None = None
@@ -145,11 +148,6 @@ def epochs_done(config: Config, fold: int) -> int:
     return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
 
 
-def read_result(config: Config, fold: int) -> FoldResult | None:
-    path = fold_dir(run_dir(config.name), fold) / "summary.json"
-    return FoldResult(**json.loads(path.read_text())) if path.exists() else None
-
-
 def failure_message(log: Path, offset: int) -> str:
     """What a failed fold said last (from `offset` in its log): comp's error and hint, or the exception's line."""
     with open(log, errors="replace") as f:
@@ -160,7 +158,7 @@ def failure_message(log: Path, offset: int) -> str:
 
 
 def start(config: Config, fold: int, slot: Slot, arguments: list[str]) -> Running:
-    log = run_dir(config.name) / "logs" / f"fold{fold}.log"
+    log = log_dir(config) / f"fold{fold}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out:
         offset = out.tell()
@@ -181,7 +179,7 @@ def finish(config: Config, run: Running) -> FoldOutcome:
     code = run.process.returncode
     result = read_result(config, run.fold) if code == 0 else None
     if result is not None:
-        return FoldOutcome(run.fold, "finished", run.slot.device, run.log, result)
+        return FoldOutcome(run.fold, result.status, run.slot.device, run.log, result)
     reason = f"exit code {code}" if code else "ended without summary.json"
     return FoldOutcome(
         run.fold, "failed", run.slot.device, run.log, error=f"{reason}: {failure_message(run.log, run.offset)}"
@@ -216,12 +214,22 @@ def train_parallel(
     parallel = parallel or max(1, len(gpus))
     slots = device_slots(parallel, gpus, usable_cores(), os.environ.get("CUDA_VISIBLE_DEVICES"))
     outcomes = {k: FoldOutcome(k, "skipped", result=read_result(config, k)) for k, a in plan.items() if a == "skip"}
-    waiting = [k for k, action in plan.items() if action != "skip"]
+    arguments = {
+        k: train_arguments(k, config_path, overrides, force, resume) for k, action in plan.items() if action != "skip"
+    }
     console.print(
-        f"{len(waiting)} fold(s) to train, {parallel} at a time on "
-        f"{', '.join(sorted({s.device for s in slots}))}; logs in {run_dir(config.name) / 'logs'}",
+        f"{len(arguments)} fold(s) to train, {parallel} at a time on "
+        f"{', '.join(sorted({s.device for s in slots}))}; logs in {log_dir(config)}",
         highlight=False,
     )
+    outcomes.update(run_folds(config, slots, arguments))
+    return [outcomes[k] for k in sorted(outcomes)]
+
+
+def run_folds(config: Config, slots: list[Slot], arguments: dict[int, list[str]]) -> dict[int, FoldOutcome]:
+    """Each fold's process (its `comp` arguments by fold) in the next free slot, every fold's epochs in one live
+    view; returns their outcomes. Interrupted, the processes still running are stopped."""
+    waiting, running, outcomes = list(arguments), {}, {}  # running: by slot
     columns = [
         TextColumn("fold {task.fields[fold]}"),
         BarColumn(),
@@ -230,7 +238,6 @@ def train_parallel(
         TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"),
     ]
-    running: dict[int, Running] = {}  # by slot
     with Progress(*columns, console=console) as progress:
         tasks: dict[int, TaskID] = {
             k: progress.add_task(
@@ -243,9 +250,7 @@ def train_parallel(
                 for i, slot in enumerate(slots):
                     if i not in running and waiting:
                         fold = waiting.pop(0)
-                        running[i] = start(
-                            config, fold, slot, train_arguments(fold, config_path, overrides, force, resume)
-                        )
+                        running[i] = start(config, fold, slot, arguments[fold])
                         progress.start_task(tasks[fold])
                         progress.update(tasks[fold], status=f"running on {slot.device}")
                 for i, run in list(running.items()):
@@ -265,15 +270,4 @@ def train_parallel(
                     time.sleep(POLL_SECONDS)
         finally:
             stop(running)
-    return [outcomes[k] for k in sorted(outcomes)]
-
-
-def outcomes_table(outcomes: list[FoldOutcome]) -> Table:
-    table = Table("fold", "status", "device", "best epoch", "val loss", "val accuracy", "time", title="Folds")
-    for o in outcomes:
-        r = o.result
-        scores = (
-            [str(r.best_epoch), f"{r.val_loss:.4f}", f"{r.val_accuracy:.4f}", f"{r.seconds:.0f}s"] if r else [""] * 4
-        )
-        table.add_row(str(o.fold), o.status if o.status != "failed" else "[red]failed[/]", o.device, *scores)
-    return table
+    return outcomes

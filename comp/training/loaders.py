@@ -1,0 +1,97 @@
+"""A fold's data: the training batches of each epoch, drawn from (seed, fold, epoch) alone, and the validation rows.
+
+An epoch resumed at batch b, or loaded by any number of workers, sees exactly the same batches: the
+order and the seed each image is augmented from are drawn from (seed, fold, epoch), so resuming needs
+no saved data state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from comp.augment import Augment, create_train_transform
+from comp.config import Config
+from comp.data.competition import Competition
+from comp.data.dataset import ImageDataset, loader_options, should_cache
+from comp.device import resolve_device
+from comp.training.distributed import shard_batch, validation_sampler
+
+
+class EpochBatches(Sampler):
+    """One epoch's batches of dataset keys (index, phase, augmentation seed), from batch `start` on.
+
+    Order and seeds are drawn from (seed, fold, epoch) alone. Batches are full (the remainder of
+    an epoch is dropped), so batch norm never sees a batch of one. Under DDP each process takes its
+    share of every batch, so the steps are the same for any number of processes.
+    """
+
+    def __init__(self, n_images: int, batch_size: int, seed: int, fold: int):
+        self.n_images, self.batch_size, self.seed, self.fold = n_images, batch_size, seed, fold
+        self.epoch, self.phase, self.start = 1, 1, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.n_images // self.batch_size
+
+    def set_epoch(self, epoch: int, phase: int, start: int = 0) -> None:
+        self.epoch, self.phase, self.start = epoch, phase, start
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.fold, self.epoch])
+        order = rng.permutation(self.n_images)
+        seeds = rng.integers(2**32, size=self.n_images)
+        for b in range(self.start, self.batches_per_epoch):
+            rows = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield [(int(i), self.phase, int(seeds[i])) for i in shard_batch(rows)]
+
+
+class PhasedImages(Dataset):
+    """Training images under their phase's augmentation, each augmented from its own seed."""
+
+    def __init__(self, images: ImageDataset, augments: dict[int, Augment]):
+        self.images, self.augments = images, augments
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int, int]):
+        index, phase, seed = key
+        return self.images.sample(index, self.augments[phase](self.images.image(index), seed))
+
+
+def create_loaders(
+    config: Config, competition: Competition, folds: pd.DataFrame, fold: int
+) -> tuple[DataLoader, DataLoader]:
+    """(train, val) DataLoaders of a fold, giving uint8 image batches; the train loader's batch_sampler is an
+    EpochBatches."""
+    index = {c: i for i, c in enumerate(competition.classes)}
+    table = competition.train.set_index("id").loc[folds["id"]]
+    targets = np.array([index[label] for label in table["label"]])
+    is_val = (folds["fold"] == fold).to_numpy()
+    paths = table["path"].to_numpy()
+    cache = should_cache(config.data, len(paths), paths[0])
+    size = config.data.image_size
+    phases = {
+        phase: create_train_transform(getattr(config.aug, f"phase{phase}"), size, f"aug.phase{phase}")
+        for phase in (1, 2)
+    }
+    train_set = PhasedImages(ImageDataset(paths[~is_val], targets[~is_val], size, cache), phases)
+    val_set = ImageDataset(paths[is_val], targets[is_val], size, cache)
+    cfg = config.train
+    common = loader_options(cfg, resolve_device(cfg.device))
+    common.update(
+        persistent_workers=cfg.persistent_workers and common["num_workers"] > 0,
+        # Iterators draw a seed from this, not from torch's global generator (which resume restores).
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    batches = EpochBatches(len(train_set), cfg.batch_size, config.seed, fold)
+    return (
+        DataLoader(train_set, batch_sampler=batches, **common),
+        DataLoader(val_set, batch_size=config.predict.batch_size, sampler=validation_sampler(len(val_set)), **common),
+    )

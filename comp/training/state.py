@@ -1,0 +1,202 @@
+"""Where a fold's training stands, and the files that keep it: writing them, and resuming from them.
+
+A fold folder holds best.safetensors (the best weights by train.monitor; the EMA's when train.ema is
+on), last.pt (everything needed to continue), metrics.csv (one row per epoch), run.json (config,
+package versions, git commit, fold-file hash, resumes) and, once finished, summary.json. Under DDP,
+rank 0 alone writes them.
+
+Resuming is exact. The model side's random generators (torch, NumPy, Python: initialisation,
+dropout, mixup) are saved in last.pt; the data side needs no saved state (comp.training.loaders).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from comp.config import Config, save_config
+from comp.data.competition import Competition, check_same_classes, load_classes, save_classes
+from comp.errors import CompError
+from comp.io import write_csv, write_json
+from comp.runs import fold_dir, run_dir
+from comp.training.checkpoint import (
+    config_changes,
+    load_state,
+    new_record,
+    now,
+    read_record,
+    record_resume,
+    restore_rng,
+    rng_state,
+    save_state,
+    save_weights,
+    write_record,
+)
+from comp.training.distributed import is_main_process
+from comp.training.optim import fast_forward
+
+if TYPE_CHECKING:
+    from comp.training.loop import Trainer
+
+
+@dataclass
+class Position:
+    """Everything about a fold's progress that last.pt keeps besides weights and optimizer."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches done in the epoch under way (a mid-epoch checkpoint)
+    step: int = 0  # optimizer steps taken in all
+    lr: float = 0.0  # learning rate at the start of the epoch under way
+    losses: list[float] = field(default_factory=list)  # training loss of each batch of the epoch under way
+    seconds: float = 0.0  # time spent on the epoch under way
+    best_score: float | None = None
+    best_epoch: int = 0
+    rows: list[dict] = field(default_factory=list)  # metrics.csv
+
+
+# ----------------------------------------------------------------------------- the run's own files
+
+
+def check_run_classes(config: Config, competition: Competition) -> None:
+    classes_path = run_dir(config.name) / "classes.json"
+    if classes_path.exists():
+        check_same_classes(load_classes(classes_path), competition.classes, f"Run {run_dir(config.name)}")
+
+
+def write_run_files(config: Config, competition: Competition) -> None:
+    """Write (or check) the run's config.yaml and classes.json."""
+    if not is_main_process():
+        return
+    check_run_classes(config, competition)
+    save_classes(competition.classes, run_dir(config.name) / "classes.json")
+    save_config(config, run_dir(config.name) / "config.yaml")
+
+
+# ----------------------------------------------------------------------------- a fold's files
+
+
+@dataclass
+class FoldFiles:
+    """A fold's folder and what training writes there (rank 0 alone)."""
+
+    fold: int
+    folder: Path
+    classes: list
+
+    @classmethod
+    def of(cls, config: Config, fold: int, classes: list) -> FoldFiles:
+        return cls(fold, fold_dir(run_dir(config.name), fold), classes)
+
+    def open(self, config: Config, trainer: Trainer, state: dict | None) -> tuple[Position, list[str] | None]:
+        """Continue from last.pt `state` (recorded in run.json), or start the folder afresh (state None).
+        Returns where training stands and, when resumed, the config values changed since (--force)."""
+        if state is None:
+            if is_main_process():
+                shutil.rmtree(self.folder, ignore_errors=True)
+                self.folder.mkdir(parents=True)
+                write_record(self.folder, new_record(config, self.fold))
+            return Position(), None
+        changes = config_changes(state["config"], config.to_dict())
+        position = restore(trainer, state, changes)
+        if is_main_process():
+            record_resume(self.folder, config, position.epoch, position.batch, changes)
+            (self.folder / "summary.json").unlink(missing_ok=True)  # a finished fold continued (--resume --force)
+        return position, changes
+
+    def write_checkpoint(self, trainer: Trainer, position: Position) -> None:
+        if is_main_process():
+            save_state(self.folder / "last.pt", checkpoint_state(trainer, position, self.classes))
+
+    def write_epoch(self, trainer: Trainer, position: Position, improved: bool) -> None:
+        """The epoch just ended: best.safetensors when it improved, metrics.csv, then last.pt (the commit point)."""
+        if not is_main_process():
+            return
+        if improved:
+            save_weights(trainer.evaluated_weights, self.folder / "best.safetensors", self.classes, position.epoch)
+        write_csv(self.folder / "metrics.csv", pd.DataFrame(position.rows))
+        save_state(self.folder / "last.pt", checkpoint_state(trainer, position, self.classes))
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Mark the fold finished in run.json, then write summary.json: the fold is finished once it exists."""
+        if is_main_process():
+            record = read_record(self.folder)
+            record["finished"] = now()
+            write_record(self.folder, record)
+            write_json(self.folder / "summary.json", summary)
+
+
+def read_summary(config: Config, fold: int) -> dict[str, Any] | None:
+    path = fold_dir(run_dir(config.name), fold) / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ----------------------------------------------------------------------------- last.pt: save and restore
+
+
+def checkpoint_state(trainer: Trainer, position: Position, classes: list) -> dict[str, Any]:
+    return {
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "ema": None if trainer.ema is None else trainer.ema.module.state_dict(),
+        "position": asdict(position),
+        "rng": rng_state(),
+        "classes": classes,
+        "config": trainer.config.to_dict(),
+    }
+
+
+def restore(trainer: Trainer, state: dict, forced_changes: list[str]) -> Position:
+    """Load last.pt into a freshly built trainer; under changed config values (--force), keep the new ones.
+
+    Changed values continue from the saved weights and optimizer moments (unless the optimizer itself
+    changed), with this config's learning rates and decays, its schedule moved to the saved step.
+    """
+    try:
+        trainer.model.load_state_dict(state["model"])
+        if trainer.ema is not None:
+            trainer.ema.module.load_state_dict(state["ema"] if state["ema"] is not None else state["model"])
+        if not forced_changes:
+            trainer.optimizer.load_state_dict(state["optimizer"])
+            trainer.scheduler.load_state_dict(state["scheduler"])
+        elif state["config"]["train"]["optimizer"] == trainer.config.train.optimizer:
+            fresh = [{k: v for k, v in g.items() if k != "params"} for g in trainer.optimizer.param_groups]
+            trainer.optimizer.load_state_dict(state["optimizer"])
+            for group, values in zip(trainer.optimizer.param_groups, fresh, strict=True):
+                group.update(values)
+    except (RuntimeError, ValueError) as exc:
+        raise CompError(
+            f"last.pt does not fit the model and optimizer as now configured: {str(exc).splitlines()[0]}",
+            hint="Resume with the model settings it was trained with, or retrain with --force.",
+        ) from None
+    if state["scaler"] and trainer.scaler.is_enabled():
+        trainer.scaler.load_state_dict(state["scaler"])
+    position = Position(**state["position"])
+    if forced_changes:
+        fast_forward(trainer.scheduler, position.step)
+    restore_rng(state["rng"])
+    return position
+
+
+def resumable_state(config: Config, competition: Competition, fold: int, force: bool, mmap: bool = False):
+    """last.pt of an interrupted fold, checked: same classes, and same config unless `force`. None: no last.pt."""
+    path = fold_dir(run_dir(config.name), fold) / "last.pt"
+    if not path.exists():
+        return None
+    state = load_state(path, mmap=mmap)
+    check_same_classes(state["classes"], competition.classes, f"Checkpoint {path}")
+    changes = config_changes(state["config"], config.to_dict())
+    if changes and not force:
+        raise CompError(
+            f"Fold {fold} of run '{config.name}' was trained with another config; resuming would mix the two. "
+            f"Differences (saved -> now): {'; '.join(changes)}.",
+            hint=f"Resume with the saved config ({path.parent / 'run.json'} holds it), or pass --force to continue "
+            "from the saved weights and optimizer state with the new values (recorded in run.json).",
+        )
+    return state
