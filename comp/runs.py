@@ -35,6 +35,7 @@ from comp.io import read_parquet_metadata, write_parquet
 RUNS = Path("runs")
 SUBMISSIONS = Path("submissions")
 LEDGER = SUBMISSIONS / "ledger.csv"
+KERNELS = Path("kernels")  # kernels/<name>/: a run packaged as a Kaggle notebook (comp kernel)
 
 FoldState = Literal["new", "interrupted", "finished"]
 
@@ -44,6 +45,10 @@ FoldState = Literal["new", "interrupted", "finished"]
 
 def run_dir(name: str) -> Path:
     return RUNS / name
+
+
+def kernel_dir(name: str) -> Path:
+    return KERNELS / name
 
 
 def fold_dir(run: Path, fold: int) -> Path:

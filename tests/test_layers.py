@@ -32,7 +32,7 @@ LAYERS = [
     ("data", "models", "augment", "metrics"),
     ("runs", "tta", "streaming", "blending", "submission"),
     ("training", "predict", "evaluate", "report", "ensemble"),
-    ("probe", "kaggle", "info", "pipeline"),
+    ("probe", "kaggle", "kernel", "info", "pipeline"),
     ("cli", "__main__"),  # __main__: python -m comp
 ]
 FOLDER_OWNER = "runs"

@@ -190,7 +190,5 @@ def push_kernel(
         csv = next((p for p in outputs if p.name == "submission.csv"), None)
         digest = sha256_file(csv) if csv else None
     result = PushResult(kernel_id, version, dataset_id, dataset_version, status, pushed.url or "", digest)
-    write_json(
-        folder / PUSH_RECORD, {**asdict(result), "time": datetime.now(UTC).isoformat(timespec="seconds")}
-    )
+    write_json(folder / PUSH_RECORD, {**asdict(result), "time": datetime.now(UTC).isoformat(timespec="seconds")})
     return result

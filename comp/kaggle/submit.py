@@ -23,7 +23,7 @@ from comp.io import sha256_file
 from comp.kaggle.client import SubmissionStatus, calling, check_slug, create_session, status_name
 from comp.kaggle.credentials import Credentials
 from comp.kaggle.ledger import append_entry, find_by_sha256, find_kernel_submission, update_entry
-from comp.runs import LEDGER
+from comp.runs import KERNELS, LEDGER
 from comp.submission.validate import validate_with_config
 
 POLL_INTERVAL = 10.0  # seconds before the first look at a new submission's score
@@ -271,7 +271,7 @@ def submit_kernel(
     poll_interval: float = POLL_INTERVAL,
     max_wait: float = WAIT_LIMIT,
     ledger_path: Path = LEDGER,
-    kernels: Path = Path("kernels"),
+    kernels: Path = KERNELS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SubmitResult:
     """Submit a notebook version's submission.csv to a code competition; recorded in the ledger like a file."""

@@ -31,22 +31,17 @@ from comp.io import write_json, write_text
 from comp.kaggle.credentials import find_username
 from comp.kernel.notebook import MANIFEST, create_notebook
 from comp.kernel.wheels import build_comp_wheel, dependency_wheels
-from comp.runs import fold_dirs, fold_state, read_cv, run_dir
+from comp.runs import KERNELS, RUNS, fold_dirs, fold_state, kernel_dir, read_cv, run_dir
 
-KERNELS = Path("kernels")
 DATASET_LIMIT = 100 * 1000**3  # bytes: Kaggle's limit on one dataset
 LICENSE = "other"  # a private dataset of the user's own model weights
-
-
-def kernel_dir(name: str) -> Path:
-    return KERNELS / name
 
 
 @dataclass
 class PackagedFile:
     name: str  # in the dataset folder
     size: int
-    source: Path | None = None  # copied from here (None: written by comp)
+    source: Path | str | None = None  # copied from this file, or this text written (None: written already)
 
 
 @dataclass
@@ -103,8 +98,9 @@ def _trained_files(run: Path, where: str) -> dict[str, Path]:
     return files
 
 
-def _collect_run(run: Path, packaged: dict[str, Path], seen: dict[str, Path]) -> None:
-    """Add `run` (and a blend's members, recursively) to `packaged`: runs/<folder name>/<file> -> source."""
+def _collect_run(run: Path, packaged: dict[str, Path | str], seen: dict[str, Path]) -> None:
+    """Add `run` (and a blend's members, recursively) to `packaged`: runs/<folder name>/<file> -> its
+    source file, or the text to write instead (configs without hub downloads, members as runs/<name>)."""
     where = f"Run '{run.name}'"
     if run.name in seen and seen[run.name].resolve() != run.resolve():
         raise CompError(
@@ -112,25 +108,31 @@ def _collect_run(run: Path, packaged: dict[str, Path], seen: dict[str, Path]) ->
             hint="Rename one run folder, blend again, then build the kernel.",
         )
     seen[run.name] = run
+    inside = run_dir(run.name).as_posix()
     if (run / "members.json").is_file():
-        for name in ("classes.json", "cv.json", "members.json"):
-            packaged[f"runs/{run.name}/{name}"] = run / name
-        for member in json.loads((run / "members.json").read_text())["members"]:
-            _collect_run(_existing(member["run"], f"Member {member['run']} of blend {run}"), packaged, seen)
+        record = json.loads((run / "members.json").read_text())
+        members = [_existing(m["run"], f"Member {m['run']} of blend {run}") for m in record["members"]]
+        for member, folder in zip(record["members"], members, strict=True):
+            member["run"] = run_dir(folder.name).as_posix()  # where the notebook finds it
+        packaged[f"{inside}/members.json"] = json.dumps(record, indent=2)
+        for name in ("classes.json", "cv.json"):
+            packaged[f"{inside}/{name}"] = run / name
+        for folder in members:
+            _collect_run(folder, packaged, seen)
         return
     for name, source in _trained_files(run, where).items():
-        packaged[f"runs/{run.name}/{name}"] = source
+        packaged[f"{inside}/{name}"] = _offline_run_config(source) if name == "config.yaml" else source
 
 
 def _existing(run: str, where: str) -> Path:
     for candidate in (run_dir(run), Path(run)):
         if (candidate / "cv.json").is_file() or (candidate / "config.yaml").is_file():
             return candidate
-    raise CompError(f"{where}: no run folder {run_dir(run)} or {run}.", hint="Check the name with `ls runs/`.")
+    raise CompError(f"{where}: no run folder {run_dir(run)} or {run}.", hint=f"Check the name (ls {RUNS}).")
 
 
 def _flat_name(relative: str) -> str:
-    return relative.removeprefix("runs/").replace("/", "--")
+    return relative.removeprefix(f"{RUNS.as_posix()}/").replace("/", "--")
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -221,7 +223,7 @@ def create_kernel(
     run = _existing(runs[0], f"Run '{runs[0]}'")
     name = _check_name(name or run.name)
     owner = _owner(owner)
-    packaged: dict[str, Path] = {}
+    packaged: dict[str, Path | str] = {}
     _collect_run(run, packaged, {})
     dataset_id, kernel_id, title = _ids(name, owner)
 
@@ -233,19 +235,21 @@ def create_kernel(
         dataset.mkdir(parents=True)
         dependencies = dependency_wheels(wheels)
         files = [PackagedFile(p.name, p.stat().st_size, p) for p in dependencies]
-        files += [PackagedFile(_flat_name(rel), src.stat().st_size, src) for rel, src in packaged.items()]
+        for rel, source in packaged.items():
+            size = len(source.encode()) if isinstance(source, str) else source.stat().st_size
+            files.append(PackagedFile(_flat_name(rel), size, source))
         _check_size(files, max_bytes)
         comp_wheel = build_comp_wheel(dataset)
         files.append(PackagedFile(comp_wheel.path.name, comp_wheel.path.stat().st_size))
         for f in files:
-            if f.source is not None and f.name.endswith("config.yaml"):
-                write_text(dataset / f.name, _offline_run_config(f.source))
+            if isinstance(f.source, str):
+                write_text(dataset / f.name, f.source)
             elif f.source is not None:
                 shutil.copy2(f.source, dataset / f.name)
         manifest = {
             "comp": comp_wheel.version,
             "competition": config.data.competition,
-            "run": f"runs/{run.name}",
+            "run": run_dir(run.name).as_posix(),
             "sample_submission": config.data.sample_submission,
             "files": {_flat_name(rel): rel for rel in packaged},
         }
