@@ -195,8 +195,8 @@ def test_folder_layout_blend_rehearses_on_a_replaced_test_set(tmp_path, wheelhou
     solution = write_folders_competition(tmp_path / "data/shapes", n_classes=6, per_class=12, n_test=30)
     data = ["--set", "data.competition=shapes", "--set", "data.root=data/shapes", *TINY]
     comp(tmp_path, "folds", *data)
-    for name, seed in (("a", "1"), ("b", "2")):
-        comp(tmp_path, "train", *data, "--set", f"name={name}", "--set", f"seed={seed}")
+    for name, lr in (("a", "0.001"), ("b", "0.003")):  # one seed: blended runs share their fold file
+        comp(tmp_path, "train", *data, "--set", f"name={name}", "--set", f"train.lr={lr}")
         comp(tmp_path, "predict", *data, "--set", f"name={name}")
     comp(tmp_path, "ensemble", "a", "b", "--name", "ab", "--method", "weighted", *data)
 
@@ -333,7 +333,7 @@ def test_rehearsal_stops_on_a_missing_test_image_and_at_the_time_limit(demo, whe
 
 
 def test_test_only_prediction_of_a_blend_matches_the_ensemble(demo):
-    comp(demo, "train", *DEMO, "--set", "name=tiny2", "--set", "seed=7")
+    comp(demo, "train", *DEMO, "--set", "name=tiny2", "--set", "train.lr=0.003")
     comp(demo, "predict", *DEMO, "--set", "name=tiny2")
     comp(demo, "ensemble", "tiny", "tiny2", "--name", "both", "--method", "geometric", *DEMO)
     comp(demo, "predict", "--test-only", "both", "--out", "both-test.csv", *DEMO)

@@ -61,7 +61,7 @@ class KernelBuild:
     def __rich__(self) -> Group:
         table = Table("file", "size", title=f"{self.folder / 'dataset'} ({self.dataset_id})")
         for f in sorted(self.files, key=lambda f: f.name):
-            table.add_row(Text(f.name), f"{f.size / 1e6:.2f} MB")
+            table.add_row(Text(f.name), f"{f.size / 1e6:.2f} MB" if f.size >= 10_000 else f"{f.size / 1e3:.1f} kB")
         lines = [
             Text(f"dataset: {len(self.files)} files, {self.size / 1e6:.1f} MB (limit {DATASET_LIMIT / 1e9:.0f} GB)"),
             Text(f"notebook: {self.folder / 'notebook'} ({self.kernel_id}): run {self.run} on {self.competition}"),
