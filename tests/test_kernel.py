@@ -122,6 +122,10 @@ def test_demo_kernel_is_rehearsed_offline_pushed_and_submitted(demo, wheelhouse,
     assert renamed and len(replaced) < len(as_is) and not set(renamed) & set(as_is.index)
     originals = [renamed.get(i, i) for i in replaced.index]
     assert list(replaced["label"]) == list(as_is.loc[originals, "label"])
+    truth = pd.read_csv(demo / "data/demo" / SOLUTION_FILE, dtype=str).set_index("id")["label"]
+    print(
+        f"held-back accuracy on the replaced test set: {(replaced['label'] == truth.loc[originals].values).mean():.4f}"
+    )
 
     # Packaged: the weights and records prediction needs, never last.pt, data or credentials.
     manifest = json.loads((kernel / "dataset" / "comp-kernel.json").read_text())

@@ -30,7 +30,7 @@ from comp.errors import CompError
 from comp.io import write_json, write_text
 from comp.kaggle.credentials import find_username
 from comp.kernel.notebook import MANIFEST, create_notebook
-from comp.kernel.wheels import build_comp_wheel, dependency_wheels
+from comp.kernel.wheels import CompWheel, build_comp_wheel, dependency_wheels
 from comp.runs import KERNELS, RUNS, fold_dirs, fold_state, kernel_dir, read_cv, run_dir
 
 DATASET_LIMIT = 100 * 1000**3  # bytes: Kaggle's limit on one dataset
@@ -203,6 +203,25 @@ def _check_size(files: list[PackagedFile], max_bytes: int) -> None:
         )
 
 
+def _write_files(
+    dataset: Path, packaged: dict[str, Path | str], wheels: Path | None, max_bytes: int
+) -> tuple[list[PackagedFile], CompWheel]:
+    """The wheels and the run's files, flat in `dataset`, refused before any copy when over the limit."""
+    files = [PackagedFile(p.name, p.stat().st_size, p) for p in dependency_wheels(wheels)]
+    for rel, source in packaged.items():
+        size = len(source.encode()) if isinstance(source, str) else source.stat().st_size
+        files.append(PackagedFile(_flat_name(rel), size, source))
+    _check_size(files, max_bytes)
+    comp_wheel = build_comp_wheel(dataset)
+    files.append(PackagedFile(comp_wheel.path.name, comp_wheel.path.stat().st_size))
+    for f in files:
+        if isinstance(f.source, str):
+            write_text(dataset / f.name, f.source)
+        elif f.source is not None:
+            shutil.copy2(f.source, dataset / f.name)
+    return files, comp_wheel
+
+
 def create_kernel(
     config: Config,
     runs: list[str] | None = None,
@@ -233,19 +252,7 @@ def create_kernel(
     try:
         dataset = stage / "dataset"
         dataset.mkdir(parents=True)
-        dependencies = dependency_wheels(wheels)
-        files = [PackagedFile(p.name, p.stat().st_size, p) for p in dependencies]
-        for rel, source in packaged.items():
-            size = len(source.encode()) if isinstance(source, str) else source.stat().st_size
-            files.append(PackagedFile(_flat_name(rel), size, source))
-        _check_size(files, max_bytes)
-        comp_wheel = build_comp_wheel(dataset)
-        files.append(PackagedFile(comp_wheel.path.name, comp_wheel.path.stat().st_size))
-        for f in files:
-            if isinstance(f.source, str):
-                write_text(dataset / f.name, f.source)
-            elif f.source is not None:
-                shutil.copy2(f.source, dataset / f.name)
+        files, comp_wheel = _write_files(dataset, packaged, wheels, max_bytes)
         manifest = {
             "comp": comp_wheel.version,
             "competition": config.data.competition,
@@ -295,14 +302,3 @@ def _swap_in(stage: Path, folder: Path) -> None:
         shutil.rmtree(old)
     else:
         stage.rename(folder)
-
-
-def read_kernel(name_or_path: str | Path) -> tuple[Path, dict]:
-    """A built kernel's folder and its kernel.json."""
-    for candidate in (kernel_dir(str(name_or_path)), Path(name_or_path)):
-        if (candidate / "kernel.json").is_file():
-            return candidate, json.loads((candidate / "kernel.json").read_text())
-    raise CompError(
-        f"No kernel {name_or_path}: neither {kernel_dir(str(name_or_path))} nor {name_or_path} holds a kernel.json.",
-        hint="Build it first: comp kernel RUN --name NAME.",
-    )

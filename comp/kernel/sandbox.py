@@ -19,7 +19,6 @@ import signal
 import stat
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 from dataclasses import dataclass
@@ -166,7 +165,3 @@ def clean_env(venv: Path, home: Path, extra: dict[str, str]) -> dict[str, str]:
     tmp = home / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     return {**keep, "PATH": path, "HOME": str(home), "TMPDIR": str(tmp), "PYTHONNOUSERSITE": "1", **extra}
-
-
-def platform_tag() -> str:
-    return f"{sysconfig.get_platform()} cp{sys.version_info.major}{sys.version_info.minor}"
