@@ -36,13 +36,17 @@ class Section(BaseModel):
 class DataConfig(Section):
     competition: str = "demo"
     root: str = "data/demo"
-    layout: Literal["auto", "folders", "csv"] = "auto"
+    layout: Literal["auto", "folders", "csv", "filenames", "pixels"] = "auto"
     train_dir: str = "train"
     train_csv: str = "train.csv"
-    id_column: str = "id"
+    id_column: str | None = "id"
     label_column: str = "label"
+    label_columns: list[str] | None = None
+    label_pattern: str | None = None
     image_suffix: str = ".png"
     test_dir: str = "test"
+    test_csv: str | None = None
+    test_id_column: str | None = None
     sample_submission: str = "sample_submission.csv"
     image_size: int = Field(16, ge=8)
     cache: Literal["auto", "on", "off"] = "auto"

@@ -212,6 +212,13 @@ def test_a_finished_fold_continues_with_more_epochs_under_resume_force(tiny):
     pd.testing.assert_frame_equal(after.iloc[:2].drop(columns="seconds"), before.drop(columns="seconds"))
 
 
+def test_resume_with_nothing_to_resume_says_so_and_trains_from_scratch(tiny, straight):
+    result = cli("--fold", "0", "--resume")
+    assert result.exit_code == 0, result.output
+    assert "fold 0: nothing to resume" in result.output and "training from scratch" in result.output
+    assert_same_training(straight)
+
+
 def test_a_pickle_with_code_placed_as_last_pt_is_refused_without_running_it(tiny):
     class Boom:
         def __reduce__(self):

@@ -22,11 +22,13 @@ from rich.console import Group
 from rich.progress import Progress, TaskID
 from rich.text import Text
 
+from comp.config import LOCAL_CONFIGS
 from comp.data.survey import Survey, survey_competition
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
 from comp.kaggle.archive import UnsafeArchive, extract_all
 from comp.kaggle.client import check_slug, create_session
+from comp.kaggle.competition_config import CompetitionConfig, write_competition_config
 from comp.kaggle.fetch import create_progress, fetch_archive, size_text
 
 DOWNLOAD_RECORD = ".download.json"  # in data/<slug>/: the archive's name, sha256, size and date
@@ -40,6 +42,7 @@ class DownloadResult:
     record: dict[str, Any]  # data/<slug>/.download.json: archive name, sha256, bytes, date, files
     survey: Survey | None
     survey_error: CompError | None  # why the layout could not be detected
+    config_file: CompetitionConfig | None = None  # configs/<slug>.yaml, written from the survey
 
     def __rich__(self) -> Group:
         record = self.record
@@ -51,15 +54,8 @@ class DownloadResult:
         else:
             head = f"{self.folder}/ already holds the files: nothing downloaded (--force downloads again)"
         if self.survey is None:
-            lines = [head, f"Layout not detected: {self.survey_error}"]
-        else:
-            lines = [
-                head,
-                *self.survey.summary_lines(),
-                "Config lines for this competition:",
-                *("  " + line for line in self.survey.config_lines(self.competition)),
-            ]
-        return Group(*map(Text, lines))
+            return Group(Text(head), Text(f"Not surveyed, so no config written: {self.survey_error}"))
+        return Group(Text(head), self.survey, self.config_file)
 
 
 def _has_files(folder: Path) -> bool:
@@ -162,8 +158,11 @@ def _fetch(slug: str, dest: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
 
 
-def download_competition(slug: str, data_dir: Path = Path("data"), force: bool = False) -> DownloadResult:
-    """Fetch a competition's files into data_dir/<slug>/ (unless already there), then survey them."""
+def download_competition(
+    slug: str, data_dir: Path = Path("data"), force: bool = False, configs_dir: Path = LOCAL_CONFIGS
+) -> DownloadResult:
+    """Fetch a competition's files into data_dir/<slug>/ (unless already there), survey them and write
+    configs_dir/<slug>.yaml from the survey (never over an existing one)."""
     dest = Path(data_dir) / check_slug(slug)
     downloaded = force or not _has_files(dest)
     if downloaded:
@@ -174,4 +173,7 @@ def download_competition(slug: str, data_dir: Path = Path("data"), force: bool =
         survey, problem = survey_competition(dest), None
     except CompError as exc:
         survey, problem = None, exc
-    return DownloadResult(slug, dest, downloaded, record, survey, problem)
+    if survey is None:
+        return DownloadResult(slug, dest, downloaded, record, None, problem)
+    config_file = write_competition_config(survey, slug, configs_dir)
+    return DownloadResult(slug, dest, downloaded, record, survey, None, config_file)

@@ -35,6 +35,8 @@ def plan_fold(config: Config, fold: int, one_fold: bool, force: bool, resume: bo
     state = fold_state(run_dir(config.name), fold)
     folder = fold_dir(run_dir(config.name), fold)
     if state == "new" or (force and not resume):
+        if state == "new" and resume:  # as Lightning's ckpt_path="last" does: say it, then train
+            console.print(f"fold {fold}: nothing to resume in {folder} (no last.pt): training from scratch")
         return "train"
     if state == "interrupted":
         if resume:

@@ -1,0 +1,261 @@
+"""Small replicas of real Kaggle competitions' data shapes, built from scikit-learn's digits (upscaled).
+
+Each builder writes the competition's files under a folder, as its Kaggle archive unpacks, and returns
+the held-back truth: the test ids in the sample's order with their true class.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from sklearn.datasets import load_digits
+
+SIZE = 16  # images are the 8x8 digits upscaled to SIZE x SIZE
+
+
+@dataclass
+class Shape:
+    slug: str
+    truth: pd.DataFrame  # id (as in the sample), label (the true class, the submission's own type)
+    label_type: type  # the type the submission's labels read back as (int or str)
+
+
+def digits(classes: list[int], per_class: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """per_class images of each digit (SIZE x SIZE uint8 grey), taken from position `offset` of that digit's
+    images, interleaved so that no class comes in one block."""
+    data = load_digits()
+    images, labels = [], []
+    for i in range(per_class):
+        for digit in classes:
+            index = np.flatnonzero(data.target == digit)[offset + i]
+            image = np.round(data.images[index] * (255 / 16)).astype(np.uint8)
+            images.append(cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR))
+            labels.append(digit)
+    return np.stack(images), np.array(labels)
+
+
+def _write(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".dcm":
+        return write_dicom(path, image.astype(np.uint16) * 16)
+    cv2.imwrite(str(path), image)
+
+
+def write_dicom(path: Path, pixels: np.ndarray) -> None:
+    """A minimal single-frame MONOCHROME2 DICOM file holding 16-bit pixels, with a window."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.set_pixel_data(pixels.astype(np.uint16), "MONOCHROME2", 16)
+    ds.WindowCenter, ds.WindowWidth = 2048, 4096
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _split(classes, n_train, n_test):
+    train_x, train_y = digits(classes, n_train)
+    test_x, test_y = digits(classes, n_test, offset=n_train)
+    return train_x, train_y, test_x, test_y
+
+
+def _csv(path: Path, frame: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+
+
+# ----------------------------------------------------------------------------- the shapes
+
+
+def digit_recognizer(root: Path, n_train=30, n_test=6) -> Shape:
+    """train.csv label,pixel0..; test.csv pixels only; sample ImageId,Label with ids 1..N in test.csv order."""
+    tx, ty, vx, vy = _split(list(range(4)), n_train, n_test)
+    pixels = [f"pixel{i}" for i in range(SIZE * SIZE)]
+    _csv(
+        root / "train.csv",
+        pd.concat([pd.DataFrame({"label": ty}), pd.DataFrame(tx.reshape(len(tx), -1), columns=pixels)], axis=1),
+    )
+    _csv(root / "test.csv", pd.DataFrame(vx.reshape(len(vx), -1), columns=pixels))
+    ids = list(range(1, len(vx) + 1))
+    _csv(root / "sample_submission.csv", pd.DataFrame({"ImageId": ids, "Label": 0}))
+    return Shape("digit-recognizer", pd.DataFrame({"id": ids, "label": vy}), int)
+
+
+def kannada_mnist(root: Path, n_train=30, n_test=6) -> Shape:
+    """As digit-recognizer, but test.csv starts with an id column the sample uses (and Dig-MNIST.csv beside)."""
+    tx, ty, vx, vy = _split(list(range(4)), n_train, n_test)
+    pixels = [f"pixel{i}" for i in range(SIZE * SIZE)]
+    train = pd.concat([pd.DataFrame({"label": ty}), pd.DataFrame(tx.reshape(len(tx), -1), columns=pixels)], axis=1)
+    _csv(root / "train.csv", train)
+    _csv(root / "Dig-MNIST.csv", train.iloc[:8])
+    ids = list(range(len(vx)))
+    _csv(
+        root / "test.csv",
+        pd.concat([pd.DataFrame({"id": ids}), pd.DataFrame(vx.reshape(len(vx), -1), columns=pixels)], axis=1),
+    )
+    _csv(root / "sample_submission.csv", pd.DataFrame({"id": ids, "label": 5}))
+    return Shape("Kannada-MNIST", pd.DataFrame({"id": ids, "label": vy}), int)
+
+
+def dogs_vs_cats(root: Path, n_train=40, n_test=8) -> Shape:
+    """train/cat.0.jpg, train/dog.0.jpg; test/1.jpg ...; sample id,label with label = P(dog)."""
+    tx, ty, vx, vy = _split([0, 1], n_train, n_test)
+    names = {0: "cat", 1: "dog"}
+    counts = {0: 0, 1: 0}
+    for image, digit in zip(tx, ty, strict=True):
+        _write(root / "train" / f"{names[digit]}.{counts[digit]}.jpg", image)
+        counts[digit] += 1
+    ids = list(range(1, len(vx) + 1))
+    for i, image in zip(ids, vx, strict=True):
+        _write(root / "test" / f"{i}.jpg", image)
+    _csv(root / "sample_submission.csv", pd.DataFrame({"id": ids, "label": 0.5}))
+    return Shape(
+        "dogs-vs-cats-redux-kernels-edition", pd.DataFrame({"id": ids, "label": [names[d] for d in vy]}), float
+    )
+
+
+def aerial_cactus(root: Path, n_train=40, n_test=8) -> Shape:
+    """train.csv id,has_cactus with ids like <hex>.jpg in train/train/; test/test/; sample id,has_cactus (P(1))."""
+    tx, ty, vx, vy = _split([3, 8], n_train, n_test)
+    rng = np.random.default_rng(0)
+    hexes = [f"{rng.integers(1 << 62):016x}{i:04d}.jpg" for i in range(len(tx) + len(vx))]
+    for name, image in zip(hexes, np.concatenate([tx, vx]), strict=True):
+        _write(root / ("train/train" if name in hexes[: len(tx)] else "test/test") / name, image)
+    _csv(root / "train.csv", pd.DataFrame({"id": hexes[: len(tx)], "has_cactus": (ty == 8).astype(int)}))
+    test_ids = hexes[len(tx) :]
+    _csv(root / "sample_submission.csv", pd.DataFrame({"id": test_ids, "has_cactus": 0.5}))
+    return Shape("aerial-cactus-identification", pd.DataFrame({"id": test_ids, "label": (vy == 8).astype(int)}), float)
+
+
+SEEDLINGS = {0: "Black-grass", 1: "Common Chickweed", 2: "Loose Silky-bent", 3: "Shepherds Purse"}
+
+
+def plant_seedlings(root: Path, n_train=30, n_test=5) -> Shape:
+    """train/<class name with spaces>/<hash>.png; test/<hash>.png; sample file,species."""
+    tx, ty, vx, vy = _split(list(SEEDLINGS), n_train, n_test)
+    for i, (image, digit) in enumerate(zip(tx, ty, strict=True)):
+        _write(root / "train" / SEEDLINGS[digit] / f"{i:05x}e9.png", image)
+    files = [f"{i:04x}f.png" for i in range(len(vx))]
+    for name, image in zip(files, vx, strict=True):
+        _write(root / "test" / name, image)
+    _csv(root / "sample_submission.csv", pd.DataFrame({"file": files, "species": "Black-grass"}))
+    return Shape(
+        "plant-seedlings-classification", pd.DataFrame({"id": files, "label": [SEEDLINGS[d] for d in vy]}), str
+    )
+
+
+CIFAR = {0: "airplane", 1: "automobile", 2: "bird", 3: "cat"}
+
+
+def cifar_10(root: Path, n_train=30, n_test=5) -> Shape:
+    """trainLabels.csv id,label (ids 1..N, word labels), train/1.png; sampleSubmission.csv id,label."""
+    tx, ty, vx, vy = _split(list(CIFAR), n_train, n_test)
+    for i, image in enumerate(tx, start=1):
+        _write(root / "train" / f"{i}.png", image)
+    _csv(root / "trainLabels.csv", pd.DataFrame({"id": range(1, len(tx) + 1), "label": [CIFAR[d] for d in ty]}))
+    ids = list(range(1, len(vx) + 1))
+    for i, image in zip(ids, vx, strict=True):
+        _write(root / "test" / f"{i}.png", image)
+    _csv(root / "sampleSubmission.csv", pd.DataFrame({"id": ids, "label": "cat"}))
+    return Shape("cifar-10", pd.DataFrame({"id": ids, "label": [CIFAR[d] for d in vy]}), str)
+
+
+def state_farm(root: Path, n_train=30, n_test=5) -> Shape:
+    """driver_imgs_list.csv subject,classname,img; train/c0..c3/img_k.jpg; test/img_t.jpg; sample img,c0..c3."""
+    tx, ty, vx, vy = _split([0, 1, 2, 3], n_train, n_test)
+    rows = []
+    for i, (image, digit) in enumerate(zip(tx, ty, strict=True)):
+        _write(root / "train" / f"c{digit}" / f"img_{i}.jpg", image)
+        rows.append((f"p{(i // 4) % 6:03d}", f"c{digit}", f"img_{i}.jpg"))
+    _csv(root / "driver_imgs_list.csv", pd.DataFrame(rows, columns=["subject", "classname", "img"]))
+    ids = [f"img_{1000 + i}.jpg" for i in range(len(vx))]
+    for name, image in zip(ids, vx, strict=True):
+        _write(root / "test" / name, image)
+    _csv(root / "sample_submission.csv", pd.DataFrame({"img": ids, **{f"c{d}": 0.25 for d in range(4)}}))
+    return Shape(
+        "state-farm-distracted-driver-detection", pd.DataFrame({"id": ids, "label": [f"c{d}" for d in vy]}), float
+    )
+
+
+PATHOLOGY = ["healthy", "multiple_diseases", "rust", "scab"]
+
+
+def plant_pathology(root: Path, n_train=30, n_test=5) -> Shape:
+    """train.csv image_id + one-hot columns; images/Train_k.jpg and images/Test_k.jpg; test.csv image_id."""
+    tx, ty, vx, vy = _split([0, 1, 2, 3], n_train, n_test)
+    for i, image in enumerate(tx):
+        _write(root / "images" / f"Train_{i}.jpg", image)
+    for i, image in enumerate(vx):
+        _write(root / "images" / f"Test_{i}.jpg", image)
+    onehot = {name: (ty == d).astype(int) for d, name in enumerate(PATHOLOGY)}
+    _csv(root / "train.csv", pd.DataFrame({"image_id": [f"Train_{i}" for i in range(len(tx))], **onehot}))
+    ids = [f"Test_{i}" for i in range(len(vx))]
+    _csv(root / "test.csv", pd.DataFrame({"image_id": ids}))
+    _csv(root / "sample_submission.csv", pd.DataFrame({"image_id": ids, **{c: 0.25 for c in PATHOLOGY}}))
+    return Shape("plant-pathology-2020-fgvc7", pd.DataFrame({"id": ids, "label": [PATHOLOGY[d] for d in vy]}), float)
+
+
+def aptos(root: Path, n_train=30, n_test=5) -> Shape:
+    """train.csv id_code,diagnosis (0..4); train_images/, test_images/; test.csv id_code; sample id_code,diagnosis."""
+    tx, ty, vx, vy = _split([0, 1, 2, 3, 4], n_train, n_test)
+    codes = [f"{i:012x}" for i in range(len(tx) + len(vx))]
+    for code, image in zip(codes[: len(tx)], tx, strict=True):
+        _write(root / "train_images" / f"{code}.png", image)
+    for code, image in zip(codes[len(tx) :], vx, strict=True):
+        _write(root / "test_images" / f"{code}.png", image)
+    _csv(root / "train.csv", pd.DataFrame({"id_code": codes[: len(tx)], "diagnosis": ty}))
+    ids = codes[len(tx) :]
+    _csv(root / "test.csv", pd.DataFrame({"id_code": ids}))
+    _csv(root / "sample_submission.csv", pd.DataFrame({"id_code": ids, "diagnosis": 0}))
+    return Shape("aptos2019-blindness-detection", pd.DataFrame({"id": ids, "label": vy}), int)
+
+
+def other_files(root: Path, n_train=30, n_test=6, suffix=".tif") -> Shape:
+    """train.csv id,label with TIFF (histopathologic-cancer-detection), 16-bit PNG or DICOM images."""
+    tx, ty, vx, vy = _split([0, 1], n_train, n_test)
+    deep = suffix == ".png"
+    for i, image in enumerate(tx):
+        _write(root / "train" / f"t{i}{suffix}", image.astype(np.uint16) * 257 if deep else image)
+    for i, image in enumerate(vx):
+        _write(root / "test" / f"v{i}{suffix}", image.astype(np.uint16) * 257 if deep else image)
+    _csv(root / "train_labels.csv", pd.DataFrame({"id": [f"t{i}" for i in range(len(tx))], "label": ty}))
+    ids = [f"v{i}" for i in range(len(vx))]
+    _csv(root / "sample_submission.csv", pd.DataFrame({"id": ids, "label": 0}))
+    return Shape(f"images-{suffix.strip('.')}", pd.DataFrame({"id": ids, "label": vy}), int)
+
+
+SHAPES = {
+    "digit-recognizer": digit_recognizer,
+    "Kannada-MNIST": kannada_mnist,
+    "dogs-vs-cats-redux-kernels-edition": dogs_vs_cats,
+    "aerial-cactus-identification": aerial_cactus,
+    "plant-seedlings-classification": plant_seedlings,
+    "cifar-10": cifar_10,
+    "state-farm-distracted-driver-detection": state_farm,
+    "plant-pathology-2020-fgvc7": plant_pathology,
+    "aptos2019-blindness-detection": aptos,
+    "images-tif": lambda root: other_files(root, suffix=".tif"),
+    "images-png": lambda root: other_files(root, suffix=".png"),
+    "images-dcm": lambda root: other_files(root, suffix=".dcm"),
+}
+
+
+def archive(folder: Path) -> bytes:
+    """The folder as Kaggle serves it: one zip (train/ and test/ folders as inner zips, like dogs-vs-cats)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.writestr(path.relative_to(folder).as_posix(), path.read_bytes())
+    return buffer.getvalue()
