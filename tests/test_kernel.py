@@ -196,10 +196,11 @@ def test_demo_kernel_is_rehearsed_offline_pushed_and_submitted(demo, wheelhouse,
 def test_folder_layout_blend_rehearses_on_a_replaced_test_set(tmp_path, wheelhouse, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shutil.copytree(REPO / "comp/configs", tmp_path / "configs")
-    solution = write_folders_competition(tmp_path / "data/shapes", n_classes=6, per_class=12, n_test=30)
+    solution = write_folders_competition(tmp_path / "data/shapes", n_classes=6, per_class=24, n_test=30)
     data = ["--set", "data.competition=shapes", "--set", "data.root=data/shapes", *TINY]
+    data += ["--set", "train.epochs=6", "--set", "train.batch_size=8"]  # enough steps to learn the 6 patterns
     comp(tmp_path, "folds", *data)
-    for name, lr in (("a", "0.001"), ("b", "0.003")):  # one seed: blended runs share their fold file
+    for name, lr in (("a", "0.003"), ("b", "0.005")):  # one seed: blended runs share their fold file
         comp(tmp_path, "train", *data, "--set", f"name={name}", "--set", f"train.lr={lr}")
         comp(tmp_path, "predict", *data, "--set", f"name={name}")
     comp(tmp_path, "ensemble", "a", "b", "--name", "ab", "--method", "weighted", *data)

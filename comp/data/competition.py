@@ -138,7 +138,11 @@ def _require_root(cfg: DataConfig) -> Path:
 
 def load_test_set(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The test rows (id, path) the sample submission names, and the sample; no training data is read."""
-    return _test_from_sample(cfg, _require_root(cfg))
+    root = _require_root(cfg)
+    sample = read_sample(cfg, root)
+    if detect_layout(cfg) == "pixels":
+        return test_rows_from_pixels(cfg, root, sample), sample
+    return read_test_images(cfg, root, sample), sample
 
 
 def load_competition(cfg: DataConfig) -> Competition:

@@ -23,7 +23,8 @@ from rich.text import Text
 
 from comp.config import Config
 from comp.console import console
-from comp.data.competition import load_classes, read_csv_text, resolve_image
+from comp.data.competition import load_classes, read_csv_text, read_sample, read_test_images
+from comp.data.layouts import listed_id_column
 from comp.errors import CompError
 from comp.kernel.notebook import MANIFEST, SUBMISSION, notebook_source
 from comp.kernel.sandbox import (
@@ -80,14 +81,16 @@ class Rehearsal:
 
 
 def replaced_test_set(root: Path, dest: Path, config: Config) -> tuple[dict[str, str], list[str]]:
-    """dest: the competition with every entry linked except the test folder and the sample, which
-    hold a fifth fewer images and a third of the rest under new ids; returns (renamed, dropped)."""
+    """dest: the competition with every entry linked except the test folder, the sample (and the test
+    table, when data.test_csv lists the ids), which hold a fifth fewer images and a third of the rest
+    under new ids; returns (renamed: new id -> old id, dropped ids)."""
     data = config.data
-    sample = read_csv_text(root / data.sample_submission)
-    test_dir = root / data.test_dir
+    sample = read_sample(data, root)
+    paths = read_test_images(data, root, sample).set_index("id")["path"]
+    own = {data.test_dir, data.sample_submission, *([data.test_csv] if data.test_csv else [])}
     dest.mkdir(parents=True)
     for entry in root.iterdir():
-        if entry.name not in (data.test_dir, data.sample_submission):
+        if entry.name not in own:
             (dest / entry.name).symlink_to(entry.resolve())
     (dest / data.test_dir).mkdir(parents=True)
     id_column = sample.columns[0]
@@ -95,15 +98,19 @@ def replaced_test_set(root: Path, dest: Path, config: Config) -> tuple[dict[str,
     kept = sample[~sample[id_column].isin(dropped)].reset_index(drop=True)
     renamed = {}
     for row, old in enumerate(list(kept[id_column])):
-        image = resolve_image(test_dir, old, data.image_suffix)
-        if image is None:
-            raise CompError(f"Test image for id '{old}' not found in {test_dir}.", hint="Check data.test_dir.")
+        image = Path(paths[old])
         new = f"rehearsal_{old}" if row % 3 == 0 else old
         shutil.copy2(image, dest / data.test_dir / image.name.replace(old, new, 1))
         if new != old:
             renamed[new] = old
             kept.loc[row, id_column] = new
     kept.to_csv(dest / data.sample_submission, index=False)
+    if data.test_csv:
+        listed = read_csv_text(root / data.test_csv)
+        column = listed_id_column(data, listed, root / data.test_csv)
+        listed = listed[~listed[column].isin(dropped)].copy()
+        listed[column] = listed[column].map(lambda i: f"rehearsal_{i}" if f"rehearsal_{i}" in renamed else i)
+        listed.to_csv(dest / data.test_csv, index=False)
     return renamed, dropped
 
 
