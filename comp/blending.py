@@ -7,6 +7,10 @@ averaged, rows renormalised: for rank metrics such as AUC). `--weights auto` fit
 weights that sum to one by minimising the blend's OOF log loss, whatever `predict.metric` is: log
 loss is smooth and rewards good probabilities, where accuracy-like metrics are step functions an
 optimiser cannot follow. The test set is never looked at.
+
+Multi-label tables hold independent per-tag probabilities: they are blended per tag and never
+renormalised across the tags (geometric: the sigmoid of the weighted mean logit; the weights fitted
+on the mean binary log loss). Decision thresholds are fitted afterwards, on the blend's OOF rows.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from comp.metrics import EPS, log_loss
 METHODS = ("mean", "weighted", "geometric", "rank")
 
 
-def prepare(method: str, stack: np.ndarray) -> np.ndarray:
+def prepare(method: str, stack: np.ndarray, task: str = "multiclass") -> np.ndarray:
     """The per-member transform that does not depend on the weights (stack: members x rows x classes)."""
+    if method == "geometric" and task == "multilabel":
+        clipped = np.clip(stack, EPS, 1.0 - EPS)
+        return np.log(clipped) - np.log1p(-clipped)  # per-tag logits
     if method == "geometric":
         return np.log(np.clip(stack, EPS, 1.0))
     if method == "rank":
@@ -30,29 +37,32 @@ def prepare(method: str, stack: np.ndarray) -> np.ndarray:
     return stack
 
 
-def mix(method: str, prepared: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The weighted blend of prepared members, each row normalised to sum to one."""
+def mix(method: str, prepared: np.ndarray, weights: np.ndarray, task: str = "multiclass") -> np.ndarray:
+    """The weighted blend of prepared members, each row normalised to sum to one (multilabel: each tag on its own,
+    no renormalisation)."""
     mixed = np.tensordot(weights, prepared, axes=1)
+    if task == "multilabel":
+        return 1.0 / (1.0 + np.exp(-mixed)) if method == "geometric" else mixed
     if method == "geometric":
         mixed = np.exp(mixed - mixed.max(axis=1, keepdims=True))
     return mixed / mixed.sum(axis=1, keepdims=True)
 
 
-def blend_table(method: str, stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return mix(method, prepare(method, stack), weights)
+def blend_table(method: str, stack: np.ndarray, weights: np.ndarray, task: str = "multiclass") -> np.ndarray:
+    return mix(method, prepare(method, stack, task), weights, task)
 
 
-def fit_weights(method: str, oof_stack: np.ndarray, y: np.ndarray) -> np.ndarray:
+def fit_weights(method: str, oof_stack: np.ndarray, y: np.ndarray, task: str = "multiclass") -> np.ndarray:
     """Non-negative weights summing to one that minimise the blend's OOF log loss (SLSQP).
 
     Equal weights and each member alone are candidates too, whatever the optimiser does: with
     `mean` and `geometric` the blend's OOF log loss is never worse than the best member's.
     """
-    prepared = prepare(method, oof_stack)
+    prepared = prepare(method, oof_stack, task)
     n = len(oof_stack)
 
     def objective(w: np.ndarray) -> float:
-        return log_loss(y, mix(method, prepared, w))
+        return log_loss(y, mix(method, prepared, w, task))
 
     equal = np.full(n, 1.0 / n)
     fitted = minimize(

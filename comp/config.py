@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from rich.text import Text
 
 from comp.errors import CompError
@@ -27,6 +27,10 @@ DEFAULT_CONFIG = "default"
 LOCAL_CONFIGS = Path("configs")
 # A config's name, which is also what `comp init` takes: a Kaggle slug fits it.
 CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+# What train.loggers may name, and the extra that installs each (csv: metrics.csv, always written).
+LOGGER_EXTRAS = {"csv": None, "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+# Keys of earlier versions still read (old runs' config.yaml), and what became of them.
+RENAMED_KEYS = {"train.tensorboard": "train.loggers"}
 
 
 class Section(BaseModel):
@@ -49,6 +53,9 @@ class DataConfig(Section):
     test_id_column: str | None = None
     sample_submission: str = "sample_submission.csv"
     image_size: int = Field(16, ge=8)
+    # auto: multilabel when a label cell holds several space-separated tags, binary with two classes,
+    # ordinal when predict.metric is quadratic_weighted_kappa, multiclass otherwise (comp.tasks).
+    task: Literal["auto", "multiclass", "binary", "multilabel", "ordinal"] = "auto"
     cache: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("cache", mode="before")
@@ -119,7 +126,36 @@ class TrainConfig(Section):
     num_workers: int | Literal["auto"] = "auto"
     pin_memory: bool = True
     persistent_workers: bool = True
-    tensorboard: bool = False
+    loggers: list[str] = Field(default_factory=lambda: ["csv"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorboard_switch(cls, data: Any) -> Any:
+        """train.tensorboard (before train.loggers): true reads as `tensorboard` among the loggers."""
+        if isinstance(data, dict) and "tensorboard" in data:
+            data = dict(data)
+            if data.pop("tensorboard") is True:
+                data["loggers"] = [*_as_list(data.get("loggers", ["csv"])), "tensorboard"]
+        return data
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _known_loggers(cls, value: Any) -> Any:
+        names = _as_list(value)
+        for name in names:
+            if name not in LOGGER_EXTRAS:
+                close = difflib.get_close_matches(str(name), list(LOGGER_EXTRAS), n=1, cutoff=0.5)
+                raise CompError(
+                    f"Unknown logger '{name}' in train.loggers.{f' Did you mean {close[0]}?' if close else ''}",
+                    hint=f"train.loggers takes a list of: {', '.join(LOGGER_EXTRAS)} "
+                    "(e.g. --set train.loggers=[csv,wandb]).",
+                )
+        return list(dict.fromkeys(names))
+
+
+def _as_list(value: Any) -> Any:
+    """A bare name (`--set train.loggers=wandb`) is a list of one."""
+    return [value] if isinstance(value, str) else value
 
 
 # A preset name (comp.augment.PRESETS) or a list of albumentations transforms, see comp/augment.py.
@@ -132,15 +168,40 @@ class AugConfig(Section):
     phase2_epoch: int | None = None
 
 
+MetricName = Literal[
+    "accuracy",
+    "balanced_accuracy",
+    "log_loss",
+    "macro_f1",
+    "roc_auc",
+    "mean_column_auc",
+    "quadratic_weighted_kappa",
+    "f_beta",
+    "map_at_k",
+]
+# The parameters a metric takes from predict.metric_params (comp.metrics has their defaults).
+METRIC_PARAMS: dict[str, tuple[str, ...]] = {"f_beta": ("beta",), "map_at_k": ("k",)}
+
+
 class PredictConfig(Section):
     tta: list[str] | Literal["auto"] = "auto"
     tta_mean: Literal["arithmetic", "geometric"] = "arithmetic"
-    metric: Literal["accuracy", "balanced_accuracy", "log_loss", "macro_f1", "roc_auc"] = "accuracy"
+    metric: MetricName = "accuracy"
+    metric_params: dict[str, float] = Field(default_factory=dict)
     batch_size: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _known_params(self) -> PredictConfig:
+        allowed = METRIC_PARAMS.get(self.metric, ())
+        unknown = [key for key in self.metric_params if key not in allowed]
+        if unknown:
+            takes = f"takes {', '.join(allowed)}" if allowed else "takes no parameters"
+            raise ValueError(f"predict.metric_params has {', '.join(unknown)}, but metric {self.metric} {takes}")
+        return self
 
 
 class SubmissionConfig(Section):
-    format: Literal["auto", "label", "probabilities", "binary"] = "auto"
+    format: Literal["auto", "label", "probabilities", "binary", "tags", "top_k"] = "auto"
     positive_class: str | int | None = None
 
 
@@ -167,6 +228,13 @@ class Config(Section):
     submission: SubmissionConfig = Field(default_factory=SubmissionConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
 
+    @model_validator(mode="after")
+    def _graded_metric_means_ordinal(self) -> Config:
+        """data.task auto with quadratic weighted kappa is ordinal: a kappa metric says the labels are grades."""
+        if self.data.task == "auto" and self.predict.metric == "quadratic_weighted_kappa":
+            self.data.task = "ordinal"
+        return self
+
     @property
     def fold_file(self) -> Path:
         return Path("folds") / f"{self.data.competition}_k{self.folds.k}_s{self.seed}.csv"
@@ -176,7 +244,18 @@ class Config(Section):
 
 
 # Keys whose value is a free-form mapping: their children are not checked against the schema.
-_FREE_FORM = {"model.kwargs", "probe.grid"}
+_FREE_FORM = {"model.kwargs", "probe.grid", "predict.metric_params"}
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: a config (or any nested mapping) as dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
@@ -214,7 +293,7 @@ def _check_keys(tree: dict[str, Any], source: str, prefix: str = "") -> None:
     known = set(valid_keys())
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if dotted not in known:
+        if dotted not in known and dotted not in RENAMED_KEYS:
             raise _unknown_key_error(dotted, source)
         if isinstance(value, dict) and dotted not in _FREE_FORM:
             _check_keys(value, source, f"{dotted}.")
@@ -223,7 +302,11 @@ def _check_keys(tree: dict[str, Any], source: str, prefix: str = "") -> None:
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in ("kwargs", "grid"):
+        if (
+            isinstance(value, dict)
+            and isinstance(merged.get(key), dict)
+            and key not in ("kwargs", "grid", "metric_params")
+        ):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value

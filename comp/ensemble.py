@@ -6,7 +6,8 @@ blended only when they share the class list, the test ids, the OOF ids and the f
 sha256, recorded in cv.json by `comp predict` and by every blend).
 
 The blend rules and the weight fitting are comp.blending's. The OOF score (`predict.metric`) and log
-loss of each member and of the blend are reported.
+loss of each member and of the blend are reported; the decision thresholds of a multi-label or
+ordinal task are fitted again on the blend's OOF rows (cv.json) and applied to its test rows.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from comp.runs import (
     probability_table,
     read_cv,
     read_predictions,
+    read_table_task,
     resolve_run,
     run_dir,
     write_predictions,
 )
 from comp.submission.formats import create_submission, write_submission
+from comp.tasks import decision_record, same_outputs
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Member:
     test: pd.DataFrame
     classes: list
     cv: dict
+    task: str
 
 
 @dataclass
@@ -100,7 +104,7 @@ def load_member(run_dir: Path) -> Member:
             f"{run_dir / 'cv.json'} does not record the fold file its OOF rows came from.",
             hint=f"Run `comp predict` for {run_dir.name} again: it records the fold file's sha256.",
         )
-    return Member(run_dir, oof, test, classes, cv)
+    return Member(run_dir, oof, test, classes, cv, read_table_task(run_dir / "oof.parquet"))
 
 
 def check_compatible(members: list[Member], classes: list) -> None:
@@ -110,6 +114,12 @@ def check_compatible(members: list[Member], classes: list) -> None:
         check_same_classes(classes, member.classes, f"Run {member.run_dir}")
     for member in members[1:]:
         where = f"Runs {first.run_dir} and {member.run_dir}"
+        if not same_outputs(member.task, first.task):
+            raise CompError(
+                f"{where} were predicted for different tasks ({first.task}, {member.task}): their probabilities "
+                "mean different things.",
+                hint="Blend multi-label runs with multi-label runs only (data.task).",
+            )
         if member.cv["fold_file_sha256"] != first.cv["fold_file_sha256"]:
             raise CompError(
                 f"{where} were validated on different fold files ({first.cv.get('fold_file')} "
@@ -130,8 +140,8 @@ def check_compatible(members: list[Member], classes: list) -> None:
             )
 
 
-def metric_and_log_loss(metric: str, targets: np.ndarray, probs: np.ndarray) -> Score:
-    return Score(metric, score(metric, targets, probs), log_loss(targets, probs))
+def metric_and_log_loss(metric: str, targets: np.ndarray, probs: np.ndarray, params: dict, thresholds=None) -> Score:
+    return Score(metric, score(metric, targets, probs, **params, thresholds=thresholds), log_loss(targets, probs))
 
 
 # ----------------------------------------------------------------------------- the blended run
@@ -148,6 +158,7 @@ class Blend:
     test: pd.DataFrame
     member_scores: dict[str, Score]
     score: Score
+    decisions: dict  # comp.tasks.decision_record: task, metric parameters, thresholds fitted on the blend's OOF
 
 
 def blend_members(
@@ -157,6 +168,7 @@ def blend_members(
     metric: str,
     method: str = "mean",
     weights: str | None = None,
+    params: dict | None = None,
 ) -> Blend:
     """Align the members by id, fit or take the weights, and blend their OOF and test tables alike."""
     if method not in METHODS:
@@ -165,19 +177,25 @@ def blend_members(
     columns = [column_name(c) for c in classes]
     oof_stack = np.stack([m.oof.loc[oof_ids, columns].to_numpy(np.float64) for m in members])
     test_stack = np.stack([m.test.loc[test_ids, columns].to_numpy(np.float64) for m in members])
-    y = competition.class_indices(oof_ids, classes)
+    y, task, params = competition.targets(oof_ids, classes), competition.task, params or {}
     rule = "mean" if method == "weighted" else method
     parsed = parse_weights(weights, method, len(members))
-    fitted = fit_weights(rule, oof_stack, y) if isinstance(parsed, str) else parsed
-    oof = blend_table(rule, oof_stack, fitted)
+    fitted = fit_weights(rule, oof_stack, y, task) if isinstance(parsed, str) else parsed
+    oof = blend_table(rule, oof_stack, fitted, task)
+    _, decisions = decision_record(task, metric, params, y, oof)
+    member_scores = {
+        str(m.run_dir): metric_and_log_loss(metric, y, s, params, m.cv.get("thresholds"))
+        for m, s in zip(members, oof_stack, strict=True)
+    }
     return Blend(
         method,
         fitted,
         "auto" if isinstance(parsed, str) else ("given" if weights else "equal"),
         probability_table(oof_ids, oof, classes).set_index("id"),
-        probability_table(test_ids, blend_table(rule, test_stack, fitted), classes).set_index("id"),
-        {str(m.run_dir): metric_and_log_loss(metric, y, s) for m, s in zip(members, oof_stack, strict=True)},
-        metric_and_log_loss(metric, y, oof),
+        probability_table(test_ids, blend_table(rule, test_stack, fitted, task), classes).set_index("id"),
+        member_scores,
+        metric_and_log_loss(metric, y, oof, params, decisions["thresholds"]),
+        decisions,
     )
 
 
@@ -204,9 +222,9 @@ def _member_record(run_dir: Path, weight: float, member_score: Score | None) -> 
 
 def write_blend_run(folder: Path, members: list[Member], classes: list, result: Blend) -> None:
     """The blend as a run folder: oof/test tables, classes.json, cv.json and members.json."""
-    views = [f"blend:{result.method}"]
-    write_predictions(folder / "oof.parquet", result.oof.reset_index(), classes, views)
-    write_predictions(folder / "test.parquet", result.test.reset_index(), classes, views)
+    views, task = [f"blend:{result.method}"], result.decisions["task"]
+    write_predictions(folder / "oof.parquet", result.oof.reset_index(), classes, views, task)
+    write_predictions(folder / "test.parquet", result.test.reset_index(), classes, views, task)
     save_classes(classes, folder / "classes.json")
     shared = members[0].cv  # check_compatible made every member's fold file the same
     write_json(
@@ -215,6 +233,7 @@ def write_blend_run(folder: Path, members: list[Member], classes: list, result: 
             "metric": result.score.metric,
             "oof": result.score.value,
             "log_loss": result.score.log_loss,
+            **result.decisions,
             "folds": {},
             "fold_file": shared.get("fold_file"),
             "fold_file_sha256": shared["fold_file_sha256"],
@@ -260,9 +279,11 @@ def blend(
     classes = members[0].classes
     check_same_classes(competition.classes, classes, f"Run {members[0].run_dir}")
     check_compatible(members, classes)
-    result = blend_members(competition, members, classes, config.predict.metric, method, weights)
+    check_task(competition, members[0].run_dir, members[0].task)
+    metric, params = config.predict.metric, config.predict.metric_params
+    result = blend_members(competition, members, classes, metric, method, weights, params)
     # The submission is built before anything is written: a format problem leaves nothing behind.
-    frame = submission_frame(config, competition, result.test, classes)
+    frame = submission_frame(config, competition, result.test, classes, result.decisions["thresholds"])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     folder = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp")  # hidden, beside its final place
     folder.mkdir()
@@ -279,10 +300,29 @@ def blend(
 # ----------------------------------------------------------------------------- submissions
 
 
-def submission_frame(config: Config, competition: Competition, test: pd.DataFrame, classes: list) -> pd.DataFrame:
+def check_task(competition: Competition, run_dir: Path, task: str) -> None:
+    """Per-tag probabilities cannot make a single-label submission, nor a softmax table a multi-label one."""
+    if not same_outputs(task, competition.task):
+        raise CompError(
+            f"Run {run_dir} was predicted for data.task {task}, but the data is read as {competition.task}.",
+            hint=f"Set data.task: {task} as when the run was trained, or predict it again.",
+        )
+
+
+def submission_frame(
+    config: Config, competition: Competition, test: pd.DataFrame, classes: list, thresholds=None
+) -> pd.DataFrame:
+    """The submission of test probabilities: the task's decisions (with the thresholds fitted on the OOF rows)
+    in the sample's format."""
     check_same_classes(competition.classes, classes, "The test predictions")
     return create_submission(
-        competition.sample, test, classes, config.submission.format, config.submission.positive_class
+        competition.sample,
+        test,
+        classes,
+        config.submission.format,
+        config.submission.positive_class,
+        task=competition.task,
+        thresholds=thresholds,
     )
 
 
@@ -299,12 +339,13 @@ def write_run_submission(
     config: Config, competition: Competition, run_dir: Path, frame: pd.DataFrame | None = None
 ) -> Path:
     """submissions/<run name>.csv from a run's test predictions (never overwriting), plus its sidecar JSON."""
+    cv = read_cv(run_dir)
     if frame is None:
         test, classes = read_predictions(run_dir / "test.parquet")
-        frame = submission_frame(config, competition, test, classes)
+        check_task(competition, run_dir, read_table_task(run_dir / "test.parquet"))
+        frame = submission_frame(config, competition, test, classes, cv.get("thresholds"))
     path = next_submission_path(run_dir.name)
     write_submission(frame, path)
-    cv = read_cv(run_dir)
     method, sources = _sources(run_dir)
     write_json(
         path.with_suffix(".json"),
@@ -315,6 +356,8 @@ def write_run_submission(
             "metric": cv.get("metric"),
             "oof_score": cv.get("oof"),
             "log_loss": cv.get("log_loss"),
+            "task": cv.get("task"),
+            "thresholds": cv.get("thresholds"),
             "fold_file": cv.get("fold_file"),
             "fold_file_sha256": cv.get("fold_file_sha256"),
             "method": method,

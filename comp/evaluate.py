@@ -1,8 +1,9 @@
 """`comp evaluate`: a run's OOF predictions scored every way, a per-class table, cv.json updated, reports.
 
 Works on any run folder with oof.parquet, trained or blended. The true labels come from the
-competition's training table, aligned by id. `predict.metric` decides cv.json's "metric" and "oof";
-every metric is recorded under "metrics".
+competition's training table, aligned by id. `predict.metric` decides cv.json's "metric" and "oof"
+(with the decision thresholds `comp predict` fitted, as cv.json records them); the general metrics
+that fit the task are recorded under "metrics".
 """
 
 from __future__ import annotations
@@ -20,19 +21,24 @@ from sklearn.metrics import precision_recall_fscore_support
 from comp.config import Config
 from comp.data.competition import Competition, check_same_classes, column_name
 from comp.io import write_json
-from comp.metrics import all_scores, score
+from comp.metrics import GENERAL, METRICS, score
 from comp.report import write_reports
 from comp.runs import fold_dirs, read_cv, read_predictions, resolve_run
+from comp.tasks import decide
+from comp.trackers import check_trackers, log_results
 
 
 @dataclass
 class OOF:
-    """A run's OOF rows: ids, true class indices, probabilities (rows x classes) and the class list."""
+    """A run's OOF rows: ids, targets (class indices, or 0/1 per tag), probabilities (rows x classes), the class
+    list, and the task's decision thresholds (cv.json)."""
 
     ids: np.ndarray
     targets: np.ndarray
     probs: np.ndarray
     classes: list
+    task: str = "multiclass"
+    thresholds: list | None = None
 
 
 @dataclass
@@ -73,12 +79,21 @@ def load_oof(run_dir: Path, competition: Competition) -> OOF:
     path = run_dir / "oof.parquet"
     table, classes = read_predictions(path)
     check_same_classes(competition.classes, classes, str(path))
-    targets = competition.class_indices(table.index, classes)
+    targets = competition.targets(table.index, classes)
     probs = table[[column_name(c) for c in classes]].to_numpy(dtype=np.float64)
-    return OOF(table.index.to_numpy(), targets, probs, classes)
+    return OOF(table.index.to_numpy(), targets, probs, classes, competition.task, read_cv(run_dir).get("thresholds"))
 
 
-def fold_scores(run_dir: Path, oof: OOF, metric: str) -> dict[str, float]:
+def oof_scores(oof: OOF, metric: str, params: dict) -> dict[str, float]:
+    """The general metrics that fit the task (default decisions), and the configured one with its parameters and
+    the fitted thresholds."""
+    names = [n for n in GENERAL if not (oof.task == "multilabel" and METRICS[n].single_label_only)]
+    scores = {name: score(name, oof.targets, oof.probs) for name in names}
+    scores[metric] = score(metric, oof.targets, oof.probs, **params, thresholds=oof.thresholds)
+    return scores
+
+
+def fold_scores(run_dir: Path, oof: OOF, metric: str, params: dict) -> dict[str, float]:
     """The metric on each fold's rows (the ids of fold<k>/oof.parquet); empty for a blended run."""
     scores = {}
     for k, folder in fold_dirs(run_dir).items():
@@ -86,27 +101,31 @@ def fold_scores(run_dir: Path, oof: OOF, metric: str) -> dict[str, float]:
         if not path.exists():
             continue
         rows = np.isin(oof.ids, pd.read_parquet(path, columns=["id"])["id"].to_numpy())
-        scores[str(k)] = score(metric, oof.targets[rows], oof.probs[rows])
+        scores[str(k)] = score(metric, oof.targets[rows], oof.probs[rows], **params, thresholds=oof.thresholds)
     return dict(sorted(scores.items(), key=lambda item: int(item[0])))
 
 
 def per_class_table(oof: OOF) -> pd.DataFrame:
+    predicted = decide(oof.task, oof.probs, oof.thresholds)
     precision, recall, f1, support = precision_recall_fscore_support(
-        oof.targets, oof.probs.argmax(1), labels=range(len(oof.classes)), zero_division=0
+        oof.targets.astype(int), predicted.astype(int), labels=range(len(oof.classes)), zero_division=0
     )
     return pd.DataFrame({"class": oof.classes, "precision": precision, "recall": recall, "f1": f1, "support": support})
 
 
 def evaluate_run(config: Config, competition: Competition, run: str | None = None) -> Evaluation:
-    """Score RUN's OOF predictions (default: the configured experiment), update its cv.json, draw its reports."""
+    """Score RUN's OOF predictions (default: the configured experiment), update its cv.json, draw its reports,
+    and hand them to the configured trackers."""
+    check_trackers(config)
     run_dir = resolve_run(run or config.name)
     oof = load_oof(run_dir, competition)
-    metric = config.predict.metric
-    scores = all_scores(oof.targets, oof.probs)
-    folds = fold_scores(run_dir, oof, metric)
+    metric, params = config.predict.metric, config.predict.metric_params
+    scores = oof_scores(oof, metric, params)
+    folds = fold_scores(run_dir, oof, metric, params)
     cv = read_cv(run_dir)
     cv.update(metric=metric, oof=scores[metric], folds=folds, log_loss=scores["log_loss"], metrics=scores)
     image_paths = competition.train.set_index("id")["path"]
     reports = write_reports(run_dir, oof.ids, oof.targets, oof.probs, oof.classes, image_paths)
     write_json(run_dir / "cv.json", cv)
+    log_results(config, run_dir)
     return Evaluation(run_dir, metric, scores, folds, per_class_table(oof), reports)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rich.console import Group
 from rich.text import Text
 
@@ -82,7 +83,8 @@ def fold_count(config: Config) -> int:
 
 
 def describe_run(config: Config, competition: Competition) -> RunInfo:
-    counts = competition.train["label"].value_counts()
+    targets = competition.targets(competition.train["id"], competition.classes)  # 0/1 per tag when multilabel
+    counts = targets.sum(0) if targets.ndim == 2 else np.bincount(targets, minlength=len(competition.classes))
     folder = run_dir(config.name)
     cv = read_cv(folder)
     return RunInfo(
@@ -90,7 +92,7 @@ def describe_run(config: Config, competition: Competition) -> RunInfo:
         run_dir=folder,
         model=describe_model(config, len(competition.classes)),
         image_size=config.data.image_size,
-        class_counts={c: int(counts.get(c, 0)) for c in competition.classes},
+        class_counts={c: int(n) for c, n in zip(competition.classes, counts, strict=True)},  # images holding it
         fold_file=config.fold_file,
         fold_file_exists=config.fold_file.exists(),
         fold_states={k: fold_state(folder, k) for k in range(fold_count(config))},

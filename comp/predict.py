@@ -54,6 +54,8 @@ from comp.runs import (
 )
 from comp.streaming import Streamer, TrainedRun, collect, open_run
 from comp.submission.formats import create_submission, write_submission
+from comp.tasks import check_metric, decision_labels, decision_record, same_outputs
+from comp.trackers import check_trackers, log_results
 from comp.tta import AUTO_CANDIDATES, ViewChoice, choose_views, combine, resolve_views
 
 
@@ -66,6 +68,7 @@ class PredictResult:
     oof_score: float
     missing_folds: list[int]
     choice: ViewChoice | None  # what `predict.tta: auto` measured
+    decisions: dict | None = None  # comp.tasks.decision_record: the task and the thresholds fitted on OOF rows
 
     def __rich__(self) -> Group:
         lines = []
@@ -82,6 +85,14 @@ class PredictResult:
                     f"folds {', '.join(map(str, self.missing_folds))} are not trained: the OOF score "
                     f"covers {len(self.folds)} of {len(self.folds) + len(self.missing_folds)} folds",
                     style="yellow",
+                )
+            )
+        if self.decisions and self.decisions.get("thresholds") is not None:
+            fitted = ", ".join(f"{t:.2f}" for t in self.decisions["thresholds"])
+            lines.append(
+                Text(
+                    f"{self.decisions['task']} decisions: thresholds fitted on the OOF rows [{fitted}]: {self.metric} "
+                    f"{self.decisions['oof_default_thresholds']:.4f} -> {self.oof_score:.4f} (applied to test)"
                 )
             )
         lines.append(
@@ -122,9 +133,9 @@ def run_predict(
     return predict(config, load_competition(config.data), tta=tta)
 
 
-def mean_probs(log_probs: np.ndarray | torch.Tensor, mean: str) -> np.ndarray:
+def mean_probs(log_probs: np.ndarray | torch.Tensor, mean: str, task: str = "multiclass") -> np.ndarray:
     """Probabilities (rows x classes, float64) averaged over the first axis of per-view log-probabilities."""
-    return combine(torch.as_tensor(log_probs), mean).exp().double().numpy()
+    return combine(torch.as_tensor(log_probs), mean, task=task).exp().double().numpy()
 
 
 # ----------------------------------------------------------------------------- a run
@@ -151,12 +162,25 @@ def check_fold_file(config: Config, run: TrainedRun, folds: pd.DataFrame) -> lis
     return sorted(in_file - set(run.folds))
 
 
+def check_run_task(config: Config, run: TrainedRun, competition: Competition) -> None:
+    """A run trained with a sigmoid per tag cannot predict a single-label task, nor a softmax run a multi-label one."""
+    recorded = run.config.data.task
+    if recorded != "auto" and not same_outputs(recorded, competition.task):
+        raise CompError(
+            f"Run '{config.name}' was trained for data.task {recorded}, but the data is read as {competition.task}.",
+            hint=f"Set data.task: {recorded} as when the run was trained, or retrain: comp train --fold all --force.",
+        )
+
+
 def predict(config: Config, competition: Competition, tta: bool = False) -> PredictResult:
     """Write every trained fold's oof/test tables, then the run's oof.parquet, test.parquet and cv.json."""
     setting = resolve_views(config.predict.tta, tta)
-    run = open_run(config)
-    folder, mean, metric = run_dir(config.name), config.predict.tta_mean, config.predict.metric
+    check_trackers(config)
+    run = open_run(config, competition.task)
+    folder, mean, metric, task = run_dir(config.name), config.predict.tta_mean, config.predict.metric, run.task
+    check_metric(task, metric)
     check_same_classes(run.classes, competition.classes, f"Run {folder}")
+    check_run_task(config, run, competition)
     folds = load_folds(config, competition)
     missing = check_fold_file(config, run, folds)
     candidates = AUTO_CANDIDATES if setting == "auto" else setting
@@ -168,7 +192,7 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
         oof_log_probs = {
             k: collect(stream(k, train.loc[oof_ids[k], "path"], candidates, "oof"), len(oof_ids[k])) for k in run.folds
         }
-        targets = {k: competition.class_indices(oof_ids[k], run.classes) for k in run.folds}
+        targets = {k: competition.targets(oof_ids[k], run.classes) for k in run.folds}
         choice = None
         if setting == "auto":
             choice = choose_views(
@@ -177,45 +201,68 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
                 np.concatenate(list(targets.values())),
                 metric,
                 mean,
+                task,
+                config.predict.metric_params,
             )
         views = choice.views if choice else candidates
         picked = [candidates.index(v) for v in views]
 
-        oof_tables, fold_scores = [], {}
+        oof_tables = {}
         for k in run.folds:
-            probs = mean_probs(oof_log_probs.pop(k)[picked], mean)
-            fold_scores[k] = score(metric, targets[k], probs)
-            oof_tables.append(probability_table(oof_ids[k], probs, run.classes))
-            write_predictions(fold_dir(stage, k) / "oof.parquet", oof_tables[-1], run.classes, views)
+            probs = mean_probs(oof_log_probs.pop(k)[picked], mean, task)
+            oof_tables[k] = probability_table(oof_ids[k], probs, run.classes)
+            write_predictions(fold_dir(stage, k) / "oof.parquet", oof_tables[k], run.classes, views, task)
         test_probs = fold_mean(stream, competition.test["path"], competition.test["id"], views, "test", stage)
 
         extra = {"tta_mean": mean, **({"tta_auto": asdict(choice)} if choice else {})}
-        oof_score = write_run_predictions(
-            stage, oof_tables, test_probs, competition, run.classes, views, metric, fold_scores, config, **extra
+        oof_score, fold_scores, decisions = write_run_predictions(
+            stage,
+            oof_tables,
+            test_probs,
+            competition,
+            run.classes,
+            views,
+            metric,
+            config.predict.metric_params,
+            config,
+            **extra,
         )
-    return PredictResult(folder, views, metric, fold_scores, oof_score, missing, choice)
+    log_results(config, folder)
+    return PredictResult(folder, views, metric, fold_scores, oof_score, missing, choice, decisions)
 
 
 def write_run_predictions(
     stage: Path,
-    oof_tables: list[pd.DataFrame],
+    oof_tables: dict[int, pd.DataFrame],
     test_probs: np.ndarray,
     competition: Competition,
     classes: list,
     views: list[str],
     metric: str,
-    fold_scores: dict[int, float],
+    params: dict,
     fold_config: Config,
     **extra,
-) -> float:
-    """A run's oof.parquet, test.parquet and cv.json (plus `extra` keys), from its folds' OOF tables and
-    mean test probabilities; returns the OOF score."""
-    oof = pd.concat(oof_tables, ignore_index=True)
-    targets, oof_probs = competition.class_indices(oof["id"], classes), oof.iloc[:, 1:].to_numpy()
-    oof_score = score(metric, targets, oof_probs)
-    write_predictions(stage / "oof.parquet", oof, classes, views)
+) -> tuple[float, dict[int, float], dict]:
+    """A run's oof.parquet, test.parquet and cv.json (plus `extra` keys), from its folds' OOF tables (by fold) and
+    mean test probabilities; returns the OOF score and each fold's, with the decisions fitted on all OOF rows, and
+    the record of those decisions."""
+    task = competition.task
+    oof = pd.concat(list(oof_tables.values()), ignore_index=True)
+    targets, oof_probs = competition.targets(oof["id"], classes), oof.iloc[:, 1:].to_numpy()
+    oof_score, decisions = decision_record(task, metric, params, targets, oof_probs)
+    fold_scores = {
+        k: score(
+            metric,
+            competition.targets(table["id"], classes),
+            table.iloc[:, 1:].to_numpy(),
+            **params,
+            thresholds=decisions["thresholds"],
+        )
+        for k, table in oof_tables.items()
+    }
+    write_predictions(stage / "oof.parquet", oof, classes, views, task)
     write_predictions(
-        stage / "test.parquet", probability_table(competition.test["id"], test_probs, classes), classes, views
+        stage / "test.parquet", probability_table(competition.test["id"], test_probs, classes), classes, views, task
     )
     write_json(
         stage / "cv.json",
@@ -225,13 +272,14 @@ def write_run_predictions(
             "folds": {str(k): v for k, v in fold_scores.items()},
             "log_loss": score("log_loss", targets, oof_probs),
             "views": views,
+            **decisions,
             # which fold file the OOF rows came from: comp ensemble blends only equal ones
             "fold_file": str(fold_config.fold_file),
             "fold_file_sha256": fold_file_hash(fold_config),
             **extra,
         },
     )
-    return oof_score
+    return oof_score, fold_scores, decisions
 
 
 def fold_mean(stream: Streamer, paths, ids, views: list[str], label: str, tables: Path | None = None) -> np.ndarray:
@@ -242,9 +290,9 @@ def fold_mean(stream: Streamer, paths, ids, views: list[str], label: str, tables
     for k in stream.run.folds:
         start = 0
         table = fold_dir(tables, k) / "test.parquet" if tables else None
-        with TableWriter(table, stream.run.classes, views) if table else nullcontext() as writer:
+        with TableWriter(table, stream.run.classes, views, stream.run.task) if table else nullcontext() as writer:
             for batch in stream(k, paths, views, label):
-                probs = mean_probs(batch, stream.config.predict.tta_mean)
+                probs = mean_probs(batch, stream.config.predict.tta_mean, stream.run.task)
                 if writer:
                     writer.append(ids[start : start + len(probs)], probs)
                 total[start : start + len(probs)] += probs
@@ -289,7 +337,8 @@ def predict_folder(config: Config, image_dir: str | Path, tta: bool = False) -> 
         names = [p.name for p in paths]
         probs = fold_mean(Streamer(run, config, progress), [str(p) for p in paths], names, views, image_dir.name)
     table = probability_table(names, probs, run.classes)
-    table.insert(1, "label", pd.Series(np.asarray(run.classes, dtype=object)[probs.argmax(1)], dtype=object))
+    labels = decision_labels(run.task, probs, run.classes, read_cv(run_dir(config.name)).get("thresholds"))
+    table.insert(1, "label", pd.Series(labels, dtype=object))
     out = run_dir(config.name) / "predictions" / f"{image_dir.name}.csv"
     write_csv(out, table)
     return FolderPrediction(out, len(paths), views, run.folds)
@@ -364,7 +413,16 @@ def predict_test_set(config: Config, out: Path) -> TestSetPrediction:
     ids, parts = list(test["id"]), []
     probs = run_test_probs(config, name, list(test["path"]), ids, parts)
     table = probability_table(ids, probs, classes).set_index("id")
-    frame = create_submission(sample, table, classes, config.submission.format, config.submission.positive_class)
+    cv = read_cv(run_dir(name))  # the task and the decision thresholds fitted on the OOF rows
+    frame = create_submission(
+        sample,
+        table,
+        classes,
+        config.submission.format,
+        config.submission.positive_class,
+        task=cv.get("task") or "multiclass",
+        thresholds=cv.get("thresholds"),
+    )
     out = Path(out)
     write_submission(frame, out)
     return TestSetPrediction(name, out, len(ids), parts)

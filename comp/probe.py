@@ -286,6 +286,11 @@ def probe(
     config: Config, competition: Competition, from_run: str | None = None, name: str | None = None, force: bool = False
 ) -> ProbeResult:
     """Fit the probe on every fold; write runs/<name>/ (name: `name`, else config.name) as a run."""
+    if competition.task == "multilabel":
+        raise CompError(
+            "comp probe fits single-label classifiers, but data.task is multilabel.",
+            hint="Train the run instead (comp train), or set data.task to a single-label task.",
+        )
     out = config.model_copy(update={"name": name or config.name})
     check_output(run_dir(out.name), from_run, force)
     source, backbones = plan(config, competition, from_run)
@@ -302,7 +307,7 @@ def probe(
     metric, classes = config.predict.metric, competition.classes
     row = pd.Index(competition.train["id"])
     device = resolve_device(config.train.device)
-    results, oof_tables, test_probs = {}, [], []
+    results, oof_tables, test_probs = {}, {}, []
     with Progress(console=console, transient=True) as progress, staged_outputs(run_dir(out.name)) as stage:
         for k, backbone in backbones.items():
             train_x, test_x = cached_features(
@@ -319,23 +324,26 @@ def probe(
             )
             val_probs = class_probabilities(classifier, train_x[row.get_indexer(val_ids)], len(classes))
             results[k] = FoldProbe(
-                best, search_score, score(metric, competition.class_indices(val_ids, classes), val_probs)
+                best,
+                search_score,
+                score(metric, competition.class_indices(val_ids, classes), val_probs, **config.predict.metric_params),
             )
-            oof_tables.append(probability_table(val_ids, val_probs, classes))
+            oof_tables[k] = probability_table(val_ids, val_probs, classes)
             test_probs.append(class_probabilities(classifier, test_x, len(classes)))
-            write_predictions(fold_dir(stage, k) / "oof.parquet", oof_tables[-1], classes, VIEWS)
+            write_predictions(fold_dir(stage, k) / "oof.parquet", oof_tables[k], classes, VIEWS, competition.task)
             write_predictions(
                 fold_dir(stage, k) / "test.parquet",
                 probability_table(competition.test["id"], test_probs[-1], classes),
                 classes,
                 VIEWS,
+                competition.task,
             )
             write_json(fold_dir(stage, k) / "probe.json", {"best_params": best, "search_score": search_score})
             progress.console.print(  # each fold's result as it comes, above the progress bar
                 f"fold {k}: {_params(best)} (inner CV {search_score:.4f}), OOF {metric} {results[k].score:.4f}",
                 highlight=False,
             )
-        oof_score = write_run_predictions(
+        oof_score, *_ = write_run_predictions(
             stage,
             oof_tables,
             np.mean(test_probs, 0),
@@ -343,7 +351,7 @@ def probe(
             classes,
             VIEWS,
             metric,
-            {k: r.score for k, r in results.items()},
+            config.predict.metric_params,
             source,
             probe={
                 "classifier": out.probe.classifier,

@@ -49,10 +49,11 @@ class RocCurve:
 
 
 def roc_curves(targets: np.ndarray, probs: np.ndarray) -> list[RocCurve | None]:
-    """One-vs-rest ROC curve of each class; None for a class without positives or without negatives."""
+    """One-vs-rest ROC curve of each class (of each tag, for 0/1 multi-label targets); None for a class without
+    positives or without negatives."""
     curves = []
     for c in range(probs.shape[1]):
-        positive = targets == c
+        positive = targets[:, c].astype(bool) if targets.ndim == 2 else targets == c
         if not 0 < positive.sum() < len(targets):
             curves.append(None)
             continue
@@ -241,7 +242,11 @@ def write_reports(
     }
     if metrics:
         figures["training_curves"] = curves_figure(dict(sorted(metrics.items())))
-    figures["confusion_matrix"] = confusion_figure(confusion_counts(targets, probs.argmax(1), len(classes)), classes)
+    single_label = targets.ndim == 1  # multi-label rows have no one true class to confuse or to lose
+    if single_label:
+        counts = confusion_counts(targets, probs.argmax(1), len(classes))
+        figures["confusion_matrix"] = confusion_figure(counts, classes)
     figures["roc_curves"] = roc_figure(roc_curves(targets, probs), classes)
-    figures["top_losses"] = top_losses_figure(top_losses(ids, targets, probs), image_paths, classes)
+    if single_label:
+        figures["top_losses"] = top_losses_figure(top_losses(ids, targets, probs), image_paths, classes)
     return [save(fig, run_dir / "report" / f"{name}.png") for name, fig in figures.items()]

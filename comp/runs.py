@@ -8,8 +8,9 @@ cv.json, so a blend is just another run. A trained run also has one folder per f
     submissions/<name>.csv (+ .json), submissions/ledger.csv
 
 A prediction table is `id` plus one probability column per class named `str(label)`, stored as
-parquet with the class list (and the TTA views) in its metadata, so it can never be read against
-other classes. Tables are aligned by id, never by row order.
+parquet with the class list, the task (comp.tasks: for multilabel the columns are independent
+per-tag probabilities) and the TTA views in its metadata, so it can never be read against other
+classes. Tables are aligned by id, never by row order.
 """
 
 from __future__ import annotations
@@ -137,12 +138,12 @@ def probability_table(ids, probs: np.ndarray, classes: list) -> pd.DataFrame:
     return table
 
 
-def _table_metadata(classes: list, views: list[str]) -> dict[str, str]:
-    return {"classes": json.dumps(classes), "views": json.dumps(views)}
+def _table_metadata(classes: list, views: list[str], task: str) -> dict[str, str]:
+    return {"classes": json.dumps(classes), "views": json.dumps(views), "task": task}
 
 
-def write_predictions(path: Path, table: pd.DataFrame, classes: list, views: list[str]) -> None:
-    write_parquet(path, table, metadata=_table_metadata(classes, views))
+def write_predictions(path: Path, table: pd.DataFrame, classes: list, views: list[str], task: str) -> None:
+    write_parquet(path, table, metadata=_table_metadata(classes, views, task))
 
 
 def read_predictions(path: Path) -> tuple[pd.DataFrame, list]:
@@ -153,15 +154,20 @@ def read_predictions(path: Path) -> tuple[pd.DataFrame, list]:
     return pd.read_parquet(path).set_index("id"), classes
 
 
+def read_table_task(path: Path) -> str:
+    """The task a prediction table was written for (tables from before tasks were recorded: multiclass)."""
+    return read_parquet_metadata(path).get("task", "multiclass")
+
+
 class TableWriter:
     """A prediction table written to parquet batch by batch, never held whole in memory."""
 
     ROWS_PER_GROUP = 16384  # rows held before a row group is written: memory stays bounded
 
-    def __init__(self, path: Path, classes: list, views: list[str]):
+    def __init__(self, path: Path, classes: list, views: list[str], task: str):
         path.parent.mkdir(parents=True, exist_ok=True)
         fields = [pa.field("id", pa.string()), *(pa.field(column_name(c), pa.float64()) for c in classes)]
-        self.schema = pa.schema(fields, metadata=_table_metadata(classes, views))
+        self.schema = pa.schema(fields, metadata=_table_metadata(classes, views, task))
         self.writer = pq.ParquetWriter(path, self.schema)
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0

@@ -38,10 +38,14 @@ class TrainedRun:
     config: Config  # the run's own config: the model and image size it was trained with
     classes: list
     folds: list[int]  # finished folds
+    task: str  # comp.tasks: how the model's outputs become probabilities
 
 
-def open_run(config: Config) -> TrainedRun:
-    """The run's config, class map and finished folds, each fold's checkpoint checked before anything runs."""
+def open_run(config: Config, task: str | None = None) -> TrainedRun:
+    """The run's config, class map and finished folds, each fold's checkpoint checked before anything runs.
+
+    The task is the competition's (`task`) or, predicting a folder of images, the one the run's config.yaml
+    records (training writes data.task as it resolved it)."""
     folder = run_dir(config.name)
     finished = finished_folds(folder)
     if not finished:
@@ -60,7 +64,15 @@ def open_run(config: Config) -> TrainedRun:
         with safe_open(str(path), framework="pt") as f:
             check_same_classes(classes, json.loads(f.metadata()["classes"]), f"Checkpoint {path}")
     saved = folder / "config.yaml"
-    return TrainedRun(load_config(saved) if saved.exists() else config, classes, finished)
+    run_config = load_config(saved) if saved.exists() else config
+    return TrainedRun(run_config, classes, finished, task or _recorded_task(run_config, len(classes)))
+
+
+def _recorded_task(run_config: Config, n_classes: int) -> str:
+    task = run_config.data.task
+    if task == "auto":  # a run trained before tasks were recorded: single-label
+        return "binary" if n_classes == 2 else "multiclass"
+    return task
 
 
 def load_fold_model(run: TrainedRun, fold: int, device: torch.device) -> torch.nn.Module:
@@ -146,7 +158,7 @@ class Streamer:
     ) -> Iterator[torch.Tensor]:
         for images in image_batches(loader, self.progress, label, "predict"):
             with autocast(self.device, self.dtype):
-                log_probs = view_log_probs(model, inputs(images), views, self.config.predict.tta_mean)
+                log_probs = view_log_probs(model, inputs(images), views, self.config.predict.tta_mean, self.run.task)
             yield log_probs.cpu()
 
 

@@ -11,7 +11,9 @@ A view is a name in `predict.tta`; it stands for one or more transformed copies 
 A view's probabilities are the mean over its copies, and TTA is the mean over the views, so
 `[identity, hflip]` gives exactly the mean of the identity and the hflip predictions. The mean
 is arithmetic, or geometric (`predict.tta_mean`: the normalised geometric mean, i.e. the softmax
-of the mean log-probabilities). `predict.tta: auto` chooses views on the OOF rows (`choose_views`).
+of the mean log-probabilities). For a multi-label task every tag's probability is averaged on its
+own (no softmax across the tags; geometric: the sigmoid of the mean logit). `predict.tta: auto`
+chooses views on the OOF rows (`choose_views`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 
 from comp.errors import CompError
 from comp.metrics import is_better, score
+from comp.tasks import log_probabilities
 
 Copy = Callable[[torch.Tensor], torch.Tensor]
 DEFAULT_SCALE = 1.15
@@ -125,22 +128,28 @@ def resolve_views(setting: list[str] | str, use_tta: bool) -> list[str] | str:
 # ----------------------------------------------------------------------------- averaging
 
 
-def combine(log_probs: torch.Tensor, mean: str, dim: int = 0) -> torch.Tensor:
-    """Log-probabilities of the mean over `dim` of per-view log-probabilities (arithmetic or geometric)."""
+def combine(log_probs: torch.Tensor, mean: str, dim: int = 0, task: str = "multiclass") -> torch.Tensor:
+    """Log-probabilities of the mean over `dim` of per-view log-probabilities (arithmetic or geometric); per tag
+    for a multi-label task."""
+    if mean == "geometric" and task == "multilabel":
+        logits = log_probs - torch.log(-torch.expm1(log_probs.clamp(max=-1e-7)))  # log p - log(1 - p)
+        return F.logsigmoid(logits.mean(dim))
     if mean == "geometric":
         return torch.log_softmax(log_probs.mean(dim), dim=-1)
     return torch.logsumexp(log_probs, dim) - math.log(log_probs.shape[dim])
 
 
-def view_log_probs(model: torch.nn.Module, images: torch.Tensor, views: list[str], mean: str) -> torch.Tensor:
+def view_log_probs(
+    model: torch.nn.Module, images: torch.Tensor, views: list[str], mean: str, task: str = "multiclass"
+) -> torch.Tensor:
     """Per-view log-probabilities (views x batch x classes), every copy of every view in one forward pass."""
     copies = [view_copies(name) for name in views]
     batch = torch.cat([copy(images) for view in copies for copy in view])
     logits = model(batch).float()
-    log_probs = logits.log_softmax(dim=1).view(-1, len(images), logits.shape[1])
+    log_probs = log_probabilities(logits, task).view(-1, len(images), logits.shape[1])
     out, start = [], 0
     for view in copies:
-        out.append(combine(log_probs[start : start + len(view)], mean))
+        out.append(combine(log_probs[start : start + len(view)], mean, task=task))
         start += len(view)
     return torch.stack(out)
 
@@ -160,17 +169,23 @@ class ViewChoice:
 
 
 def choose_views(
-    log_probs: np.ndarray, names: list[str], targets: np.ndarray, metric: str, mean: str = "arithmetic"
+    log_probs: np.ndarray,
+    names: list[str],
+    targets: np.ndarray,
+    metric: str,
+    mean: str = "arithmetic",
+    task: str = "multiclass",
+    params: dict | None = None,
 ) -> ViewChoice:
     """Greedy forward selection on the OOF rows: start from the best single view, then try the others,
-    best alone first, keeping each one only if the metric strictly improves.
+    best alone first, keeping each one only if the metric (with `params`) strictly improves.
 
     `log_probs` is views x rows x classes, in the order of `names`.
     """
     stacked = torch.from_numpy(np.asarray(log_probs, dtype=np.float32))
 
     def measure(indices: list[int]) -> float:
-        return score(metric, targets, combine(stacked[indices], mean).exp().numpy())
+        return score(metric, targets, combine(stacked[indices], mean, task=task).exp().numpy(), **(params or {}))
 
     alone = {name: measure([i]) for i, name in enumerate(names)}
     order = sorted(range(len(names)), key=lambda i: alone[names[i]], reverse=is_better(metric, 1.0, 0.0))

@@ -53,7 +53,7 @@ def write_run(
         table = probability_table(ids, np.asarray(probs, dtype=float), classes)
         if shuffle:
             table = table.iloc[::-1].reset_index(drop=True)
-        write_predictions(run_dir / file, table, classes, ["identity"])
+        write_predictions(run_dir / file, table, classes, ["identity"], "multiclass")
     cv = {"metric": "accuracy", "oof": 0.0, "folds": {}, "fold_file": "folds/toy_k2_s42.csv"}
     write_json(run_dir / "cv.json", {**cv, "fold_file_sha256": fold_sha} if fold_sha else cv)
     return run_dir

@@ -29,8 +29,8 @@ COMP = REPO / "comp"
 LAYERS = [
     ("__init__", "errors", "io", "console"),  # __init__: the comp package itself
     ("config", "device", "env"),
-    ("data", "models", "augment", "metrics"),
-    ("runs", "tta", "streaming", "blending", "submission"),
+    ("data", "models", "augment", "metrics", "tasks"),
+    ("runs", "tta", "streaming", "blending", "submission", "trackers"),
     ("training", "predict", "evaluate", "report", "ensemble"),
     ("probe", "kaggle", "kernel", "info", "pipeline"),
     ("cli", "__main__"),  # __main__: python -m comp

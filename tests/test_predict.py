@@ -176,7 +176,7 @@ def test_table_writer_writes_row_groups_as_batches_come(tmp_path, monkeypatch):
         (["d", "e", "f"], rng.random((3, 2))),
         (["g"], rng.random((1, 2))),
     ]
-    with TableWriter(tmp_path / "t.parquet", [10, "x"], ["identity"]) as writer:
+    with TableWriter(tmp_path / "t.parquet", [10, "x"], ["identity"], "multiclass") as writer:
         for ids, probs in batches:
             writer.append(ids, probs)
     assert pq.ParquetFile(tmp_path / "t.parquet").num_row_groups == 2

@@ -373,9 +373,9 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint
     calls = []
     real_loss = comp.training.loop.training_loss
 
-    def loss_going_nan(logits, targets, smoothing):
+    def loss_going_nan(logits, targets, smoothing, task):
         calls.append(1)
-        loss = real_loss(logits, targets, smoothing)
+        loss = real_loss(logits, targets, smoothing, task)
         return loss * float("nan") if len(calls) == 6 else loss  # epoch 2, step 2
 
     monkeypatch.setattr(comp.training.loop, "training_loss", loss_going_nan)

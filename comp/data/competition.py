@@ -32,6 +32,7 @@ from comp.data.layouts import (  # noqa: F401  (the class map and read_csv_text 
 from comp.data.pixels import test_rows_from_pixels, train_from_pixels
 from comp.errors import CompError
 from comp.io import write_json
+from comp.tasks import check_task_classes, resolve_task, split_tags, tag_matrix
 
 Layout = Literal["folders", "csv", "filenames", "pixels"]
 
@@ -85,6 +86,21 @@ class Competition:
     test: pd.DataFrame
     sample: pd.DataFrame
     classes: list[Label]
+    task: str = "multiclass"  # comp.tasks: multiclass | binary | multilabel | ordinal
+
+    def targets(self, ids, classes: list[Label]) -> np.ndarray:
+        """The training ids' targets in the task's form: class indices, or a 0/1 column per tag (multilabel)."""
+        if self.task != "multilabel":
+            return self.class_indices(ids, classes)
+        labels = self.train.set_index("id")["label"].reindex(list(ids))
+        if labels.isna().any():
+            unknown = np.asarray(ids, dtype=object)[labels.isna().to_numpy()]
+            raise CompError(
+                f"{len(unknown)} OOF id(s) are not training images of {self.root} "
+                f"(first: {', '.join(map(str, unknown[:5]))}).",
+                hint="Use predictions made on this competition (check data.root).",
+            )
+        return tag_matrix(list(labels), classes)
 
     def class_indices(self, ids, classes: list[Label]) -> np.ndarray:
         """Each training id's true class as an index into `classes` (the rows of an OOF table, aligned by id)."""
@@ -158,4 +174,8 @@ def load_competition(cfg: DataConfig) -> Competition:
         )
     sample = read_sample(cfg, root)
     test = test_rows_from_pixels(cfg, root, sample) if layout == "pixels" else read_test_images(cfg, root, sample)
-    return Competition(root, layout, train, test, sample, decide_classes(train["label"]))
+    task = resolve_task(cfg.task, list(train["label"]))
+    tags = [tag for cell in train["label"] for tag in split_tags(cell)] if task == "multilabel" else None
+    classes = decide_classes(tags if tags is not None else train["label"])
+    check_task_classes(task, classes, f"the training labels of {root}")
+    return Competition(root, layout, train, test, sample, classes, task)

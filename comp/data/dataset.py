@@ -25,9 +25,10 @@ class ImageDataset(Dataset):
     """(image, target) rows: images by path as uint8 H x W x C tensors at image_size, decoded once into memory
     when `cache` is set. Normalisation happens per batch, on the device (comp.augment.ModelInput)."""
 
-    def __init__(self, paths: Sequence[str], targets: Sequence[int], image_size: int, cache: bool = False):
+    def __init__(self, paths: Sequence[str], targets: Sequence, image_size: int, cache: bool = False):
         self.paths = list(paths)
-        self.targets = torch.as_tensor(list(targets), dtype=torch.long)
+        targets = torch.as_tensor(np.asarray(targets))
+        self.targets = targets if targets.is_floating_point() else targets.long()  # float: 0/1 per tag (multilabel)
         self.image_size = image_size
         self.images = decode_all(self.paths) if cache else None
 

@@ -1,4 +1,8 @@
-"""Stratified k-fold assignment (grouped when `folds.group_column` is set), seeded and reproducible."""
+"""Stratified k-fold assignment (grouped when `folds.group_column` is set), seeded and reproducible.
+
+Multi-label competitions are stratified on every tag at once (iterative stratification, Sechidis et
+al. 2011, through the `iterative-stratification` package).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from rich.text import Text
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
@@ -14,10 +19,38 @@ from comp.config import Config
 from comp.data.competition import Competition, read_csv_text
 from comp.errors import CompError
 from comp.io import sha256_file, write_csv
+from comp.tasks import split_tags, tag_matrix
 
 
-def assign_folds(train: pd.DataFrame, k: int, seed: int, groups: pd.Series | None = None) -> pd.DataFrame:
+def _multilabel_splits(train: pd.DataFrame, k: int, seed: int, groups: pd.Series | None):
+    if groups is not None:
+        raise CompError(
+            "folds.group_column is set, but data.task is multilabel: grouped multi-label folds are not supported.",
+            hint="Set folds.group_column: null (folds stratified on every tag), or data.task to a single-label task.",
+        )
+    tags = sorted({t for cell in train["label"] for t in split_tags(cell)})
+    splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return splitter.split(np.zeros(len(train)), tag_matrix(list(train["label"]), tags))
+
+
+def assign_folds(
+    train: pd.DataFrame, k: int, seed: int, groups: pd.Series | None = None, task: str = "multiclass"
+) -> pd.DataFrame:
     """id, label, fold (+ group) for every training row, in the training table's order."""
+    fold = np.full(len(train), -1, dtype=int)
+    if task == "multilabel":
+        splits = _multilabel_splits(train, k, seed, groups)
+    else:
+        splits = _single_label_splits(train, k, seed, groups)
+    for index, (_, val_rows) in enumerate(splits):
+        fold[val_rows] = index
+    table = pd.DataFrame({"id": train["id"].values, "label": train["label"].values, "fold": fold})
+    if groups is not None:
+        table[groups.name] = groups.values
+    return table
+
+
+def _single_label_splits(train: pd.DataFrame, k: int, seed: int, groups: pd.Series | None):
     labels = train["label"].astype(str)
     counts = labels.value_counts()
     too_small = counts[counts < k]
@@ -27,19 +60,10 @@ def assign_folds(train: pd.DataFrame, k: int, seed: int, groups: pd.Series | Non
             f"({', '.join(map(str, too_small.values[:5]))}) than folds.k={k}: stratified folds need at least k each.",
             hint="Lower folds.k, e.g. --set folds.k=3, or merge or drop the rare classes.",
         )
-    fold = np.full(len(train), -1, dtype=int)
     if groups is None:
-        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-        splits = splitter.split(np.zeros(len(train)), labels)
-    else:
-        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-        splits = splitter.split(np.zeros(len(train)), labels, groups.astype(str))
-    for index, (_, val_rows) in enumerate(splits):
-        fold[val_rows] = index
-    table = pd.DataFrame({"id": train["id"].values, "label": train["label"].values, "fold": fold})
-    if groups is not None:
-        table[groups.name] = groups.values
-    return table
+        return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(train)), labels)
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return splitter.split(np.zeros(len(train)), labels, groups.astype(str))
 
 
 def _read_groups(config: Config, competition: Competition) -> pd.Series | None:
@@ -76,7 +100,8 @@ class FoldFile(NamedTuple):
 
 def write_folds(config: Config, competition: Competition, force: bool = False) -> FoldFile:
     """Write folds/<slug>_k<k>_s<seed>.csv; an existing file that differs is replaced only with force."""
-    table = assign_folds(competition.train, config.folds.k, config.seed, _read_groups(config, competition))
+    groups = _read_groups(config, competition)
+    table = assign_folds(competition.train, config.folds.k, config.seed, groups, competition.task)
     path = config.fold_file
     if path.exists():
         existing = read_csv_text(path)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from comp.data.competition import column_name
-from comp.submission.formats import as_number, is_integer_text, preview, value_columns
+from comp.submission.formats import as_number, is_integer_text, preview, sample_k, value_columns
 
 SUM_TOLERANCE = 1e-3  # probabilities rounded to a few decimals still sum to 1 within this
 ROWS_SHOWN = 5  # row-level problems of one kind listed one by one before the rest are counted
@@ -275,6 +275,33 @@ def _check_labels(
     return _capped(empty) + _capped(missing) + _capped(not_integer) + _capped(unknown)
 
 
+def _check_label_lists(
+    values: list[str], lines: list[int], column: str, classes: list | None, k: int | None
+) -> list[Problem]:
+    """Space-separated labels a cell: known labels, each once; at most k of them (top_k), at least one (tags)."""
+    names = set(map(column_name, classes)) if classes is not None else None
+    empty, repeated, unknown, too_many, too_few = [], [], [], [], []
+    for value, line in zip(values, lines, strict=True):
+        labels = value.split()
+        if not labels:
+            empty.append(Problem(line, column, "The cell holds no label.", "Write at least one label."))
+            continue
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            repeated.append(Problem(line, column, f"{preview(twice)} written twice.", "Write each label once."))
+        strange = [label for label in labels if names is not None and label not in names]
+        if strange:
+            fix = f"Use the class labels: {preview(sorted(names), 10)}."
+            unknown.append(Problem(line, column, f"{preview(strange)} not among the class labels.", fix))
+        if k is not None and len(labels) > k:
+            fix = f"Write the {k} most probable labels, best first."
+            too_many.append(Problem(line, column, f"{len(labels)} labels; the sample's rows hold {k}.", fix))
+        elif k is not None and len(labels) < k:
+            fix = f"Write {k} labels: the metric gives the extra guesses a chance."
+            too_few.append(Problem(line, column, f"{len(labels)} label(s); the sample's hold {k}.", fix, "warning"))
+    return _capped(empty) + _capped(repeated) + _capped(unknown) + _capped(too_many) + _capped(too_few)
+
+
 def _check_probabilities(values: list[str], lines: list[int], column: str) -> tuple[list[Problem], np.ndarray]:
     """Problems of one probability column, and its values as floats (NaN where unusable)."""
     numbers = np.full(len(values), np.nan)
@@ -324,14 +351,19 @@ def _check_row_sums(
     )
 
 
-def check_values(table: SubmissionTable, sample: pd.DataFrame, fmt: str, classes: list | None) -> list[Problem]:
+def check_values(
+    table: SubmissionTable, sample: pd.DataFrame, fmt: str, classes: list | None, task: str | None = None
+) -> list[Problem]:
     columns = [c for c in value_columns(sample) if c in table.header]
     if fmt == "label":
         return [p for c in columns for p in _check_labels(table.column(c), table.lines, c, classes, list(sample[c]))]
+    if fmt in ("tags", "top_k"):
+        k = sample_k(sample) if fmt == "top_k" else None
+        return [p for c in columns for p in _check_label_lists(table.column(c), table.lines, c, classes, k)]
     problems, parsed = [], {}
     for column in columns:
         found, parsed[column] = _check_probabilities(table.column(column), table.lines, column)
         problems += found
-    if fmt == "probabilities" and len(columns) == len(value_columns(sample)):
+    if fmt == "probabilities" and len(columns) == len(value_columns(sample)) and task != "multilabel":
         problems += _check_row_sums(table, columns, parsed, sample)
     return problems

@@ -3,7 +3,10 @@
 The sample submission is the template: its first column holds the ids, and the other columns say
 the format. One column holding labels is the label format; one column per class, named after the
 class, is the probabilities format; one column holding fractions when there are two classes is the
-binary format (the probability of one class). Rows are aligned by id, never by row order.
+binary format (the probability of one class). One column whose cells hold several space-separated
+labels is the tags format for a multi-label task (the tags at or above their thresholds, in class
+order) and the top_k format otherwise (the k most probable labels, best first, k as in the sample).
+Rows are aligned by id, never by row order.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import pandas as pd
 from comp.data.competition import column_name, read_csv_text
 from comp.errors import CompError
 from comp.io import write_csv
+from comp.metrics import top_k
+from comp.tasks import decision_labels
 
-FORMATS = ("label", "probabilities", "binary")
+FORMATS = ("label", "probabilities", "binary", "tags", "top_k")
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
@@ -59,17 +64,38 @@ def read_sample_submission(path: str | Path) -> pd.DataFrame:
     return sample
 
 
-def detect_format(sample: pd.DataFrame, classes: list | None, fmt: str = "auto") -> str:
-    """'label', 'probabilities' or 'binary', from the sample's columns; `fmt` settles what auto cannot.
+def sample_k(sample: pd.DataFrame) -> int:
+    """How many space-separated labels the sample's cells hold (the most in any row)."""
+    return max((len(str(v).split()) for v in sample.iloc[:, 1]), default=1)
+
+
+def _holds_label_lists(sample: pd.DataFrame, classes: list | None) -> bool:
+    """Cells of several space-separated words that are not each one class name ('Sugar beet' is a label)."""
+    names = None if classes is None else {column_name(c) for c in classes}
+    cells = [str(v) for v in sample.iloc[:, 1]]
+    return any(len(c.split()) > 1 and (names is None or c not in names) for c in cells)
+
+
+def _label_list_format(sample: pd.DataFrame, task: str | None) -> str:
+    """tags (multilabel) or top_k; with the task unknown, top_k when every cell holds the same number of labels."""
+    if task is not None:
+        return "tags" if task == "multilabel" else "top_k"
+    counts = {len(str(v).split()) for v in sample.iloc[:, 1]}
+    return "top_k" if len(counts) == 1 else "tags"
+
+
+def detect_format(sample: pd.DataFrame, classes: list | None, fmt: str = "auto", task: str | None = None) -> str:
+    """'label', 'probabilities', 'binary', 'tags' or 'top_k', from the sample's columns and the task; `fmt` settles
+    what auto cannot.
 
     `classes=None` means the classes are unknown (the validator without a run): the checks that
-    need them are skipped.
+    need them are skipped; `task=None`: the task is unknown too.
     """
     if fmt not in ("auto", *FORMATS):
         raise CompError(f"submission.format is {fmt!r}; it must be one of auto, {', '.join(FORMATS)}.")
     columns = value_columns(sample)
     if len(columns) > 1:
-        if fmt in ("label", "binary"):
+        if fmt != "auto" and fmt != "probabilities":
             raise CompError(
                 f"submission.format is {fmt}, but the sample submission has {len(columns)} columns after "
                 f"the id ({preview(columns)}); the {fmt} format has exactly one.",
@@ -83,6 +109,7 @@ def detect_format(sample: pd.DataFrame, classes: list | None, fmt: str = "auto")
             f"({columns[0]!r}); the probabilities format has one column per class.",
             hint="Set submission.format to label, binary or auto.",
         )
+    _check_task_format(fmt, task)
     if fmt == "binary" and classes is not None and len(classes) != 2:
         raise CompError(
             f"submission.format is binary, but there are {len(classes)} classes, not two.",
@@ -90,7 +117,25 @@ def detect_format(sample: pd.DataFrame, classes: list | None, fmt: str = "auto")
         )
     if fmt != "auto":
         return fmt
+    if task == "multilabel" or _holds_label_lists(sample, classes):
+        return _label_list_format(sample, task)
     return _single_column_format(sample, classes)
+
+
+def _check_task_format(fmt: str, task: str | None) -> None:
+    """Tags are a multi-label task's decisions; a multi-label task has no single label to write."""
+    if task is None or fmt == "auto":
+        return
+    if fmt == "tags" and task != "multilabel":
+        raise CompError(
+            f"submission.format is tags, but data.task is {task}: tags are the decisions of a multilabel task.",
+            hint="Set data.task: multilabel if a row can hold several labels, or submission.format: top_k or auto.",
+        )
+    if fmt in ("label", "binary") and task == "multilabel":
+        raise CompError(
+            f"submission.format is {fmt}, but data.task is multilabel: a row's decision is a set of tags.",
+            hint="Set submission.format: tags (or auto), or data.task to a single-label task.",
+        )
 
 
 def _single_column_format(sample: pd.DataFrame, classes: list | None) -> str:
@@ -189,8 +234,11 @@ def _align(probs: pd.DataFrame, values: np.ndarray, ids: pd.Series) -> np.ndarra
     return values[positions]
 
 
-def _normalise(values: np.ndarray, ids: pd.Series) -> np.ndarray:
+def _normalise(values: np.ndarray, ids: pd.Series, task: str) -> np.ndarray:
+    """Probabilities clipped to [0, 1], each row summing to one (multilabel: each tag's own, not renormalised)."""
     clipped = np.clip(values, 0.0, 1.0)
+    if task == "multilabel":
+        return clipped
     sums = clipped.sum(axis=1, keepdims=True)
     empty = sums[:, 0] <= 0
     if empty.any():
@@ -202,21 +250,30 @@ def _normalise(values: np.ndarray, ids: pd.Series) -> np.ndarray:
 
 
 def create_submission(
-    sample: pd.DataFrame, probs: pd.DataFrame, classes: list, fmt: str = "auto", positive_class=None
+    sample: pd.DataFrame,
+    probs: pd.DataFrame,
+    classes: list,
+    fmt: str = "auto",
+    positive_class=None,
+    task: str = "multiclass",
+    thresholds=None,
 ) -> pd.DataFrame:
-    """The sample's columns and ids, in its order, filled from `probs` (indexed by id, a column per class)."""
-    fmt = detect_format(sample, classes, fmt)
+    """The sample's columns and ids, in its order, filled from `probs` (indexed by id, a column per class) with the
+    task's decisions (`thresholds`: fitted on the OOF rows, comp.tasks)."""
+    fmt = detect_format(sample, classes, fmt, task)
     ids = sample.iloc[:, 0].astype(str)
     values = _align(probs, _class_probabilities(probs, classes), ids)
     id_column, columns = sample.columns[0], value_columns(sample)
     out = pd.DataFrame({id_column: ids.to_numpy(dtype=object)})
-    if fmt == "label":
-        labels = [classes[i] for i in values.argmax(axis=1)]  # the label's own type: 10 stays the int 10
-        out[columns[0]] = pd.Series(labels, dtype=object)
+    if fmt in ("label", "tags"):  # a label keeps its own type: 10 stays the int 10
+        out[columns[0]] = pd.Series(decision_labels(task, values, classes, thresholds), dtype=object)
+    elif fmt == "top_k":
+        best = top_k(values, sample_k(sample))
+        out[columns[0]] = [" ".join(column_name(classes[i]) for i in row) for row in best]
     elif fmt == "binary":
-        out[columns[0]] = _normalise(values, ids)[:, positive_index(classes, columns[0], positive_class)]
+        out[columns[0]] = _normalise(values, ids, task)[:, positive_index(classes, columns[0], positive_class)]
     else:
-        normalised = _normalise(values, ids)
+        normalised = _normalise(values, ids, task)
         names = [column_name(c) for c in classes]
         for column in columns:
             out[column] = normalised[:, names.index(column)]

@@ -17,7 +17,7 @@ from rich.text import Text
 from comp.config import Config
 from comp.data.competition import load_classes
 from comp.errors import CompError
-from comp.runs import run_dir
+from comp.runs import read_cv, run_dir
 from comp.submission.checks import Problem, check_columns, check_ids, check_values, read_table
 from comp.submission.formats import detect_format, positive_index, read_sample_submission, value_columns
 
@@ -69,16 +69,18 @@ def validate_submission(
     classes: list | None = None,
     fmt: str = "auto",
     positive_class=None,
+    task: str | None = None,
 ) -> list[Problem]:
     """Everything wrong with a submission CSV, checked against the sample submission.
 
     Checks the file's size and encoding, the columns (names and order), the ids (set, order,
     duplicates, row count), the empty, NaN and inf values, the labels' type and vocabulary (the
-    vocabulary only when `classes` is known), and the probabilities' range and row sums.
+    vocabulary only when `classes` is known), the space-separated label lists of the tags and top_k
+    formats, and the probabilities' range and row sums (not for a multilabel `task`: each tag's own).
     Problems with severity "warning" do not make the file invalid.
     """
     sample = read_sample_submission(sample_path)
-    fmt = detect_format(sample, classes, fmt)
+    fmt = detect_format(sample, classes, fmt, task)
     if fmt == "binary" and classes is not None:
         positive_index(classes, value_columns(sample)[0], positive_class)  # a bad setting is a config error
     csv_path = Path(csv_path)
@@ -104,12 +106,12 @@ def validate_submission(
     problems += check_columns(table.header, expected)
     if expected[0] in table.header:
         problems += check_ids(table, expected[0], list(sample.iloc[:, 0]))
-    return problems + check_values(table, sample, fmt, classes)
+    return problems + check_values(table, sample, fmt, classes, task)
 
 
 def validate_with_config(csv_path: str | Path, config: Config) -> Validation:
-    """validate_submission with the config's sample submission, format and the run's classes.json
-    (without it, the label vocabulary is not checked)."""
+    """validate_submission with the config's sample submission, format, the run's classes.json (without it, the
+    label vocabulary is not checked) and the task its cv.json records."""
     classes_path = run_dir(config.name) / "classes.json"
     try:
         classes = load_classes(classes_path) if classes_path.exists() else None
@@ -122,7 +124,8 @@ def validate_with_config(csv_path: str | Path, config: Config) -> Validation:
             hint="Delete it and run `comp train` again.",
         )
     sample_path = Path(config.data.root) / config.data.sample_submission
+    task = read_cv(run_dir(config.name)).get("task")  # as the run was predicted; None before comp predict
     problems = validate_submission(
-        csv_path, sample_path, classes, config.submission.format, config.submission.positive_class
+        csv_path, sample_path, classes, config.submission.format, config.submission.positive_class, task
     )
     return Validation(Path(csv_path), problems, classes, classes_path)

@@ -70,9 +70,8 @@ def create_loaders(
 ) -> tuple[DataLoader, DataLoader]:
     """(train, val) DataLoaders of a fold, giving uint8 image batches; the train loader's batch_sampler is an
     EpochBatches."""
-    index = {c: i for i, c in enumerate(competition.classes)}
     table = competition.train.set_index("id").loc[folds["id"]]
-    targets = np.array([index[label] for label in table["label"]])
+    targets = competition.targets(folds["id"], competition.classes)  # indices, or 0/1 per tag (multilabel)
     is_val = (folds["fold"] == fold).to_numpy()
     paths = table["path"].to_numpy()
     cache = should_cache(config.data, len(paths), paths[0])

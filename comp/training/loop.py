@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
@@ -33,9 +32,10 @@ from comp.augment import ModelInput, phase_at
 from comp.config import Config
 from comp.device import amp_dtype, autocast, model_memory_format
 from comp.errors import CompError
-from comp.metrics import is_better
+from comp.metrics import accuracy, is_better
 from comp.metrics import score as metric_score
 from comp.models.factory import split_parameters
+from comp.tasks import loss, probabilities
 from comp.training.distributed import broadcast_buffers, data_parallel, gather_rows, mean_over_processes, unwrap
 from comp.training.loaders import EpochBatches
 from comp.training.optim import Scheduler, create_optimizer, create_scheduler, monitor_metric, per_step
@@ -60,6 +60,7 @@ class Trainer:
     device: torch.device
     dtype: torch.dtype | None
     inputs: ModelInput  # loader batches to the model's normalised input, on its device and memory format
+    task: str  # comp.tasks: the loss and how validation reads the logits
 
     @property
     def evaluated(self) -> nn.Module:
@@ -77,7 +78,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def create_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_classes: int) -> Trainer:
+def create_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_classes: int, task: str) -> Trainer:
     cfg = config.train
     device = next(model.parameters()).device
     dtype = amp_dtype(device, cfg.amp)
@@ -95,17 +96,23 @@ def create_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_c
         create_scheduler(config, optimizer, steps_per_epoch),
         torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),  # fp16 needs loss scaling; bf16 not
         ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None,
-        create_mixup(config, num_classes),
+        create_mixup(config, num_classes, task),
         device,
         dtype,
         ModelInput.of(model, device, memory_format),
+        task,
     )
 
 
-def create_mixup(config: Config, num_classes: int) -> Mixup | None:
+def create_mixup(config: Config, num_classes: int, task: str = "multiclass") -> Mixup | None:
     cfg = config.train
     if not (cfg.mixup_alpha or cfg.cutmix_alpha):
         return None
+    if task == "multilabel":
+        raise CompError(
+            "train.mixup_alpha / train.cutmix_alpha mix one-label targets, but data.task is multilabel.",
+            hint="Set train.mixup_alpha=0 and train.cutmix_alpha=0 for a multi-label competition.",
+        )
     return Mixup(
         mixup_alpha=cfg.mixup_alpha,
         cutmix_alpha=cfg.cutmix_alpha,
@@ -144,7 +151,15 @@ def fit(
         reporter.start_epoch(epoch, phase, frozen, batches.batches_per_epoch, position.batch)
 
         train_epoch(trainer, train_loader, position, files.fold, epoch, checkpoint, reporter)
-        metrics = evaluate(trainer.evaluated, val_loader, trainer.inputs, trainer.dtype, cfg.monitor)
+        metrics = evaluate(
+            trainer.evaluated,
+            val_loader,
+            trainer.inputs,
+            trainer.dtype,
+            cfg.monitor,
+            trainer.task,
+            config.predict.metric_params,
+        )
 
         clock.lap()
         train_loss = float(np.mean(position.losses))
@@ -240,9 +255,9 @@ def forward_backward(
     if mixing:
         images, targets = trainer.mixup(images, targets)
     with autocast(trainer.device, trainer.dtype):
-        loss = training_loss(trainer.forward(images), targets, trainer.config.train.label_smoothing)
-    trainer.scaler.scale(loss / share).backward()
-    return loss.detach()
+        value = training_loss(trainer.forward(images), targets, trainer.config.train.label_smoothing, trainer.task)
+    trainer.scaler.scale(value / share).backward()
+    return value.detach()
 
 
 def optimizer_step(trainer: Trainer, step: int) -> None:
@@ -260,10 +275,11 @@ def optimizer_step(trainer: Trainer, step: int) -> None:
         trainer.ema.update(trainer.model, step=step)
 
 
-def training_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    if targets.ndim == 2:  # mixed: soft targets, already smoothed by Mixup
+def training_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float, task: str) -> torch.Tensor:
+    """The task's loss (comp.tasks.loss); mixed single-label targets are soft, already smoothed by Mixup."""
+    if targets.ndim == 2 and task != "multilabel":
         return SoftTargetCrossEntropy()(logits, targets)
-    return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    return loss(logits, targets, task, label_smoothing)
 
 
 def mixes(config: Config, epoch: int) -> bool:
@@ -314,8 +330,17 @@ def check_finite(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, inputs: ModelInput, dtype, monitor: str) -> dict[str, float]:
-    """val_loss, val_accuracy and, when train.monitor is another metric, that one.
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    inputs: ModelInput,
+    dtype,
+    monitor: str,
+    task: str = "multiclass",
+    params: dict | None = None,
+) -> dict[str, float]:
+    """val_loss (the task's loss), val_accuracy and, when train.monitor is another metric, that one (with the
+    metric's predict.metric_params, and default decision thresholds).
 
     Under DDP each process evaluates its share of the rows with rank 0's weights, and all get the metrics of all rows.
     """
@@ -327,12 +352,11 @@ def evaluate(model: nn.Module, loader: DataLoader, inputs: ModelInput, dtype, mo
             logits.append(model(inputs(images)).float())
         targets.append(labels)
     all_logits, all_targets = gather_rows(torch.cat(logits).cpu()), gather_rows(torch.cat(targets))
+    probs = probabilities(all_logits, task).double().numpy()
     scores = {
-        "val_loss": F.cross_entropy(all_logits, all_targets).item(),
-        "val_accuracy": (all_logits.argmax(1) == all_targets).double().mean().item(),
+        "val_loss": loss(all_logits, all_targets, task).item(),
+        "val_accuracy": accuracy(all_targets.numpy(), probs),
     }
     if monitor not in scores:
-        scores[monitor] = metric_score(
-            monitor_metric(monitor), all_targets.numpy(), all_logits.softmax(1).double().numpy()
-        )
+        scores[monitor] = metric_score(monitor_metric(monitor), all_targets.numpy(), probs, **(params or {}))
     return scores

@@ -69,12 +69,14 @@ def check_run_classes(config: Config, competition: Competition) -> None:
 
 
 def write_run_files(config: Config, competition: Competition) -> None:
-    """Write (or check) the run's config.yaml and classes.json."""
+    """Write (or check) the run's config.yaml and classes.json; config.yaml records data.task as it resolved (how
+    prediction reads the model's outputs)."""
     if not is_main_process():
         return
     check_run_classes(config, competition)
     save_classes(competition.classes, run_dir(config.name) / "classes.json")
-    save_config(config, run_dir(config.name) / "config.yaml")
+    data = config.data.model_copy(update={"task": competition.task})
+    save_config(config.model_copy(update={"data": data}), run_dir(config.name) / "config.yaml")
 
 
 # ----------------------------------------------------------------------------- a fold's files
