@@ -146,6 +146,11 @@ def machine_line() -> str:
     )
 
 
+def add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
+    """--set KEY=VALUE, repeatable, as comp's own commands take it: collected in args.overrides."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def argument_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every case")
@@ -154,14 +159,7 @@ def argument_parser(description: str) -> argparse.ArgumentParser:
         type=lambda path: Path(path).resolve(),
         help="start from this config file instead of the reference case",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override applied to every case (repeatable), e.g. model.name=resnet9",
-    )
+    add_overrides(parser, "config override applied to every case (repeatable), e.g. model.name=resnet9")
     parser.add_argument("--keep", action="store_true", help="keep the scratch project folder")
     parser.add_argument("--threads", type=int, help="torch's intra-op threads (default: torch's choice)")
     parser.add_argument(

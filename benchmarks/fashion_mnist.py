@@ -4,12 +4,19 @@
     python benchmarks/fashion_mnist.py --tta                 # one model (fold 0): about 20 minutes on 2 cores
     python benchmarks/fashion_mnist.py --folds all --tta     # the 5-fold ensemble
     python benchmarks/fashion_mnist.py --limit 3000 --set train.epochs=2    # a quick end-to-end check
+    python benchmarks/fashion_mnist.py --seeds 3 --tta      # 3 seeds x 5 folds vs 1 seed; hill vs mean
 
 The competition is written once under the working folder: data/fashion-mnist/ holds train.csv +
 train/*.png (the 60,000 training images) and sample_submission.csv + test/*.png (the 10,000
 official test images); their labels are held back in data/fashion-mnist-solution.csv, outside
 what comp reads. Then, with comp/configs/fashion_mnist.yaml: comp folds, comp train (fold 0, or every
 fold), comp predict, comp ensemble, and the submission scored against the held-back labels.
+
+With --seeds N the 5 folds are trained under N seeds as one run (comp train --seeds N), and the
+table compares, OOF and test accuracy side by side: the first seed alone, the N-seed average, and
+hill climbing over the N seed runs (comp ensemble --method hill; its OOF is optimistic, so the
+score on held-out fold 0, with the weights chosen on folds 1-4, is shown too) against their plain
+mean. On 2 CPU cores each 5-fold seed takes hours (see the README's figures): run it on a GPU.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from common import add_overrides
 
 from comp.config import Config, load_config
 from comp.data.competition import load_competition
@@ -32,11 +40,13 @@ from comp.data.demo import score_submission
 from comp.data.folds import write_folds
 from comp.device import usable_cpu_count
 from comp.ensemble import ensemble
+from comp.hill import HillOptions
 from comp.predict import predict
-from comp.runs import fold_state, run_dir
+from comp.runs import fold_state, run_dir, seed_dirs
 from comp.training.fold import train
+from comp.training.seeds import train_seeds
 
-SOURCE = Path("/usr/share/datasets/fashion-mnist")
+SOURCE = Path(os.environ.get("FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))  # the official .gz files
 CONFIG = Path(__file__).resolve().parents[1] / "comp/configs/fashion_mnist.yaml"
 TEST_SHARE = 1 / 6  # --limit keeps the official 60,000 : 10,000 proportion
 
@@ -64,7 +74,9 @@ def build_competition(root: Path, solution: Path, limit: int | None) -> None:
     if (root / "sample_submission.csv").exists() and solution.exists():
         return
     if not SOURCE.is_dir():
-        raise SystemExit(f"Fashion-MNIST is not in {SOURCE}: apt-get install dataset-fashion-mnist")
+        raise SystemExit(
+            f"Fashion-MNIST is not in {SOURCE}: apt-get install dataset-fashion-mnist (or set FASHION_MNIST)"
+        )
     started = time.perf_counter()
     train_images, train_labels = read_split("train")
     test_images, test_labels = read_split("t10k")
@@ -115,22 +127,44 @@ def train_folds(config: Config, competition, folds: str) -> tuple[list, float]:
     return results, time.perf_counter() - started
 
 
+def compare_seeds(config: Config, competition, n_seeds: int, solution: Path, tta: bool, args) -> None:
+    """N seeds over the same 5 folds against one, and hill climbing over the seed runs against their mean."""
+    started = time.perf_counter()
+    train_seeds(config, competition, args.config, args.overrides, n_seeds, "all", resume=True)
+    train_minutes = (time.perf_counter() - started) / 60
+    averaged = predict(config, competition, tta=tta)  # each seed's sub-run, then the mean over seeds per fold
+    seeds = [str(folder) for folder in seed_dirs(run_dir(config.name)).values()]
+    rows = []
+    for label, runs, method, hill in (
+        ("1 seed (the first)", seeds[:1], "mean", None),
+        (f"{n_seeds} seeds, mean per fold", [str(run_dir(config.name))], "mean", None),
+        (f"mean of the {n_seeds} seed runs", seeds, "mean", None),
+        (f"hill climb over the {n_seeds} seed runs", seeds, "hill", None),
+        ("hill climb, chosen on folds 1-4", seeds, "hill", HillOptions(holdout_folds=[0])),
+    ):
+        name = f"{config.name}-{method}-{len(runs)}{'-holdout' if hill else ''}"
+        result = ensemble(config, competition, runs, name=name, force=True, method=method, hill=hill)
+        held = result.climb.holdout.value if result.climb and result.climb.holdout else None
+        rows.append((label, result.oof_score, held, score_submission(result.path, solution)))
+    print(
+        f"\nFashion-MNIST, {len(averaged.seeds)} seeds x {len(averaged.folds)} folds, {train_minutes:.0f} min training"
+    )
+    print(f"{'':42} {'OOF acc':>8} {'fold 0 held out':>16} {'test acc':>9}")
+    for label, oof, held, test in rows:
+        print(f"{label:42} {oof:8.4f} {'' if held is None else f'{held:.4f}':>16} {test:9.4f}")
+    print("(the hill climb's OOF accuracy is optimistic: it chose its weights on those rows)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("--folds", choices=["0", "all"], default="0", help="one model (fold 0) or every fold")
     parser.add_argument("--tta", action="store_true", help="predict with the views of predict.tta")
+    parser.add_argument("--seeds", type=int, help="train every fold under N seeds; compare with 1 seed, hill vs mean")
     parser.add_argument("--limit", type=int, help="use the first N training images (and N/6 test images)")
     parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override (repeatable), e.g. train.epochs=12",
-    )
+    add_overrides(parser, "config override (repeatable), e.g. train.epochs=12")
     parser.add_argument("--workdir", type=Path, default=Path("."), help="where data/, folds/, runs/ go")
     args = parser.parse_args()
 
@@ -143,6 +177,9 @@ def main() -> None:
     build_competition(root, solution, args.limit)
     competition = load_competition(config.data)
     write_folds(config, competition)
+    if args.seeds:
+        compare_seeds(config, competition, args.seeds, solution, args.tta, args)
+        return
 
     started = time.perf_counter()
     results, train_seconds = train_folds(config, competition, args.folds)

@@ -6,7 +6,10 @@ and `rank` (each class column replaced by its rank among the table's rows, scale
 averaged, rows renormalised: for rank metrics such as AUC). `--weights auto` fits non-negative
 weights that sum to one by minimising the blend's OOF log loss, whatever `predict.metric` is: log
 loss is smooth and rewards good probabilities, where accuracy-like metrics are step functions an
-optimiser cannot follow. The test set is never looked at.
+optimiser cannot follow. `hill` is Kaggle's hill-climbing blend: start from the best member on
+the OOF metric itself (any metric comp has, in its own direction), then repeatedly mix in, with
+replacement, the member (and share) that most improves that score, until nothing improves.
+The test set is never looked at.
 
 Multi-label tables hold independent per-tag probabilities: they are blended per tag and never
 renormalised across the tags (geometric: the sigmoid of the weighted mean logit; the weights fitted
@@ -15,14 +18,36 @@ on the mean binary log loss). Decision thresholds are fitted afterwards, on the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import minimize
 from scipy.stats import rankdata
 
 from comp.errors import CompError
-from comp.metrics import EPS, log_loss
+from comp.metrics import EPS, is_better, log_loss, score
 
-METHODS = ("mean", "weighted", "geometric", "rank")
+METHODS = ("mean", "weighted", "geometric", "rank", "hill")
+MAX_HILL_STEPS = 100  # each step scores every member at every share: the climb stays cheap
+MIN_GAIN = 1e-9
+HILL_SHARES = np.linspace(0.02, 0.5, 25)  # a step's weight for the member it mixes in
+
+
+@dataclass
+class Score:
+    """An OOF table's score in `metric` (predict.metric) and its log loss."""
+
+    metric: str
+    value: float
+    log_loss: float
+
+
+def metric_and_log_loss(
+    metric: str, targets: np.ndarray, probs: np.ndarray, params: dict | None = None, thresholds=None
+) -> Score:
+    return Score(
+        metric, score(metric, targets, probs, **(params or {}), thresholds=thresholds), log_loss(targets, probs)
+    )
 
 
 def prepare(method: str, stack: np.ndarray, task: str = "multiclass") -> np.ndarray:
@@ -97,3 +122,71 @@ def parse_weights(text: str | None, method: str, n: int) -> str | np.ndarray:
             hint="E.g. --weights " + ",".join(["1"] * n) + ", or --weights auto.",
         )
     return weights / weights.sum()
+
+
+@dataclass
+class Climb:
+    """A hill climb's final weights (members' order, summing to one) and its path, first step first."""
+
+    weights: np.ndarray
+    path: list[tuple[int, float, float]]  # (member, its share w in that step, OOF score after the step)
+
+
+def _clipped(mixed: np.ndarray, task: str = "multiclass") -> np.ndarray:
+    """Rows renormalised (multilabel: each tag kept in (0, 1) on its own); a negative weight may push a
+    probability out of range, so it is clipped first."""
+    if task == "multilabel":
+        return np.clip(mixed, EPS, 1.0 - EPS)
+    mixed = np.clip(mixed, EPS, None)
+    return mixed / mixed.sum(axis=1, keepdims=True)
+
+
+def _improves(metric: str, new: float, old: float) -> bool:
+    """Better by more than round-off: mixing the blend with itself must not count as a step."""
+    return is_better(metric, new, old) and abs(new - old) > MIN_GAIN
+
+
+def hill_climb(
+    stack: np.ndarray,
+    y: np.ndarray,
+    metric: str,
+    negative: bool = False,
+    task: str = "multiclass",
+    params: dict | None = None,
+) -> Climb:
+    """Greedy forward selection with replacement on the OOF `metric` (stack: members x rows x classes).
+
+    Each step mixes one member into the blend, blend <- (1 - w) blend + w member, with the member and
+    the share w in HILL_SHARES that improve the score most (ties: the earlier member, the smaller
+    share). A member added again gains weight. With `negative`, w may also be negative, which
+    subtracts a member's errors that the blend shares. `params`: the metric's (predict.metric_params).
+    """
+    params = params or {}
+    n = len(stack)
+    singles = [score(metric, y, member, **params) for member in stack]
+    best = 0
+    for m in range(1, n):
+        if is_better(metric, singles[m], singles[best]):
+            best = m
+    weights, blend = np.eye(n)[best], stack[best]
+    path, current = [(best, 1.0, singles[best])], singles[best]
+    shares = np.concatenate([HILL_SHARES, -HILL_SHARES]) if negative else HILL_SHARES
+    for _ in range(MAX_HILL_STEPS):
+        winner = None
+        for m in range(n):
+            for w in shares:
+                value = score(metric, y, _clipped((1 - w) * blend + w * stack[m], task), **params)
+                if _improves(metric, value, current if winner is None else winner[0]):
+                    winner = (value, m, float(w))
+        if winner is None:
+            break
+        current, m, w = winner
+        weights = (1 - w) * weights + w * np.eye(n)[m]
+        blend = (1 - w) * blend + w * stack[m]
+        path.append((m, w, current))
+    return Climb(weights, path)
+
+
+def hill_blend(stack: np.ndarray, weights: np.ndarray, task: str = "multiclass") -> np.ndarray:
+    """The blend a climb's weights give (probabilities clipped and renormalised as during the climb)."""
+    return _clipped(np.tensordot(weights, stack, axes=1), task)

@@ -162,11 +162,46 @@ def folds(
 
 
 @command(
+    help="Exact and near-duplicate images within train, train-test and across folds: runs/<name>/duplicates.csv.",
+    rich_help_panel="Data",
+    epilog=examples("comp duplicates", "comp duplicates --set duplicates.max_distance=4"),
+)
+def duplicates(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
+    from comp.leaks import find_duplicates
+
+    cfg = _config(config, set_)
+    console.print(find_duplicates(cfg, _competition(cfg)))
+
+
+@command(
+    help="Pseudo-labels from a run's test predictions (--threshold P or --top F): runs/<run>/pseudo_labels.csv.",
+    rich_help_panel="Train",
+    epilog=examples("comp pseudo exp1 --threshold 0.95", "comp pseudo exp1 --top 0.2"),
+)
+def pseudo(
+    run: Annotated[str, typer.Argument(help="Run name or folder whose test predictions to label from.")],
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Keep test images whose top probability is at least this.")
+    ] = None,
+    top: Annotated[
+        float | None, typer.Option("--top", help="Keep the most confident share of each predicted class, e.g. 0.2.")
+    ] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    from comp.pseudo import pseudo_label
+
+    cfg = _config(config, set_)
+    console.print(pseudo_label(_competition(cfg), run, threshold=threshold, top=top))
+
+
+@command(
     help="Train one fold (--fold K) or every fold (--fold all) of the configured experiment.",
     rich_help_panel="Train",
     epilog=examples(
         "comp train --set train.epochs=3",
         "comp train --fold 0 --resume",
+        "comp train --seeds 3",
         "comp train --parallel 4 --gpus 0,1,2,3 --set train.loggers=[csv,wandb]",
     ),
 )
@@ -201,8 +236,16 @@ def train(
             help="With --parallel: the GPUs to spread the folds over, e.g. 0,1,2,3 (default: all visible).",
         ),
     ] = None,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            min=1,
+            help="Train the same folds with N seeds (train.seed, +1, ...) as one run: runs/<name>/seed<s>/.",
+        ),
+    ] = 1,
 ) -> None:
-    from comp.training.launch import launch_training
+    from comp.training.seeds import train_seeds
 
     if fold != "all" and not fold.isdigit():
         raise typer.BadParameter(f"--fold must be a fold number or 'all', not {fold!r}.")
@@ -212,11 +255,12 @@ def train(
             "--parallel and --gpus spread the folds of --fold all, one process per fold; "
             "--devices alone trains one fold over several devices."
         )
-    result = launch_training(
+    result = train_seeds(
         cfg,
         _competition(cfg),
         config,
         set_ or [],
+        seeds,
         fold if fold == "all" else int(fold),
         devices=devices,
         parallel=parallel,
@@ -287,17 +331,33 @@ def ensemble(
     runs: Annotated[list[str] | None, typer.Argument(help="Run names or run folders.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Name of the blended run.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing blended run.")] = False,
-    method: Annotated[str, typer.Option("--method", help="mean | weighted | geometric | rank.")] = "mean",
+    method: Annotated[str, typer.Option("--method", help="mean | weighted | geometric | rank | hill.")] = "mean",
     weights: Annotated[
         str | None, typer.Option("--weights", help="auto (fitted on the OOF log loss) or w1,w2,... (one per run).")
+    ] = None,
+    negative_weights: Annotated[
+        bool,
+        typer.Option(
+            "--negative-weights", help="With --method hill: a run may also be mixed in with a negative share."
+        ),
+    ] = False,
+    holdout_folds: Annotated[
+        str | None,
+        typer.Option(
+            "--holdout-folds", help="With --method hill: climb on the other folds, score on these (e.g. 0,1)."
+        ),
     ] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
     from comp.ensemble import ensemble as blend_or_submit
+    from comp.hill import parse_hill_options
 
     cfg = _config(config, set_)
-    console.print(blend_or_submit(cfg, _competition(cfg), runs, name=name, force=force, method=method, weights=weights))
+    hill = parse_hill_options(negative_weights, holdout_folds)
+    console.print(
+        blend_or_submit(cfg, _competition(cfg), runs, name=name, force=force, method=method, weights=weights, hill=hill)
+    )
 
 
 @command(

@@ -57,6 +57,7 @@ class DataConfig(Section):
     # ordinal when predict.metric is quadratic_weighted_kappa, multiclass otherwise (comp.tasks).
     task: Literal["auto", "multiclass", "binary", "multilabel", "ordinal"] = "auto"
     cache: Literal["auto", "on", "off"] = "auto"
+    pseudo_labels: str | None = None
 
     @field_validator("cache", mode="before")
     @classmethod
@@ -66,7 +67,9 @@ class DataConfig(Section):
 
 class FoldsConfig(Section):
     k: int = Field(5, ge=2)
+    seed: int | None = None  # null: the top-level seed
     group_column: str | None = None
+    group_duplicates: bool = False
 
 
 class HeadConfig(Section):
@@ -91,6 +94,7 @@ class ModelConfig(Section):
 
 class TrainConfig(Section):
     epochs: int = Field(6, ge=1)
+    seed: int | None = None  # null: the top-level seed
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.001, gt=0)
     weight_decay: float = Field(0.05, ge=0)
@@ -216,6 +220,10 @@ class ProbeConfig(Section):
     n_jobs: int = 1
 
 
+class DuplicatesConfig(Section):
+    max_distance: int = Field(6, ge=0, le=64)  # bits of the 64-bit perceptual hash that may differ
+
+
 class Config(Section):
     name: str = "default"
     seed: int = 42
@@ -227,6 +235,15 @@ class Config(Section):
     predict: PredictConfig = Field(default_factory=PredictConfig)
     submission: SubmissionConfig = Field(default_factory=SubmissionConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    duplicates: DuplicatesConfig = Field(default_factory=DuplicatesConfig)
+
+    @property
+    def fold_seed(self) -> int:
+        return self.seed if self.folds.seed is None else self.folds.seed
+
+    @property
+    def train_seed(self) -> int:
+        return self.seed if self.train.seed is None else self.train.seed
 
     @model_validator(mode="after")
     def _graded_metric_means_ordinal(self) -> Config:
@@ -237,7 +254,8 @@ class Config(Section):
 
     @property
     def fold_file(self) -> Path:
-        return Path("folds") / f"{self.data.competition}_k{self.folds.k}_s{self.seed}.csv"
+        grouped = "_dups" if self.folds.group_duplicates else ""
+        return Path("folds") / f"{self.data.competition}_k{self.folds.k}_s{self.fold_seed}{grouped}.csv"
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -7,7 +7,9 @@ sha256, recorded in cv.json by `comp predict` and by every blend).
 
 The blend rules and the weight fitting are comp.blending's. The OOF score (`predict.metric`) and log
 loss of each member and of the blend are reported; the decision thresholds of a multi-label or
-ordinal task are fitted again on the blend's OOF rows (cv.json) and applied to its test rows.
+ordinal task are fitted again on the blend's OOF rows (cv.json) and applied to its test rows. A
+hill-climbed blend chooses its weights on the OOF rows it is scored on, so its OOF score is
+optimistic; `--holdout-folds` chooses on the other folds and scores on those alone.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ import pandas as pd
 from rich.console import Group
 from rich.text import Text
 
-from comp.blending import METHODS, blend_table, fit_weights, parse_weights
+from comp.blending import METHODS, Score, blend_table, fit_weights, metric_and_log_loss, parse_weights
 from comp.config import Config
 from comp.data.competition import Competition, check_same_classes, column_name, save_classes
 from comp.errors import CompError
+from comp.hill import HillOptions, HillReport, climb_blend, oof_folds
 from comp.io import sha256_file, write_json
-from comp.metrics import log_loss, score
 from comp.runs import (
     next_submission_path,
     probability_table,
@@ -41,15 +43,6 @@ from comp.runs import (
 )
 from comp.submission.formats import create_submission, write_submission
 from comp.tasks import decision_record, same_outputs
-
-
-@dataclass
-class Score:
-    """An OOF table's score in `metric` (predict.metric) and its log loss."""
-
-    metric: str
-    value: float
-    log_loss: float
 
 
 @dataclass
@@ -72,6 +65,7 @@ class SubmissionResult:
     member_scores: dict[str, Score]
     weights: dict[str, float]
     blend_score: Score | None = None
+    climb: HillReport | None = None
 
     def __rich__(self) -> Group:
         lines = [
@@ -86,6 +80,8 @@ class SubmissionResult:
             lines.append(
                 Text(f"blend -> {self.run_dir}: OOF {blend.metric} {blend.value:.4f}, log loss {blend.log_loss:.4f}")
             )
+        if self.climb:
+            lines.extend(self.climb.lines())
         oof = "n/a" if self.oof_score is None else f"{self.oof_score:.4f}"
         lines.append(Text(f"OOF score {oof}  submission -> {self.path}"))
         return Group(*lines)
@@ -140,10 +136,6 @@ def check_compatible(members: list[Member], classes: list) -> None:
             )
 
 
-def metric_and_log_loss(metric: str, targets: np.ndarray, probs: np.ndarray, params: dict, thresholds=None) -> Score:
-    return Score(metric, score(metric, targets, probs, **params, thresholds=thresholds), log_loss(targets, probs))
-
-
 # ----------------------------------------------------------------------------- the blended run
 
 
@@ -153,12 +145,22 @@ class Blend:
 
     method: str
     weights: np.ndarray
-    weights_mode: str  # auto (fitted), given (--weights w1,w2,...) or equal
+    weights_mode: str  # auto (fitted), given (--weights w1,w2,...), equal or hill (climbed)
     oof: pd.DataFrame
     test: pd.DataFrame
     member_scores: dict[str, Score]
     score: Score
     decisions: dict  # comp.tasks.decision_record: task, metric parameters, thresholds fitted on the blend's OOF
+    climb: HillReport | None = None
+
+
+def _check_method(method: str, weights: str | None, hill: HillOptions) -> None:
+    if method not in METHODS:
+        raise CompError(f"--method {method!r} is not one of {', '.join(METHODS)}.")
+    if method == "hill" and weights is not None:
+        raise CompError("--method hill chooses the weights itself: drop --weights.")
+    if method != "hill" and (hill.negative or hill.holdout_folds):
+        raise CompError("--negative-weights and --holdout-folds belong to --method hill.", hint="Add --method hill.")
 
 
 def blend_members(
@@ -169,19 +171,30 @@ def blend_members(
     method: str = "mean",
     weights: str | None = None,
     params: dict | None = None,
+    hill: HillOptions | None = None,
 ) -> Blend:
-    """Align the members by id, fit or take the weights, and blend their OOF and test tables alike."""
-    if method not in METHODS:
-        raise CompError(f"--method {method!r} is not one of {', '.join(METHODS)}.")
+    """Align the members by id, fit, climb or take the weights, and blend their OOF and test tables alike."""
+    hill = hill or HillOptions()
+    _check_method(method, weights, hill)
     oof_ids, test_ids = members[0].oof.index, members[0].test.index
     columns = [column_name(c) for c in classes]
     oof_stack = np.stack([m.oof.loc[oof_ids, columns].to_numpy(np.float64) for m in members])
     test_stack = np.stack([m.test.loc[test_ids, columns].to_numpy(np.float64) for m in members])
     y, task, params = competition.targets(oof_ids, classes), competition.task, params or {}
-    rule = "mean" if method == "weighted" else method
-    parsed = parse_weights(weights, method, len(members))
-    fitted = fit_weights(rule, oof_stack, y, task) if isinstance(parsed, str) else parsed
-    oof = blend_table(rule, oof_stack, fitted, task)
+    report = None
+    if method == "hill":
+        folds = oof_folds(members[0].cv, members[0].run_dir / "cv.json", oof_ids) if hill.holdout_folds else None
+        runs, fold_file = [str(m.run_dir) for m in members], members[0].cv.get("fold_file")
+        fitted, oof, test, report = climb_blend(
+            oof_stack, test_stack, y, metric, runs, hill, folds, fold_file, task, params
+        )
+        mode = "hill"
+    else:
+        rule = "mean" if method == "weighted" else method
+        parsed = parse_weights(weights, method, len(members))
+        fitted = fit_weights(rule, oof_stack, y, task) if isinstance(parsed, str) else parsed
+        oof, test = blend_table(rule, oof_stack, fitted, task), blend_table(rule, test_stack, fitted, task)
+        mode = "auto" if isinstance(parsed, str) else ("given" if weights else "equal")
     _, decisions = decision_record(task, metric, params, y, oof)
     member_scores = {
         str(m.run_dir): metric_and_log_loss(metric, y, s, params, m.cv.get("thresholds"))
@@ -190,12 +203,13 @@ def blend_members(
     return Blend(
         method,
         fitted,
-        "auto" if isinstance(parsed, str) else ("given" if weights else "equal"),
+        mode,
         probability_table(oof_ids, oof, classes).set_index("id"),
-        probability_table(test_ids, blend_table(rule, test_stack, fitted, task), classes).set_index("id"),
+        probability_table(test_ids, test, classes).set_index("id"),
         member_scores,
         metric_and_log_loss(metric, y, oof, params, decisions["thresholds"]),
         decisions,
+        report,
     )
 
 
@@ -237,18 +251,21 @@ def write_blend_run(folder: Path, members: list[Member], classes: list, result: 
             "folds": {},
             "fold_file": shared.get("fold_file"),
             "fold_file_sha256": shared["fold_file_sha256"],
+            **({"hill": result.climb.record()} if result.climb else {}),
         },
     )
+    objective = {"auto": "OOF log loss", "hill": f"OOF {result.score.metric}"}.get(result.weights_mode)
     write_json(
         folder / "members.json",
         {
             "method": result.method,
             "weights": result.weights_mode,
-            "objective": "OOF log loss" if result.weights_mode == "auto" else None,
+            "objective": objective,
             "members": [
                 _member_record(m.run_dir, float(w), result.member_scores[str(m.run_dir)])
                 for m, w in zip(members, result.weights, strict=True)
             ],
+            **({"path": result.climb.path, "hill": result.climb.record()} if result.climb else {}),
         },
     )
 
@@ -271,6 +288,7 @@ def blend(
     out_dir: Path,
     method: str = "mean",
     weights: str | None = None,
+    hill: HillOptions | None = None,
 ) -> SubmissionResult:
     """Blend the runs into the run folder `out_dir` (built aside, then renamed), then write its submission."""
     if len({d.resolve() for d in run_dirs}) < len(run_dirs):
@@ -281,7 +299,7 @@ def blend(
     check_compatible(members, classes)
     check_task(competition, members[0].run_dir, members[0].task)
     metric, params = config.predict.metric, config.predict.metric_params
-    result = blend_members(competition, members, classes, metric, method, weights, params)
+    result = blend_members(competition, members, classes, metric, method, weights, params, hill)
     # The submission is built before anything is written: a format problem leaves nothing behind.
     frame = submission_frame(config, competition, result.test, classes, result.decisions["thresholds"])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -294,7 +312,9 @@ def blend(
         shutil.rmtree(folder, ignore_errors=True)
     path = write_run_submission(config, competition, out_dir, frame)
     weights_by_run = {str(m.run_dir): float(w) for m, w in zip(members, result.weights, strict=True)}
-    return SubmissionResult(path, out_dir, result.score.value, result.member_scores, weights_by_run, result.score)
+    return SubmissionResult(
+        path, out_dir, result.score.value, result.member_scores, weights_by_run, result.score, result.climb
+    )
 
 
 # ----------------------------------------------------------------------------- submissions
@@ -377,13 +397,15 @@ def ensemble(
     force: bool = False,
     method: str = "mean",
     weights: str | None = None,
+    hill: HillOptions | None = None,
 ) -> SubmissionResult:
     """One run: its submission. Several: blend them into runs/<name>/ first, then its submission."""
     run_dirs = [resolve_run(r) for r in runs or [config.name]]
     if len(run_dirs) == 1:
-        if method != "mean" or weights is not None:
+        if method != "mean" or weights is not None or hill is not None:
             raise CompError(
-                "--method and --weights blend several runs; one run is submitted as it is.",
+                f"--method {method}, --weights, --negative-weights and --holdout-folds blend several runs; "
+                f"one run ({run_dirs[0]}) is submitted as it is.",
                 hint="List two or more runs to blend them.",
             )
         run_dir = run_dirs[0]
@@ -393,4 +415,4 @@ def ensemble(
     out_dir = _check_name(name or "+".join(d.name for d in run_dirs), run_dirs)
     if out_dir.exists() and not force:
         raise CompError(f"{out_dir} already exists.", hint="Pick another --name, or pass --force to replace it.")
-    return blend(config, competition, run_dirs, out_dir, method, weights)
+    return blend(config, competition, run_dirs, out_dir, method, weights, hill)

@@ -5,6 +5,15 @@ cv.json, so a blend is just another run. A trained run also has one folder per f
 
     runs/<name>/config.yaml, classes.json, cv.json, oof.parquet, test.parquet
     runs/<name>/fold<k>/best.safetensors, last.pt, metrics.csv, run.json, summary.json, oof.parquet, test.parquet
+    runs/<name>/duplicates.csv, report/duplicates.png (`comp duplicates`)
+    runs/<name>/pseudo_labels.csv (`comp pseudo`: test ids and labels for data.pseudo_labels)
+
+A run trained with several seeds over the same folds (`comp train --seeds N`) holds one sub-run per
+seed, each a trained run of its own, and the seed-averaged tables on top:
+
+    runs/<name>/seeds.json (the run's seeds, written before the first one trains)
+    runs/<name>/seed<s>/config.yaml, cv.json, oof.parquet, test.parquet, fold<k>/...
+    runs/<name>/cv.json (each seed's score and the averaged one), oof.parquet, test.parquet
     submissions/<name>.csv (+ .json), submissions/ledger.csv
 
 A prediction table is `id` plus one probability column per class named `str(label)`, stored as
@@ -29,9 +38,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from comp.config import Config
 from comp.data.competition import column_name
 from comp.errors import CompError
-from comp.io import read_parquet_metadata, write_parquet
+from comp.io import read_parquet_metadata, write_json, write_parquet
 
 RUNS = Path("runs")
 SUBMISSIONS = Path("submissions")
@@ -54,6 +64,49 @@ def kernel_dir(name: str) -> Path:
 
 def fold_dir(run: Path, fold: int) -> Path:
     return run / f"fold{fold}"
+
+
+def seed_run_name(name: str, seed: int) -> str:
+    """The run name of one seed of a several-seed run: its folder is runs/<name>/seed<s>."""
+    return f"{name}/seed{seed}"
+
+
+def seed_config(config: Config, seed: int) -> Config:
+    """The config of one seed's sub-run: its own folder, its own train.seed, the same folds."""
+    train = config.train.model_copy(update={"seed": seed})
+    return config.model_copy(update={"name": seed_run_name(config.name, seed), "train": train})
+
+
+def seed_dirs(run: Path) -> dict[int, Path]:
+    """The run's seed sub-runs by seed, in seed order (empty: a run trained with one seed)."""
+    found = {}
+    for folder in run.glob("seed*"):
+        digits = folder.name.removeprefix("seed")
+        if folder.is_dir() and digits.isdigit():
+            found[int(digits)] = folder
+    return dict(sorted(found.items()))
+
+
+def read_seeds(run: Path) -> list[int]:
+    """The seeds a several-seed run is trained with (seeds.json); empty: a single-seed run."""
+    path = run / "seeds.json"
+    return json.loads(path.read_text())["seeds"] if path.exists() else []
+
+
+def write_seeds(run: Path, seeds: list[int]) -> None:
+    if seeds:
+        write_json(run / "seeds.json", {"seeds": seeds})
+    else:
+        (run / "seeds.json").unlink(missing_ok=True)
+
+
+def pseudo_labels_path(run: Path) -> Path:
+    return run / "pseudo_labels.csv"
+
+
+def duplicates_files(run: Path) -> tuple[Path, Path]:
+    """`comp duplicates`' pair table and its picture of the closest pairs."""
+    return run / "duplicates.csv", run / "report" / "duplicates.png"
 
 
 def fold_number(folder: Path) -> int | None:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fake_kaggle import FakeKaggle
 
 from comp.config import Config, load_config
 
@@ -23,22 +24,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 # What makes a training run tiny: a CIFAR ResNet18 at an eighth of its widths (0.18M parameters) on 16 px
 # images, two folds, batches of 8, one epoch, no augmentation, no loader workers. Later overrides win:
-# a test adds what it is about (train.epochs=3, folds.k=3, aug.phase1=light...).
+# a test adds what it is about (train.epochs=3, folds.k=3, aug.phase1=light...). TINY_SCALE is the part
+# that holds for any model and augmentation (the recipes keep their own).
 TINY_MODEL = ["model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}"]
-TINY_RUN = [
-    *TINY_MODEL,
-    "data.image_size=16",
-    "folds.k=2",
-    "train.batch_size=8",
-    "train.epochs=1",
-    "aug.phase1=none",
-    "train.num_workers=0",
-]
+TINY_SCALE = ["data.image_size=16", "folds.k=2", "train.batch_size=8", "train.num_workers=0"]
+TINY_RUN = [*TINY_MODEL, *TINY_SCALE, "train.epochs=1", "aug.phase1=none"]
+
+
+def competition_data(name: str) -> list[str]:
+    """The overrides that read the competition <name> from data/<name>."""
+    return [f"data.root=data/{name}", f"data.competition={name}"]
 
 
 def on_competition(name: str) -> list[str]:
     """The overrides that train on data/<name> (as written by the helpers below) in a run called <name>."""
-    return [f"data.root=data/{name}", f"data.competition={name}", f"name={name}"]
+    return [*competition_data(name), f"name={name}"]
 
 
 def sets(*overrides: str) -> list[str]:
@@ -112,3 +112,17 @@ def tiny_config(project):
         return load_config("configs/default.yaml", [*TINY_RUN, *on_competition(competition), *overrides])
 
     return make
+
+
+@pytest.fixture
+def fake():
+    """The fake Kaggle API on loopback; the test fails if a request was meant for the real Kaggle."""
+    with FakeKaggle() as server:
+        yield server
+    assert server.stray == [], "a request was meant for the real Kaggle"
+
+
+@pytest.fixture
+def home(tmp_path_factory) -> Path:
+    """An empty home folder for the kaggle client (where it looks for kaggle.json)."""
+    return tmp_path_factory.mktemp("home")

@@ -13,8 +13,8 @@ from comp.cli import app
 
 runner = CliRunner()
 PANELS = {
-    "Data": ["init", "download", "folds"],
-    "Train": ["train", "lr-find", "probe"],
+    "Data": ["init", "download", "folds", "duplicates"],
+    "Train": ["train", "lr-find", "probe", "pseudo"],
     "Predict": ["predict", "evaluate", "ensemble"],
     "Submit": ["validate", "submit", "submissions"],
     "Tools": ["demo", "info", "env"],

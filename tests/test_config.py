@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 from comp.cli import app
 from comp.config import Config, load_config, packaged_configs, parse_override, valid_keys
 from comp.errors import CompError
+from comp.training.checkpoint import flatten
 
 
 def test_default_yaml_equals_builtin_defaults_and_documents_every_key(project):
@@ -179,13 +180,3 @@ def test_init_refuses_a_slug_that_is_not_one(empty):
     result = init("../elsewhere")
     assert result.exit_code == 1 and "not a competition slug" in result.output
     assert not list(empty.parent.glob("elsewhere*")) and not (empty / "configs").exists()
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import sets
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
@@ -67,7 +68,7 @@ def test_score_submission_aligns_by_id_and_counts_missing_ids_wrong(tmp_path):
 
 @pytest.mark.slow
 def test_comp_demo_runs_the_pipeline_scores_the_submission_and_keeps_it_on_a_second_run(project):
-    fast = ["--set", "train.epochs=4", "--set", "folds.k=2"]
+    fast = sets("train.epochs=4", "folds.k=2")
     result = CliRunner().invoke(app, ["demo", *fast])
     assert result.exit_code == 0, result.output
     accuracy = float(re.search(r"test accuracy \(held-back labels\): ([\d.]+)", result.output).group(1))

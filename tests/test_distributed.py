@@ -7,7 +7,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 import torch
-from conftest import write_csv_competition
+from conftest import TINY_RUN, on_competition, sets, write_csv_competition
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -24,19 +24,9 @@ from comp.training.loop import evaluate
 
 runner = CliRunner()
 # 32 images in 3 folds: fold 0 validates on 11 rows, shared 6 + 5 by two processes.
-OVERRIDES = [
-    "model.name=resnet18_cifar",
-    "model.kwargs={widths: [8, 16, 32, 64]}",
-    "data.image_size=16",
-    "aug.phase1=none",
-    "train.batch_size=8",
-    "train.epochs=1",
-    "folds.k=3",
-    "data.root=data/shapes",
-    "data.competition=shapes",
-    "name=shapes",
-]
-TINY = [arg for override in OVERRIDES for arg in ("--set", override)]
+# Loader workers as a real run has them (auto): each process starts its own.
+OVERRIDES = [*TINY_RUN, *on_competition("shapes"), "folds.k=3", "train.num_workers=auto"]
+TINY = sets(*OVERRIDES)
 
 # Loaded by every Python process started with the hook folder on PYTHONPATH (the torchrun workers):
 # each says that it started, then logs every file it puts in place (comp writes atomically: os.replace).

@@ -27,18 +27,6 @@ from comp.kaggle.client import retry_after
 BIG = 3_000_000  # bytes of incompressible content in the archive
 
 
-@pytest.fixture
-def fake():
-    with FakeKaggle() as server:
-        yield server
-    assert server.stray == [], "a request was meant for the real Kaggle"
-
-
-@pytest.fixture
-def home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("home")
-
-
 def big_archive() -> tuple[bytes, dict[str, bytes]]:
     """A zip of a few MB (random bytes do not compress) and the files it holds."""
     rng = random.Random(0)
@@ -125,16 +113,22 @@ def test_a_killed_download_is_resumed_and_leaves_nothing_behind(project, fake, h
     assert_extracted(project, archive, files)
 
 
+def leave_partial(project: Path, archive: bytes, identity: dict) -> None:
+    """What a download killed while extracting leaves in data/.<slug>.partial/: an archive with the identity
+    it was fetched under, and an extraction cut short."""
+    partial = project / "data" / f".{SLUG}.partial"
+    (partial / "files" / "blobs").mkdir(parents=True)
+    (partial / "files" / "blobs" / "a.bin").write_bytes(b"half")
+    (partial / f"{SLUG}.zip").write_bytes(archive)
+    (partial / "partial.json").write_text(json.dumps(identity))
+
+
 @pytest.mark.slow
 def test_what_an_earlier_download_left_is_removed(project, fake, home):
     """A partial of another archive, an extraction cut short, an old-style staging folder: all go."""
     archive, files = big_archive()
     fake.archives[SLUG] = archive
-    partial = project / "data" / f".{SLUG}.partial"
-    (partial / "files" / "blobs").mkdir(parents=True)
-    (partial / "files" / "blobs" / "a.bin").write_bytes(b"half")
-    (partial / f"{SLUG}.zip").write_bytes(b"bytes of an older archive")
-    (partial / "partial.json").write_text(json.dumps({"archive": f"{SLUG}.zip", "size": 999, "validator": '"old"'}))
+    leave_partial(project, b"bytes of an older archive", {"archive": f"{SLUG}.zip", "size": 999, "validator": '"old"'})
     (project / "data" / f".{SLUG}.k3x_9q2a" / "archive").mkdir(parents=True)
     (project / "data" / "other-comp").mkdir()
 
@@ -150,12 +144,7 @@ def test_what_an_earlier_download_left_is_removed(project, fake, home):
 def test_a_download_killed_while_extracting_is_extracted_again_from_the_kept_archive(project, fake, home):
     archive, files = big_archive()
     fake.archives[SLUG] = archive
-    partial = project / "data" / f".{SLUG}.partial"
-    (partial / "files" / "blobs").mkdir(parents=True)
-    (partial / "files" / "blobs" / "a.bin").write_bytes(b"half")
-    (partial / f"{SLUG}.zip").write_bytes(archive)
-    identity = {"archive": f"{SLUG}.zip", "size": len(archive), "validator": etag(archive)}
-    (partial / "partial.json").write_text(json.dumps(identity))
+    leave_partial(project, archive, {"archive": f"{SLUG}.zip", "size": len(archive), "validator": etag(archive)})
     fake.chunk_delay = 0.01  # the opening request is closed long before the archive could be sent whole
 
     code, output = run_comp(fake, home, "download", SLUG)

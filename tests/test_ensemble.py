@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_csv_competition
+from conftest import competition_data, sets, write_csv_competition
 from scipy.special import softmax
 from typer.testing import CliRunner
 
@@ -259,7 +259,7 @@ def test_bad_weights_and_methods_are_refused(config, weights, method, message):
 
 def test_cli_blends_two_runs_with_fitted_weights_into_a_valid_submission(project):
     write_csv_competition(project / "data/shapes")
-    options = ["--set", "data.root=data/shapes", "--set", "data.competition=shapes"]
+    options = sets(*competition_data("shapes"))
     train = pd.read_csv("data/shapes/train.csv")
     y = train["label"].to_numpy()
     test_ids = [f"x{i}" for i in range(6)]

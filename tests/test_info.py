@@ -1,38 +1,21 @@
 """comp info: what a config amounts to, before and while it trains."""
 
 import timm
-from conftest import write_csv_competition
+from conftest import TINY_RUN, on_competition, sets, write_csv_competition
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.config import load_config
 from comp.data.competition import load_competition
 from comp.info import describe_run
 from comp.models.factory import count_parameters
 
 runner = CliRunner()
-FAST = [
-    "model.name=resnet18_cifar",
-    "model.kwargs={widths: [8, 16, 32, 64]}",
-    "data.image_size=16",
-    "folds.k=2",
-    "data.root=data/shapes",
-    "data.competition=shapes",
-    "name=shapes",
-    "train.num_workers=0",
-    "train.epochs=1",
-    "train.batch_size=8",
-    "aug.phase1=none",
-]
+FAST = [*TINY_RUN, *on_competition("shapes")]
 
 
-def sets(*extra: str) -> list[str]:
-    return [a for o in (*FAST, *extra) for a in ("--set", o)]
-
-
-def test_info_reports_the_model_data_and_folds_as_training_goes(project):
+def test_info_reports_the_model_data_and_folds_as_training_goes(project, tiny_config):
     write_csv_competition(project / "data/shapes", n_classes=4, per_class=6)
-    config = load_config("configs/default.yaml", [*FAST, "model.head.hidden=32"])
+    config = tiny_config("model.head.hidden=32")
     run = describe_run(config, load_competition(config.data))
     reference = timm.create_model("resnet18_cifar", num_classes=4, widths=[8, 16, 32, 64])
     expected_head = 64 * 32 + 32 + 2 * 32 + 32 * 4 + 4  # linear(64->32), batch norm, linear(32->4)
@@ -43,9 +26,9 @@ def test_info_reports_the_model_data_and_folds_as_training_goes(project):
     assert run.fold_file.name == "shapes_k2_s42.csv" and not run.fold_file_exists
     assert run.fold_states == {0: "new", 1: "new"} and run.cv_score is None
 
-    assert runner.invoke(app, ["folds", *sets()]).exit_code == 0
-    assert runner.invoke(app, ["train", "--fold", "0", *sets()]).exit_code == 0
-    result = runner.invoke(app, ["info", *sets("model.max_params=1000")])  # reported, not refused
+    assert runner.invoke(app, ["folds", *sets(*FAST)]).exit_code == 0
+    assert runner.invoke(app, ["train", "--fold", "0", *sets(*FAST)]).exit_code == 0
+    result = runner.invoke(app, ["info", *sets(*FAST, "model.max_params=1000")])  # reported, not refused
     assert result.exit_code == 0, result.output + repr(result.exception)
     text = " ".join(result.output.split())
     assert f"{count_parameters(reference)[0]:,} parameters" in text and "limit 1,000 exceeded" in text
@@ -57,6 +40,6 @@ def test_info_names_the_metric_cv_json_records(project):
     write_csv_competition(project / "data/shapes", n_classes=4, per_class=6)
     (project / "runs/shapes").mkdir(parents=True)
     (project / "runs/shapes/cv.json").write_text('{"metric": "log_loss", "oof": 0.25}')
-    result = runner.invoke(app, ["info", *sets()])
+    result = runner.invoke(app, ["info", *sets(*FAST)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "CV log_loss (OOF) 0.2500" in result.output and "accuracy" not in result.output

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, write_csv_competition, write_folders_competition
+from conftest import REPO, competition_data, sets, write_csv_competition, write_folders_competition
 from fake_kaggle import KEY, USERNAME, FakeKaggle
 
 from comp.data.survey import survey_competition
@@ -73,18 +73,6 @@ def files_outside(root: Path, skip: set[str]) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.relative_to(root).parts[0] not in skip}
 
 
-@pytest.fixture
-def fake():
-    with FakeKaggle() as server:
-        yield server
-    assert server.stray == [], "a request was meant for the real Kaggle"
-
-
-@pytest.fixture
-def home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("home")
-
-
 def run_comp(fake: FakeKaggle, home: Path, *args: str, credentials: bool = True, **env: str):
     """`comp ARGS` in a fresh process (cwd: the project folder) talking to the fake Kaggle."""
     return run_python(fake, home, "-m", "comp", *args, credentials=credentials, **env)
@@ -100,7 +88,7 @@ def run_python(fake: FakeKaggle, home: Path, *args: str, credentials: bool = Tru
     return result.returncode, output
 
 
-COMPETITION = ["--set", f"data.competition={SLUG}", "--set", f"data.root=data/{SLUG}"]
+COMPETITION = sets(*competition_data(SLUG))
 
 
 # ----------------------------------------------------------------------------- archives
@@ -528,7 +516,7 @@ def test_submit_refuses_an_invalid_file_before_anything_else(project, clean_home
     bad = project / "submissions" / "bad.csv"
     bad.parent.mkdir(exist_ok=True)
     bad.write_text("id,label\nx0,1\n")
-    config = load_config("configs/default.yaml", [f"data.competition={SLUG}", f"data.root=data/{SLUG}"])
+    config = load_config("configs/default.yaml", competition_data(SLUG))
     with pytest.raises(CompError, match="not a valid submission for 'fake-comp', so it was not sent") as err:
         submit(config, bad, "bad")  # without credentials: validation came first, the client never ran
     assert "x1" in err.value.message  # names a missing id

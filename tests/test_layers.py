@@ -30,8 +30,8 @@ LAYERS = [
     ("__init__", "errors", "io", "console"),  # __init__: the comp package itself
     ("config", "device", "env"),
     ("data", "models", "augment", "metrics", "tasks"),
-    ("runs", "tta", "streaming", "blending", "submission", "trackers"),
-    ("training", "predict", "evaluate", "report", "ensemble"),
+    ("runs", "tta", "streaming", "blending", "hill", "submission", "trackers"),
+    ("training", "predict", "evaluate", "report", "ensemble", "leaks", "pseudo"),
     ("probe", "kaggle", "kernel", "info", "pipeline"),
     ("cli", "__main__"),  # __main__: python -m comp
 ]

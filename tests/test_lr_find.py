@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_csv_competition
+from conftest import TINY_RUN, on_competition, sets, write_csv_competition
 from typer.testing import CliRunner
 
 from comp.cli import app
@@ -11,18 +11,6 @@ from comp.errors import CompError
 from comp.training.lr_find import DIVERGENCE, WINDOW_DECADES, lr_schedule, suggest
 
 runner = CliRunner()
-FAST = [
-    "model.name=resnet18_cifar",
-    "model.kwargs={widths: [8, 16, 32, 64]}",
-    "data.image_size=16",
-    "folds.k=2",
-    "data.root=data/shapes",
-    "data.competition=shapes",
-    "name=shapes",
-    "train.num_workers=0",
-    "train.batch_size=8",
-    "aug.phase1=none",
-]
 
 
 def steepest_windows(curve: pd.DataFrame) -> list[tuple[float, float]]:
@@ -38,9 +26,9 @@ def steepest_windows(curve: pd.DataFrame) -> list[tuple[float, float]]:
 
 def test_lr_find_sweeps_until_divergence_and_suggests_where_the_loss_falls_fastest(project):
     write_csv_competition(project / "data/shapes", n_classes=4, per_class=8)
-    sets = [a for o in FAST for a in ("--set", o)]
-    assert runner.invoke(app, ["folds", *sets]).exit_code == 0
-    result = runner.invoke(app, ["lr-find", "--steps", "50", "--start-lr", "1e-4", "--end-lr", "100", *sets])
+    shapes = sets(*TINY_RUN, *on_competition("shapes"))
+    assert runner.invoke(app, ["folds", *shapes]).exit_code == 0
+    result = runner.invoke(app, ["lr-find", "--steps", "50", "--start-lr", "1e-4", "--end-lr", "100", *shapes])
     assert result.exit_code == 0, result.output + repr(result.exception)
 
     report = project / "runs/shapes/report"

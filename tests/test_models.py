@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import write_folders_competition
+from conftest import on_competition, sets, write_folders_competition
 from huggingface_hub import constants as hf_constants
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -111,26 +111,11 @@ def test_max_params_refuses_a_model_over_the_limit():
 
 def test_max_params_refusal_reaches_the_cli_as_a_clean_error(project):
     write_folders_competition(project / "data/tiny", n_classes=3, per_class=4, n_test=3)
-    data = ["--set", "data.root=data/tiny", "--set", "data.competition=tiny", "--set", "name=tiny"]
+    tiny = [*on_competition("tiny"), "folds.k=2"]
     runner = CliRunner()
-    assert runner.invoke(app, ["folds", "--set", "folds.k=2", *data]).exit_code == 0
-    result = runner.invoke(
-        app,
-        [
-            "train",
-            "--fold",
-            "0",
-            "--set",
-            "folds.k=2",
-            "--set",
-            "model.name=resnet9",
-            "--set",
-            "model.max_params=1000",
-            "--set",
-            "train.batch_size=2",
-            *data,
-        ],
-    )
+    assert runner.invoke(app, ["folds", *sets(*tiny)]).exit_code == 0
+    too_big = sets(*tiny, "model.name=resnet9", "model.max_params=1000", "train.batch_size=2")
+    result = runner.invoke(app, ["train", "--fold", "0", *too_big])
     assert result.exit_code == 1
     expected = count_parameters(timm.create_model("resnet9", num_classes=3))[0]
     assert f"{expected:,} parameters" in result.output and "1,000" in result.output

@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from conftest import REPO
+from conftest import REPO, sets
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 
@@ -63,9 +63,8 @@ def test_download_demo_folds_and_train_make_no_request(tmp_path):
     with LoggingProxy() as proxy:
         env = {k: v for k, v in os.environ.items() if k not in ("NO_ALBUMENTATIONS_UPDATE", "NO_PROXY", "no_proxy")}
         env.update(dict.fromkeys(PROXY_VARIABLES, proxy.url), PYTHONPATH=str(REPO))
-        tiny = ["folds.k=2", "train.epochs=1", "train.batch_size=64", "train.num_workers=0"]
-        sets = [arg for key in tiny for arg in ("--set", key)]
-        for command in (["download", "demo"], ["folds", *sets], ["train", "--fold", "0", *sets]):
+        tiny = sets("folds.k=2", "train.epochs=1", "train.batch_size=64", "train.num_workers=0")
+        for command in (["download", "demo"], ["folds", *tiny], ["train", "--fold", "0", *tiny]):
             done = subprocess.run(
                 [sys.executable, "-m", "comp", *command],
                 cwd=tmp_path,

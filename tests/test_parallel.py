@@ -5,7 +5,7 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import write_csv_competition
+from conftest import TINY_RUN, on_competition, sets, write_csv_competition
 from typer.testing import CliRunner
 
 from comp.cli import app
@@ -13,28 +13,9 @@ from comp.errors import CompError
 from comp.training.parallel import choose_gpus, device_slots, parse_gpus, train_arguments
 
 runner = CliRunner()
-TINY = [
-    "--set",
-    "model.name=resnet18_cifar",
-    "--set",
-    "model.kwargs={widths: [8, 16, 32, 64]}",
-    "--set",
-    "data.image_size=16",
-    "--set",
-    "aug.phase1=none",
-    "--set",
-    "train.batch_size=8",
-    "--set",
-    "train.epochs=2",
-    "--set",
-    "folds.k=3",
-    "--set",
-    "data.root=data/shapes",
-    "--set",
-    "data.competition=shapes",
-    "--set",
-    "name=shapes",
-]
+# Three folds over two processes, two epochs (the crash below comes in the second); loader workers as a
+# real run has them (auto).
+TINY = sets(*TINY_RUN, *on_competition("shapes"), "folds.k=3", "train.epochs=2", "train.num_workers=auto")
 
 # Loaded by every Python process started with the hook folder on PYTHONPATH: the process training fold 1
 # crashes when it writes the second epoch's metrics.csv (after epoch 1 was committed to last.pt).

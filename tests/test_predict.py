@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import write_csv_competition
+from conftest import TINY_RUN, on_competition, sets, write_csv_competition
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -28,16 +28,7 @@ from comp.runs import TableWriter, read_predictions, run_dir
 from comp.tta import AUTO_CANDIDATES
 
 runner = CliRunner()
-FAST = [
-    "model.name=resnet18_cifar",
-    "model.kwargs={widths: [8, 16, 32, 64]}",
-    "data.image_size=16",
-    "folds.k=2",
-    "data.root=data/shapes",
-    "data.competition=shapes",
-    "name=shapes",
-    "train.num_workers=0",
-]
+FAST = [*TINY_RUN, *on_competition("shapes")]
 
 
 def write_fold(config, fold: int, classes: list, seed: int) -> None:
@@ -65,7 +56,7 @@ def make_run(project, overrides=(), folds=(0, 1), n_classes: int = 3):
 
 
 def cli(*args):
-    return runner.invoke(app, [*args, *(a for o in FAST for a in ("--set", o))])
+    return runner.invoke(app, [*args, *sets(*FAST)])
 
 
 def run_files(config) -> dict[str, bytes]:

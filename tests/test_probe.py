@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_csv_competition
+from conftest import TINY_RUN, on_competition, sets, write_csv_competition
 from safetensors import safe_open
 from typer.testing import CliRunner
 
@@ -27,14 +27,8 @@ from comp.training.checkpoint import save_weights
 
 runner = CliRunner()
 FAST = [
-    "model.name=resnet18_cifar",
-    "model.kwargs={widths: [8, 16, 32, 64]}",
-    "data.image_size=16",
-    "folds.k=2",
-    "data.root=data/shapes",
-    "data.competition=shapes",
-    "name=shapes",
-    "train.num_workers=0",
+    *TINY_RUN,
+    *on_competition("shapes"),
     "probe.cv=2",
     "probe.grid={C: [0.1, 10], kernel: [linear, rbf]}",
     # fp32 features like fold_features below: on a CPU with native bf16 (AVX512-BF16, AMX) train.amp
@@ -45,7 +39,7 @@ FAST = [
 
 def cli(command, *args):
     """`comp COMMAND` on the tiny competition; later --set options in `args` win over FAST's."""
-    return runner.invoke(app, [command, *(a for o in FAST for a in ("--set", o)), *args])
+    return runner.invoke(app, [command, *sets(*FAST), *args])
 
 
 @pytest.fixture

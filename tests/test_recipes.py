@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, write_csv_competition
+from conftest import REPO, TINY_MODEL, TINY_SCALE, competition_data, sets, write_csv_competition
 from typer.testing import CliRunner
 
 from comp.augment import validate_aug
@@ -22,25 +22,18 @@ from comp.training.checkpoint import save_weights
 
 runner = CliRunner()
 RECIPES = sorted(p.name for p in (REPO / "comp/configs/examples").glob("*.yaml"))
+# The recipe's own model (untrained) and augmentation at the shared tiny scale, for two epochs.
 TINY = [
+    *TINY_SCALE,
+    *competition_data("tiny"),
     "model.pretrained=false",
-    "data.image_size=16",
-    "data.root=data/tiny",
-    "data.competition=tiny",
-    "folds.k=2",
     "train.epochs=2",
-    "train.batch_size=8",
-    "train.num_workers=0",
     # fp32: on a CPU with native bf16 (AVX512-BF16, AMX) train.amp is bf16 autocast, and oneDNN's bf16
     # convolution backward (torch 2.13 and 2.14) leaves garbage, often nan, in the weight gradient of the
     # kernel taps that see only padding. 16 px images shrink the ResNets' last stages to 2x2 and 1x1 maps
     # where a strided 3x3 convolution has such taps; at the recipes' own sizes none has.
     "train.amp=false",
 ]
-
-
-def sets(*overrides: str) -> list[str]:
-    return [a for o in (*TINY, *overrides) for a in ("--set", o)]
 
 
 def recipe(name: str, *overrides: str):
@@ -95,7 +88,7 @@ def test_the_resnet101_head_is_the_described_bottleneck_under_its_limit():
 )
 def test_each_training_recipe_trains_on_tiny_data(project, name, overrides):
     write_csv_competition(project / "data/tiny", n_classes=4, per_class=6)
-    config = ["--config", str(REPO / "comp/configs/examples" / name), *sets(*overrides)]
+    config = ["--config", str(REPO / "comp/configs/examples" / name), *sets(*TINY, *overrides)]
     assert runner.invoke(app, ["folds", *config]).exit_code == 0
     result = runner.invoke(app, ["train", "--fold", "0", *config])
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -112,7 +105,7 @@ def test_the_svm_probe_recipe_fits_its_grid_on_tiny_data(project):
     config = [
         "--config",
         str(REPO / "comp/configs/examples/svm_probe.yaml"),
-        *sets("model.name=resnet18_cifar", "model.kwargs={widths: [8, 16, 32, 64]}", "model.weights=small.safetensors"),
+        *sets(*TINY, *TINY_MODEL, "model.weights=small.safetensors"),
     ]
     assert runner.invoke(app, ["folds", *config]).exit_code == 0
     result = runner.invoke(app, ["probe", *config])

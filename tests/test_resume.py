@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, write_csv_competition
+from conftest import REPO, TINY_RUN, on_competition, sets, write_csv_competition
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -28,16 +28,13 @@ from comp.training.fold import train
 
 # EMA, a phase switch at epoch 2, dropout, mixup and random augmentation: every random stream there is.
 # 4 batches an epoch; last.pt is written after batch 2 of each epoch and at its end.
+# Loader workers as a real run has them (auto).
 TINY = [
-    "model.name=resnet18_cifar",
-    "model.kwargs={widths: [8, 16, 32, 64]}",
-    "data.image_size=16",
+    *TINY_RUN,
+    *on_competition("tiny"),
     "train.batch_size=4",
     "train.epochs=3",
-    "folds.k=2",
-    "data.root=data/tiny",
-    "data.competition=tiny",
-    "name=tiny",
+    "train.num_workers=auto",
     "train.ema=true",
     "train.ema_decay=0.9",
     "aug.phase1=light",
@@ -89,7 +86,7 @@ def run(*overrides, fold=0, **kwargs):
 
 
 def cli(*args):
-    return runner.invoke(app, ["train", *(a for o in TINY for a in ("--set", o)), *args])
+    return runner.invoke(app, ["train", *sets(*TINY), *args])
 
 
 def metrics(fold=0):
@@ -143,7 +140,7 @@ def test_resume_after_any_checkpoint_equals_the_uninterrupted_run(tiny, straight
 @pytest.mark.slow
 def test_sigkill_at_a_random_moment_then_resume_equals_the_uninterrupted_run(tiny, straight):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the threads the uninterrupted run had
-    command = [sys.executable, "-m", "comp", "train", "--fold", "0", *(a for o in TINY for a in ("--set", o))]
+    command = [sys.executable, "-m", "comp", "train", "--fold", "0", *sets(*TINY)]
     training_seconds = straight[0]["seconds"].sum()
     seed = random.randrange(10**6)
     rng = random.Random(seed)

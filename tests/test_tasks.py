@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_RUN, on_competition
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
@@ -29,15 +30,13 @@ from comp.tasks import check_metric, check_task_classes, resolve_task
 from comp.training.loop import create_mixup
 
 runner = CliRunner()
+# The tiny run at twice its widths, for eight epochs of batches of 16: enough to learn the digits' tasks.
 TRAIN = [
-    "model.name=resnet18_cifar",
+    *TINY_RUN,
     "model.kwargs={widths: [16, 32, 64, 128]}",
-    "data.image_size=16",
     "train.epochs=8",
-    "aug.phase1=none",
     "train.batch_size=16",
     "train.lr=0.003",
-    "folds.k=2",
 ]
 TAGS = {  # digit -> its tags: every digit has two to four, and the tags recombine
     d: sorted(
@@ -122,9 +121,7 @@ def run_pipeline(overrides: list[str]) -> tuple[dict, pd.DataFrame, Path]:
 
 
 PLANET = [
-    "name=planet",
-    "data.competition=planet",
-    "data.root=data/planet",
+    *on_competition("planet"),
     "data.train_csv=train_v2.csv",
     "data.id_column=image_name",
     "data.label_column=tags",
@@ -163,9 +160,7 @@ def test_multi_label_competition_from_folds_to_sorted_tags(project):
 
 
 APTOS = [
-    "name=aptos",
-    "data.competition=aptos",
-    "data.root=data/aptos",
+    *on_competition("aptos"),
     "data.id_column=id_code",
     "data.label_column=diagnosis",
     "data.train_dir=train_images",
@@ -194,9 +189,7 @@ def test_ordinal_competition_grades_from_the_expected_value_with_fitted_cut_poin
 
 
 HUMPBACK = [
-    "name=humpback",
-    "data.competition=humpback",
-    "data.root=data/humpback",
+    *on_competition("humpback"),
     "data.id_column=Image",
     "data.label_column=Id",
     "predict.metric=map_at_k",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_csv_competition
+from conftest import TINY_RUN, on_competition, write_csv_competition
 
 from comp.config import load_config
 from comp.data.competition import load_competition
@@ -23,19 +23,8 @@ wandb = pytest.importorskip("wandb")
 mlflow = pytest.importorskip("mlflow")
 
 SECRET = "kaggle-key-3f9a1c77e2"  # stands for the Kaggle key: it must reach no tracker's files
-TINY = [
-    "model.name=resnet18_cifar",
-    "model.kwargs={widths: [8, 16, 32, 64]}",
-    "data.image_size=16",
-    "train.batch_size=8",
-    "train.epochs=2",
-    "train.num_workers=0",
-    "folds.k=2",
-    "data.root=data/tiny",
-    "data.competition=tiny",
-    "name=tiny",
-    "predict.tta=[identity]",
-]
+# Two epochs with the default (light) augmentation, and one view in predict.
+TINY = [*TINY_RUN, *on_competition("tiny"), "train.epochs=2", "aug.phase1=light", "predict.tta=[identity]"]
 
 
 def config_with(*overrides):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_csv_competition
+from conftest import TINY_RUN, on_competition, write_csv_competition
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -29,18 +29,8 @@ from comp.training.loop import create_mixup, end_epoch, mixes
 from comp.training.optim import create_optimizer, create_scheduler, param_groups
 from comp.training.state import Position
 
-TINY = [
-    "model.name=resnet18_cifar",
-    "model.kwargs={widths: [8, 16, 32, 64]}",
-    "data.image_size=16",
-    "train.batch_size=4",
-    "train.epochs=2",
-    "folds.k=2",
-    "aug.phase1=none",
-    "name=tiny",
-    "data.root=data/tiny",
-    "data.competition=tiny",
-]
+# Batches of 4: four steps an epoch on the 16 training rows of a fold.
+TINY = [*TINY_RUN, *on_competition("tiny"), "train.batch_size=4", "train.epochs=2"]
 
 
 def config_with(*overrides):

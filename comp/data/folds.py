@@ -1,7 +1,10 @@
-"""Stratified k-fold assignment (grouped when `folds.group_column` is set), seeded and reproducible.
+"""Stratified k-fold assignment, seeded (`folds.seed`, default the top-level seed) and reproducible.
 
-Multi-label competitions are stratified on every tag at once (iterative stratification, Sechidis et
-al. 2011, through the `iterative-stratification` package).
+Grouped (StratifiedGroupKFold) when `folds.group_column` is set, or `folds.group_duplicates`: then
+near-duplicate training images (comp.data.duplicates) share a group, so a copy never sits in
+another fold than its original; both together merge the groups. Multi-label competitions are
+stratified on every tag at once (iterative stratification, Sechidis et al. 2011, through the
+`iterative-stratification` package).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from comp.config import Config
 from comp.data.competition import Competition, read_csv_text
+from comp.data.duplicates import connected_groups, training_duplicate_groups
 from comp.errors import CompError
 from comp.io import sha256_file, write_csv
 from comp.tasks import split_tags, tag_matrix
@@ -67,6 +71,20 @@ def _single_label_splits(train: pd.DataFrame, k: int, seed: int, groups: pd.Seri
 
 
 def _read_groups(config: Config, competition: Competition) -> pd.Series | None:
+    """The groups of folds.group_column and/or folds.group_duplicates (merged); None: no grouping."""
+    column = _column_groups(config, competition)
+    if not config.folds.group_duplicates:
+        return column
+    duplicates = training_duplicate_groups(competition, config.duplicates.max_distance)
+    if column is None:
+        return duplicates
+    ids = competition.train["id"]
+    representative = dict(zip(column, ids, strict=True))  # a group value -> one of its ids
+    edges = [*zip(ids, duplicates, strict=True), *((i, representative[g]) for i, g in zip(ids, column, strict=True))]
+    return connected_groups(ids, edges, name=f"{column}+duplicates")
+
+
+def _column_groups(config: Config, competition: Competition) -> pd.Series | None:
     column = config.folds.group_column
     if column is None:
         return None
@@ -99,9 +117,9 @@ class FoldFile(NamedTuple):
 
 
 def write_folds(config: Config, competition: Competition, force: bool = False) -> FoldFile:
-    """Write folds/<slug>_k<k>_s<seed>.csv; an existing file that differs is replaced only with force."""
+    """Write config.fold_file; an existing file that differs is replaced only with force."""
     groups = _read_groups(config, competition)
-    table = assign_folds(competition.train, config.folds.k, config.seed, groups, competition.task)
+    table = assign_folds(competition.train, config.folds.k, config.fold_seed, groups, competition.task)
     path = config.fold_file
     if path.exists():
         existing = read_csv_text(path)

@@ -81,7 +81,7 @@ def train_fold(
     """Train one fold from scratch, or continue it from last.pt when `resume` (with changed values: `force`)."""
     cfg, classes = config.train, competition.classes
     state = resumable_state(config, competition, fold, force) if resume else None
-    seed_everything(config.seed + fold)
+    seed_everything(config.train_seed + fold)
     model = prepare_model(create_model(config.model, len(classes)).to(rank_device(cfg.device)), cfg.sync_bn)
     loaders = create_loaders(config, competition, folds, fold)
     steps_per_epoch = math.ceil(loaders[0].batch_sampler.batches_per_epoch / cfg.grad_accum_steps)

@@ -40,13 +40,21 @@ class TrainingResult:
         if not self.outcomes:
             return Group()
         devices = any(o.device for o in self.outcomes)  # folds trained side by side, each on its device
-        columns = ["fold", "status", *(["device"] if devices else []), "best epoch", "val loss", "val accuracy", "time"]
+        seeds = any(o.seed is not None for o in self.outcomes)  # comp train --seeds N
+        columns = [
+            "fold",
+            *(["seed"] if seeds else []),
+            "status",
+            *(["device"] if devices else []),
+            *["best epoch", "val loss", "val accuracy", "time"],
+        ]
         table = Table(*columns, title="Folds")
         for o in self.outcomes:
             r = o.result
             scores = [str(r.best_epoch), f"{r.val_loss:.4f}", f"{r.val_accuracy:.4f}", f"{r.seconds:.0f}s"] if r else []
             status = "[red]failed[/]" if o.status == "failed" else o.status
-            table.add_row(str(o.fold), status, *([o.device] if devices else []), *(scores or [""] * 4))
+            seed = [str(o.seed)] if seeds else []
+            table.add_row(str(o.fold), *seed, status, *([o.device] if devices else []), *(scores or [""] * 4))
         return Group(table, *([] if self.failed else [Text(f"Results saved to {self.folder}")]))
 
 

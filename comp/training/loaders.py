@@ -16,6 +16,7 @@ from comp.augment import Augment, create_train_transform
 from comp.config import Config
 from comp.data.competition import Competition
 from comp.data.dataset import ImageDataset, loader_options, should_cache
+from comp.data.pseudo import load_pseudo_labels
 from comp.device import resolve_device
 from comp.training.distributed import shard_batch, validation_sampler
 
@@ -52,10 +53,12 @@ class EpochBatches(Sampler):
 
 
 class PhasedImages(Dataset):
-    """Training images under their phase's augmentation, each augmented from its own seed."""
+    """Training images under their phase's augmentation, each augmented from its own seed.
 
-    def __init__(self, images: ImageDataset, augments: dict[int, Augment]):
-        self.images, self.augments = images, augments
+    pseudo_rows: how many of them are pseudo-labelled test images (data.pseudo_labels), the last ones."""
+
+    def __init__(self, images: ImageDataset, augments: dict[int, Augment], pseudo_rows: int = 0):
+        self.images, self.augments, self.pseudo_rows = images, augments, pseudo_rows
 
     def __len__(self) -> int:
         return len(self.images)
@@ -69,7 +72,7 @@ def create_loaders(
     config: Config, competition: Competition, folds: pd.DataFrame, fold: int
 ) -> tuple[DataLoader, DataLoader]:
     """(train, val) DataLoaders of a fold, giving uint8 image batches; the train loader's batch_sampler is an
-    EpochBatches."""
+    EpochBatches. The pseudo-labelled test images of data.pseudo_labels join the training rows."""
     table = competition.train.set_index("id").loc[folds["id"]]
     targets = competition.targets(folds["id"], competition.classes)  # indices, or 0/1 per tag (multilabel)
     is_val = (folds["fold"] == fold).to_numpy()
@@ -80,16 +83,22 @@ def create_loaders(
         phase: create_train_transform(getattr(config.aug, f"phase{phase}"), size, f"aug.phase{phase}")
         for phase in (1, 2)
     }
-    train_set = PhasedImages(ImageDataset(paths[~is_val], targets[~is_val], size, cache), phases)
+    pseudo = load_pseudo_labels(config, competition)  # test images: training rows only, never validation
+    train_paths, train_targets = paths[~is_val], targets[~is_val]
+    if pseudo is not None:
+        train_paths = np.concatenate([train_paths, pseudo.paths])
+        train_targets = np.concatenate([train_targets, pseudo.targets])
+    n_pseudo = 0 if pseudo is None else len(pseudo.ids)
+    train_set = PhasedImages(ImageDataset(train_paths, train_targets, size, cache), phases, n_pseudo)
     val_set = ImageDataset(paths[is_val], targets[is_val], size, cache)
     cfg = config.train
     common = loader_options(cfg, resolve_device(cfg.device))
     common.update(
         persistent_workers=cfg.persistent_workers and common["num_workers"] > 0,
         # Iterators draw a seed from this, not from torch's global generator (which resume restores).
-        generator=torch.Generator().manual_seed(config.seed),
+        generator=torch.Generator().manual_seed(config.train_seed),
     )
-    batches = EpochBatches(len(train_set), cfg.batch_size, config.seed, fold)
+    batches = EpochBatches(len(train_set), cfg.batch_size, config.train_seed, fold)
     return (
         DataLoader(train_set, batch_sampler=batches, **common),
         DataLoader(val_set, batch_size=config.predict.batch_size, sampler=validation_sampler(len(val_set)), **common),

@@ -165,6 +165,8 @@ def fit(
         train_loss = float(np.mean(position.losses))
         row = dict(epoch=epoch, phase=phase, lr=position.lr, train_loss=train_loss, **metrics)
         row["seconds"] = round(position.seconds, 2)
+        if config.data.pseudo_labels is not None:  # marked: this epoch trained on pseudo-labelled test images too
+            row["pseudo_rows"] = train_loader.dataset.pseudo_rows
         improved = end_epoch(trainer, position, row)
         files.write_epoch(trainer, position, improved)
         reporter.end_epoch(row, improved)

@@ -172,7 +172,7 @@ def lr_find(
     folds = load_folds(config, competition)
     if fold not in set(folds["fold"]):
         raise CompError(f"--fold {fold} is not in {config.fold_file}: its folds are 0..{folds['fold'].max()}.")
-    seed_everything(config.seed + fold)
+    seed_everything(config.train_seed + fold)
     model = create_model(config.model, len(competition.classes)).to(resolve_device(config.train.device))
     train_loader, _ = create_loaders(config, competition, folds, fold)
     # The training step itself (amp, gradient scaling and clipping, channels_last), with a constant

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -132,6 +132,10 @@ class FoldOutcome:
     log: Path | None = None
     result: FoldResult | None = None
     error: str = ""  # a failed fold: the end of its output
+    seed: int | None = None  # a run of several seeds: the seed this fold was trained with
+
+    def for_seed(self, seed: int) -> FoldOutcome:
+        return replace(self, seed=seed)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from comp.config import Config
 from comp.console import console
 from comp.data.competition import Competition
 from comp.data.folds import fold_file_hash, load_folds
+from comp.data.pseudo import load_pseudo_labels
 from comp.errors import CompError
 from comp.models.factory import check_model_name
 from comp.runs import fold_dir, fold_state, run_dir
@@ -68,6 +69,7 @@ def check_before_training(
     check_batch_split(cfg.batch_size, world_size())
     validate_aug(config.aug, config.data.image_size)
     check_run_classes(config, competition)
+    load_pseudo_labels(config, competition)
     if (cfg.mixup_alpha or cfg.cutmix_alpha) and cfg.batch_size % 2:
         raise CompError(
             f"Mixup and cutmix pair each image with another: train.batch_size={cfg.batch_size} must be even.",
