@@ -279,7 +279,17 @@ def train(
     ),
 )
 def predict(
+    run: Annotated[
+        str | None, typer.Argument(help="With --test-only: the run, trained or blended (default: name).")
+    ] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average the views of predict.tta (auto: chosen on OOF).")] = False,
+    test_only: Annotated[
+        bool,
+        typer.Option("--test-only", help="Only the sample submission's test set, with the views cv.json recorded."),
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="With --test-only: the submission file (default: submissions/).")
+    ] = None,
     images: Annotated[
         Path | None,
         typer.Option("--images", help="Predict this folder of images instead: runs/<name>/predictions/<folder>.csv."),
@@ -289,7 +299,7 @@ def predict(
 ) -> None:
     from comp.predict import run_predict
 
-    console.print(run_predict(_config(config, set_), tta=tta, images=images))
+    console.print(run_predict(_config(config, set_), tta=tta, images=images, test_only=test_only, run=run, out=out))
 
 
 @command(
@@ -377,8 +387,15 @@ def validate(
     ),
 )
 def submit(
-    file: Annotated[Path, typer.Argument(help="The submission CSV.")],
-    message: Annotated[str, typer.Option("--message", "-m", help="Description (Kaggle and ledger).")],
+    file: Annotated[Path | None, typer.Argument(help="The submission CSV (not with --kernel).")] = None,
+    message: Annotated[str, typer.Option("--message", "-m", help="Description (Kaggle and ledger).")] = "",
+    kernel: Annotated[
+        str | None,
+        typer.Option("--kernel", help="Code competition: submit this notebook's output (a kernel name or OWNER/SLUG)."),
+    ] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, help="With --kernel: the notebook version (default: last push).")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the public score and record it.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Submit even if already submitted.")] = False,
     poll_interval: Annotated[
@@ -387,10 +404,60 @@ def submit(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    from comp.kaggle.submit import submit as submit_to_kaggle
+    from comp.kaggle.submit import submit_any
 
     cfg = _config(config, set_)
-    console.print(submit_to_kaggle(cfg, file, message, force=force, wait=wait, poll_interval=poll_interval))
+    console.print(
+        submit_any(
+            cfg, file, message, kernel=kernel, version=version, force=force, wait=wait, poll_interval=poll_interval
+        )
+    )
+
+
+@command(help="Package a run as an offline Kaggle notebook in kernels/<name>/; --rehearse it here, --push it.")
+def kernel(
+    runs: Annotated[list[str] | None, typer.Argument(help="The run, trained or blended (default: name).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Folder under kernels/ (default: the run's name).")] = None,
+    owner: Annotated[
+        str | None, typer.Option("--owner", help="Kaggle account (default: from the credentials).")
+    ] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="Run the notebook on a GPU.")] = False,
+    wheels: Annotated[
+        Path | None,
+        typer.Option("--wheels", help="Folder of dependency wheels (default: ~/.cache/comp/wheels, filled by pip)."),
+    ] = None,
+    rehearse: Annotated[
+        bool, typer.Option("--rehearse", help="Run the notebook here as Kaggle would, twice, before any upload.")
+    ] = False,
+    push: Annotated[
+        bool, typer.Option("--push", help="Upload the dataset, push the notebook, follow its run.")
+    ] = False,
+    time_limit: Annotated[
+        float, typer.Option("--time-limit", min=1, help="Seconds a rehearsal may run (Kaggle's limit: 9 hours).")
+    ] = 9 * 3600.0,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=0.01, help="With --push: seconds between looks at Kaggle.")
+    ] = 10.0,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    from comp.kernel import kernel as build_kernel
+
+    cfg = _config(config, set_)
+    console.print(
+        build_kernel(
+            cfg,
+            runs,
+            name=name,
+            owner=owner,
+            gpu=gpu,
+            wheels=wheels,
+            rehearse_first=rehearse,
+            push=push,
+            time_limit=time_limit,
+            poll_interval=poll_interval,
+        )
+    )
 
 
 @command(

@@ -46,6 +46,7 @@ from comp.io import read_parquet_metadata, write_json, write_parquet
 RUNS = Path("runs")
 SUBMISSIONS = Path("submissions")
 LEDGER = SUBMISSIONS / "ledger.csv"
+KERNELS = Path("kernels")  # kernels/<name>/: a run packaged as a Kaggle notebook (comp kernel)
 
 FoldState = Literal["new", "interrupted", "finished"]
 
@@ -55,6 +56,10 @@ FoldState = Literal["new", "interrupted", "finished"]
 
 def run_dir(name: str) -> Path:
     return RUNS / name
+
+
+def kernel_dir(name: str) -> Path:
+    return KERNELS / name
 
 
 def fold_dir(run: Path, fold: int) -> Path:

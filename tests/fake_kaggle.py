@@ -10,6 +10,7 @@ URL ending in .zip); StartSubmissionUpload ({token, createUrl}), the PUT of the 
 CreateSubmission; ListSubmissions; GetSubmission, which answers PENDING `pending_polls` times
 before COMPLETE with `public_score`. `errors[Method] = (code, message)` makes a method fail the
 way Kaggle fails: HTTP status `code` with a JSON body {"code": code, "message": message}.
+Datasets, kernels and code submissions are `code` (tests/fake_kaggle_code.py).
 
 Archives (the blob GET) come as a storage server sends them: ETag, Accept-Ranges, a Range request
 answered 206 with Content-Range (If-Range honoured), in `chunk_size` pieces `chunk_delay` seconds
@@ -32,7 +33,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-SERVICE = "/api/v1/competitions.CompetitionApiService/"
+from fake_kaggle_code import FakeCode
+
+API = "/api/v1/"  # then <service>/<Method>: the datasets, kernels and blobs services are fake_kaggle_code's
 MAX_BODY = 16 * 1024**2  # bytes read from one request, at most
 MAX_REQUESTS = 500  # after this many requests every answer is 503: a runaway loop ends quickly
 USERNAME, KEY = "fake-user", "fake-key-5f1e0c2b9a7d4e3f"
@@ -81,6 +84,7 @@ class FakeKaggle:
     stray: list[str] = field(default_factory=list)  # CONNECT targets: calls meant for the real Kaggle
     uploads: dict[str, tuple[str, bytes | None]] = field(default_factory=dict)  # token -> (file name, bytes)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    code: FakeCode = field(default_factory=FakeCode)  # datasets, kernels and code submissions
     chunk_size: int = 64 * 1024  # an archive is sent in pieces of this size...
     chunk_delay: float = 0.0  # ...this many seconds apart
     drop_after: int | None = None  # the next blob answer breaks its connection after this many bytes
@@ -166,6 +170,9 @@ class FakeKaggle:
             if sub.polls > self.pending_polls:
                 sub.status, sub.public_score = "COMPLETE", self.public_score
             return 200, sub.as_json(), None
+        answer = self.code.handle(self, method, body)
+        if answer is not None:
+            return answer
         return 404, {"code": 404, "message": f"fake Kaggle has no method {method}"}, None
 
     def throttled(self, method: str) -> bool:
@@ -246,21 +253,24 @@ def _handler_for(fake: FakeKaggle) -> type[BaseHTTPRequestHandler]:
             if path is None:
                 return
             body = self._body()
-            if not path.startswith(SERVICE) or body is None:
+            if not path.startswith(API) or path.count("/") != 4 or body is None:
                 return self._json(404 if body is not None else 413, {"code": 404, "message": "not found"})
             expected = "Basic " + base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode()
             if self.headers.get("Authorization") != expected:
                 return self._json(401, {"code": 401, "message": "Unauthenticated"})
-            if fake.throttled(path[len(SERVICE) :]):
+            method = path.rsplit("/", 1)[1]
+            if fake.throttled(method):
                 return self._rate_limit()
             with fake.lock:
-                status, obj, location = fake.handle(path[len(SERVICE) :], json.loads(body or b"{}"))
+                status, obj, location = fake.handle(method, json.loads(body or b"{}"))
             self._json(status, obj, location)
 
         def do_GET(self) -> None:
             path = self._begin()
             if path is None:
                 return
+            if path.startswith("/outputs/") and (output := fake.code.output_file(path)) is not None:
+                return self._answer(200, output, "application/octet-stream")
             slug = path.removeprefix("/blobs/").removesuffix(".zip")
             if not path.startswith("/blobs/") or slug not in fake.archives:
                 return self._answer(404, b"no such blob", "text/plain")
@@ -310,7 +320,11 @@ def _handler_for(fake: FakeKaggle) -> type[BaseHTTPRequestHandler]:
             path = self._begin()
             if path is None:
                 return
-            token, body = path.removeprefix("/upload/"), self._body()
+            token = path.removeprefix("/upload/")
+            with fake.lock:
+                if fake.code.receive(token, self.rfile, int(self.headers.get("Content-Length") or 0)):
+                    return self._answer(200, b"", "text/plain")
+            body = self._body()
             if token not in fake.uploads or body is None:
                 return self._answer(404, b"no such upload", "text/plain")
             if fake.upload_status in (200, 201):

@@ -32,7 +32,7 @@ LAYERS = [
     ("data", "models", "augment", "metrics", "tasks"),
     ("runs", "tta", "streaming", "blending", "hill", "submission", "trackers"),
     ("training", "predict", "evaluate", "report", "ensemble", "leaks", "pseudo"),
-    ("probe", "kaggle", "info", "pipeline"),
+    ("probe", "kaggle", "kernel", "info", "pipeline"),
     ("cli", "__main__"),  # __main__: python -m comp
 ]
 FOLDER_OWNER = "runs"

@@ -142,14 +142,28 @@ TRAIN_READERS = {
 }
 
 
-def load_competition(cfg: DataConfig) -> Competition:
-    """Read a competition's training table, test ids (the sample submission's) and classes."""
+def _require_root(cfg: DataConfig) -> Path:
     root = Path(cfg.root)
     if not root.is_dir():
         raise CompError(
             f"Competition folder {root} does not exist.",
             hint=f"Run `comp download {cfg.competition}` first, or set data.root.",
         )
+    return root
+
+
+def load_test_set(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The test rows (id, path) the sample submission names, and the sample; no training data is read."""
+    root = _require_root(cfg)
+    sample = read_sample(cfg, root)
+    if detect_layout(cfg) == "pixels":
+        return test_rows_from_pixels(cfg, root, sample), sample
+    return read_test_images(cfg, root, sample), sample
+
+
+def load_competition(cfg: DataConfig) -> Competition:
+    """Read a competition's training table, test ids (the sample submission's) and classes."""
+    root = _require_root(cfg)
     layout = detect_layout(cfg)
     train = TRAIN_READERS[layout](cfg, root)
     duplicated = train["id"][train["id"].duplicated()]

@@ -60,9 +60,21 @@ def _token_file() -> Path | None:
     return None
 
 
+def _notebook_token() -> Credentials | None:
+    """Inside a Kaggle notebook, the token file KAGGLE_API_V1_TOKEN names (the client reads it first there)."""
+    env = os.environ
+    in_notebook = env.get("KAGGLE_KERNEL_RUN_TYPE") is not None and env.get("KAGGLE_DATA_PROXY_URL") is not None
+    path = Path(env.get("KAGGLE_API_V1_TOKEN") or "")
+    if in_notebook and env.get("KAGGLE_API_V1_TOKEN") and path.is_file() and path.read_text().strip():
+        return Credentials("the KAGGLE_API_V1_TOKEN file of this Kaggle notebook", (path.read_text().strip(),))
+    return None
+
+
 def find_credentials() -> Credentials | None:
     """The credentials the client would use, in its own order, or None (nothing is imported)."""
     env = os.environ
+    if (notebook := _notebook_token()) is not None:
+        return notebook
     token = env.get("KAGGLE_API_TOKEN")
     if token:
         value = Path(token).read_text().strip() if Path(token).is_file() else token
@@ -83,6 +95,14 @@ def find_credentials() -> Credentials | None:
     if oauth.is_file():
         return Credentials(str(oauth), ())
     return None
+
+
+def find_username() -> str | None:
+    """The account name the key-style credentials name (KAGGLE_USERNAME or kaggle.json), without a network call."""
+    if os.environ.get("KAGGLE_USERNAME"):
+        return os.environ["KAGGLE_USERNAME"]
+    kaggle_json = _config_dir() / "kaggle.json"
+    return _read_kaggle_json(kaggle_json)["username"] if kaggle_json.is_file() else None
 
 
 def require_credentials() -> Credentials:

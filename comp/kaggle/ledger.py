@@ -15,6 +15,8 @@ from comp.io import write_csv
 from comp.runs import LEDGER
 
 COLUMNS = ["time", "file", "sha256", "message", "oof_score", "kaggle_ref", "status", "public_score"]
+KERNEL_COLUMNS = ["kernel", "kernel_version", "dataset_version"]  # code submissions: which notebook and data
+COLUMNS += KERNEL_COLUMNS
 
 
 def read_ledger(path: Path = LEDGER) -> pd.DataFrame:
@@ -26,6 +28,9 @@ def read_ledger(path: Path = LEDGER) -> pd.DataFrame:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CompError(f"{path} is not a readable CSV: {exc}", hint="Restore it from git or fix it by hand.") from None
+    for column in KERNEL_COLUMNS:  # a ledger written before code submissions
+        if column not in table.columns:
+            table[column] = ""
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise CompError(
@@ -39,6 +44,13 @@ def find_by_sha256(sha256: str, path: Path = LEDGER) -> dict[str, str] | None:
     """The first ledger row of a file with this content, or None."""
     table = read_ledger(path)
     rows = table[table["sha256"] == sha256]
+    return None if rows.empty else rows.iloc[0].to_dict()
+
+
+def find_kernel_submission(kernel: str, version: int, file: str, path: Path = LEDGER) -> dict[str, str] | None:
+    """The first ledger row of this kernel version's output file, or None."""
+    table = read_ledger(path)
+    rows = table[(table["kernel"] == kernel) & (table["kernel_version"] == str(version)) & (table["file"] == file)]
     return None if rows.empty else rows.iloc[0].to_dict()
 
 

@@ -22,8 +22,8 @@ from comp.errors import CompError
 from comp.io import sha256_file
 from comp.kaggle.client import SubmissionStatus, calling, check_slug, create_session, status_name
 from comp.kaggle.credentials import Credentials
-from comp.kaggle.ledger import append_entry, find_by_sha256, update_entry
-from comp.runs import LEDGER
+from comp.kaggle.ledger import append_entry, find_by_sha256, find_kernel_submission, update_entry
+from comp.runs import KERNELS, LEDGER
 from comp.submission.validate import validate_with_config
 
 POLL_INTERVAL = 10.0  # seconds before the first look at a new submission's score
@@ -204,6 +204,158 @@ def submit(
         message,
         check_slug(config.data.competition),
         validate=lambda path: _validate(path, config),
+        force=force,
+        wait=wait,
+        poll_interval=poll_interval,
+    )
+
+
+# ----------------------------------------------------------------------------- code competitions
+
+KERNEL_OUTPUT = "submission.csv"  # the file a code competition scores
+
+
+@dataclass
+class KernelTarget:
+    """What `comp submit --kernel` sends: a notebook version, and what comp knows of it."""
+
+    kernel: str  # owner/slug
+    version: int | None
+    competition: str
+    oof_score: float | None
+    dataset_version: str | None
+    output_sha256: str | None
+
+
+def _kernel_target(kernel: str, version: int | None, competition: str, kernels: Path) -> KernelTarget:
+    """A built kernel's record (kernels/<name>/kernel.json and push.json), found by name or by owner/slug."""
+    records = [
+        p.parent for p in sorted(kernels.glob("*/kernel.json")) if kernel in (p.parent.name, _read(p).get("kernel_id"))
+    ]
+    if not records:
+        if "/" not in kernel:
+            raise CompError(
+                f"No kernel '{kernel}': {kernels / kernel / 'kernel.json'} does not exist.",
+                hint="Name a kernel built here (comp kernel RUN --name NAME --push), or give its OWNER/SLUG.",
+            )
+        return KernelTarget(kernel, version, competition, None, None, None)
+    build, pushed = _read(records[0] / "kernel.json"), _read(records[0] / "push.json")
+    if version is None and not pushed:
+        raise CompError(
+            f"Kernel {build['kernel_id']} has not been pushed from here, so its version is unknown.",
+            hint="Push it first (comp kernel RUN --push), or pass --version N.",
+        )
+    same = version is None or version == pushed.get("kernel_version")
+    return KernelTarget(
+        build["kernel_id"],
+        version if version is not None else pushed["kernel_version"],
+        build["competition"],
+        build.get("oof_score"),
+        str(pushed.get("dataset_version") or "") if same else None,
+        pushed.get("output_sha256") if same else None,
+    )
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def submit_kernel(
+    kernel: str,
+    message: str,
+    competition: str,
+    *,
+    version: int | None = None,
+    force: bool = False,
+    wait: bool = False,
+    poll_interval: float = POLL_INTERVAL,
+    max_wait: float = WAIT_LIMIT,
+    ledger_path: Path = LEDGER,
+    kernels: Path = KERNELS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SubmitResult:
+    """Submit a notebook version's submission.csv to a code competition; recorded in the ledger like a file."""
+    target = _kernel_target(kernel, version, competition, kernels)
+    slug = check_slug(target.competition)
+    if not force and target.version is not None:
+        previous = find_kernel_submission(target.kernel, target.version, KERNEL_OUTPUT, ledger_path)
+        if previous is not None:
+            raise CompError(
+                f"Version {target.version} of {target.kernel} was already submitted at {previous['time']} "
+                f"(ref {previous['kaggle_ref']}, public score {previous['public_score'] or previous['status']}).",
+                hint="Each submission counts against Kaggle's daily limit; pass --force to submit it again.",
+            )
+    session = create_session(slug)
+    with session.calling("submitting the notebook"):
+        response = session.api.competition_submit_code(
+            KERNEL_OUTPUT, message, slug, kernel=target.kernel, kernel_version=target.version, quiet=True
+        )
+    if not response.ref:
+        raise CompError(
+            f"Kaggle did not take {target.kernel}: {response.message or 'no submission was created'}.",
+            hint="Nothing was recorded and the submission did not count: check the kernel and version, then retry.",
+        )
+    ref = str(response.ref)
+    entry = {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "file": KERNEL_OUTPUT,
+        "sha256": target.output_sha256,
+        "message": message,
+        "oof_score": target.oof_score,
+        "kaggle_ref": ref,
+        "status": "pending",
+        "kernel": target.kernel,
+        "kernel_version": target.version,
+        "dataset_version": target.dataset_version,
+    }
+    append_entry(entry, ledger_path)
+    where = Path(f"{target.kernel} v{target.version or 'latest'}")
+    result = SubmitResult(
+        where, slug, target.output_sha256 or "", ref, target.oof_score, "pending", None, [], wait, ledger_path
+    )
+    if wait:
+        scored = wait_for_score(session.api, session.creds, slug, ref, poll_interval, max_wait, sleep)
+        result.status, result.public_score = status_name(scored), scored.public_score
+        update_entry(ref, {"status": result.status, "public_score": result.public_score}, ledger_path)
+        if result.status == "error":
+            raise CompError(
+                f"Kaggle could not score the output of {where}: {scored.error_description or 'no reason given'}.",
+                hint="On Kaggle's page of the submission the rerun's log tells why; the ledger records the error.",
+            )
+    return result
+
+
+def submit_any(
+    config: Config,
+    csv_path: Path | None,
+    message: str,
+    *,
+    kernel: str | None = None,
+    version: int | None = None,
+    force: bool = False,
+    wait: bool = False,
+    poll_interval: float = POLL_INTERVAL,
+) -> SubmitResult:
+    """`comp submit`: a file (validated first), or with `kernel` a notebook's output to a code competition."""
+    if not message.strip():
+        raise CompError("A submission needs a description.", hint="Pass -m 'what changed'.")
+    if kernel is None:
+        if csv_path is None or version is not None:
+            raise CompError(
+                "Give the submission FILE (or --kernel NAME for a code competition); --version goes with --kernel.",
+                hint="comp submit FILE -m MSG, or comp submit --kernel NAME [--version N] -m MSG",
+            )
+        return submit(config, csv_path, message, force=force, wait=wait, poll_interval=poll_interval)
+    if csv_path is not None:
+        raise CompError(
+            f"A code competition scores the notebook's own submission.csv: FILE {csv_path} cannot go with --kernel.",
+            hint="comp submit --kernel NAME [--version N] -m MSG",
+        )
+    return submit_kernel(
+        kernel,
+        message,
+        config.data.competition,
+        version=version,
         force=force,
         wait=wait,
         poll_interval=poll_interval,
