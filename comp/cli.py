@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from comp import __version__
 from comp.console import console, err_console
@@ -19,7 +20,8 @@ app = typer.Typer(
     help="A Kaggle image-classification competition harness: download, folds, train, predict, ensemble, submit.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # comp --install-completion (bash, zsh, fish, PowerShell)
+    epilog="Each command's --help ends with examples. Configs: -c NAME or a YAML file; any key: --set key=value.",
 )
 _state = {"debug": False}
 
@@ -38,6 +40,11 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override a config key, e.g. --set train.epochs=3 (repeatable)."),
 ]
 DEFAULT_CONFIG = Path("default")  # configs/default.yaml when the working folder has one, else the packaged one
+
+
+def examples(*commands: str) -> str:
+    """A command's help epilog: a few real command lines."""
+    return "Examples:\n" + "\n".join(f"  [bold]{escape(line)}[/]" for line in commands)
 
 
 def command(*args, **kwargs) -> Callable:
@@ -89,7 +96,15 @@ def _competition(cfg):
     return load_competition(cfg.data)
 
 
-@command(help="Write a starter config, configs/SLUG.yaml (default: configs/default.yaml): every key, commented.")
+@command(
+    help="Write a starter config, configs/SLUG.yaml (default: configs/default.yaml): every key, commented.",
+    rich_help_panel="Data",
+    epilog=examples(
+        "comp init",
+        "comp init dogs-vs-cats-redux-kernels-edition",
+        "comp init dogs-vs-cats-redux-kernels-edition --force",
+    ),
+)
 def init(
     slug: Annotated[
         str | None, typer.Argument(help="Kaggle competition slug: names the file and sets data.competition, data.root.")
@@ -101,7 +116,15 @@ def init(
     console.print(write_starter_config(slug, force=force))
 
 
-@command(help="Fetch a competition into data/<slug>/ and survey it; `download demo` builds the offline demo.")
+@command(
+    help="Fetch a competition into data/<slug>/ and survey it; `download demo` builds the offline demo.",
+    rich_help_panel="Data",
+    epilog=examples(
+        "comp download demo",
+        "comp download dogs-vs-cats-redux-kernels-edition",
+        "comp download -c dogs-vs-cats-redux-kernels-edition --force",
+    ),
+)
 def download(
     slug: Annotated[str | None, typer.Argument(help="Kaggle slug (default: data.competition).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Download (or rebuild) even if present.")] = False,
@@ -120,7 +143,13 @@ def download(
     console.print(download_competition(slug, force=force))
 
 
-@command(help="Stratified k-fold assignment of the training set, written to folds/.")
+@command(
+    help="Stratified k-fold assignment of the training set, written to folds/.",
+    rich_help_panel="Data",
+    epilog=examples(
+        "comp folds", "comp folds --set folds.k=10", "comp folds -c my-comp --set folds.group_column=patient_id --force"
+    ),
+)
 def folds(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
@@ -132,7 +161,15 @@ def folds(
     console.print(write_folds(cfg, _competition(cfg), force=force))
 
 
-@command(help="Train one fold (--fold K) or every fold (--fold all) of the configured experiment.")
+@command(
+    help="Train one fold (--fold K) or every fold (--fold all) of the configured experiment.",
+    rich_help_panel="Train",
+    epilog=examples(
+        "comp train --set train.epochs=3",
+        "comp train --fold 0 --resume",
+        "comp train --parallel 4 --gpus 0,1,2,3 --set train.loggers=[csv,wandb]",
+    ),
+)
 def train(
     fold: Annotated[str, typer.Option("--fold", "-f", help="Fold number, or 'all'.")] = "all",
     config: ConfigOpt = DEFAULT_CONFIG,
@@ -190,7 +227,13 @@ def train(
     console.print(result)
 
 
-@command(help="Predict each trained fold's out-of-fold rows and the test set, write cv.json; or a folder (--images).")
+@command(
+    help="Predict each trained fold's out-of-fold rows and the test set, write cv.json; or a folder (--images).",
+    rich_help_panel="Predict",
+    epilog=examples(
+        "comp predict", "comp predict --tta --set predict.tta=auto", "comp predict --images data/extra_images"
+    ),
+)
 def predict(
     tta: Annotated[bool, typer.Option("--tta", help="Average the views of predict.tta (auto: chosen on OOF).")] = False,
     images: Annotated[
@@ -205,7 +248,11 @@ def predict(
     console.print(run_predict(_config(config, set_), tta=tta, images=images))
 
 
-@command(help="Score a run's OOF predictions every way, update its cv.json, draw its reports (report/*.png).")
+@command(
+    help="Score a run's OOF predictions every way, update its cv.json, draw its reports (report/*.png).",
+    rich_help_panel="Predict",
+    epilog=examples("comp evaluate", "comp evaluate blend1", "comp evaluate -c my-comp --set predict.metric=macro_f1"),
+)
 def evaluate(
     run: Annotated[str | None, typer.Argument(help="Run name or folder (default: the configured one).")] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
@@ -217,7 +264,15 @@ def evaluate(
     console.print(evaluate_run(cfg, _competition(cfg), run))
 
 
-@command(help="Write a submission from one run, or blend several runs into a new run and submit that.")
+@command(
+    help="Write a submission from one run, or blend several runs into a new run and submit that.",
+    rich_help_panel="Predict",
+    epilog=examples(
+        "comp ensemble exp1",
+        "comp ensemble exp1 exp2 --name blend1 --weights auto",
+        "comp ensemble exp1 exp2 exp3 --method rank --name blend_rank",
+    ),
+)
 def ensemble(
     runs: Annotated[list[str] | None, typer.Argument(help="Run names or run folders.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Name of the blended run.")] = None,
@@ -235,7 +290,11 @@ def ensemble(
     console.print(blend_or_submit(cfg, _competition(cfg), runs, name=name, force=force, method=method, weights=weights))
 
 
-@command(help="Check a submission CSV against the sample submission; exit 1 when anything is wrong.")
+@command(
+    help="Check a submission CSV against the sample submission; exit 1 when anything is wrong.",
+    rich_help_panel="Submit",
+    epilog=examples("comp validate submissions/exp1.csv", "comp validate submissions/blend1.csv -c my-comp"),
+)
 def validate(
     file: Annotated[Path, typer.Argument(help="The submission CSV to check.")],
     config: ConfigOpt = DEFAULT_CONFIG,
@@ -249,7 +308,14 @@ def validate(
         raise typer.Exit(1)
 
 
-@command(help="Validate FILE, submit it to Kaggle, record it in submissions/ledger.csv; --wait: the score.")
+@command(
+    help="Validate FILE, submit it to Kaggle, record it in submissions/ledger.csv; --wait: the score.",
+    rich_help_panel="Submit",
+    epilog=examples(
+        'comp submit submissions/exp1.csv -m "resnet18, 5 folds, tta"',
+        'comp submit submissions/blend1.csv -m "blend of exp1 and exp2" --wait',
+    ),
+)
 def submit(
     file: Annotated[Path, typer.Argument(help="The submission CSV.")],
     message: Annotated[str, typer.Option("--message", "-m", help="Description (Kaggle and ledger).")],
@@ -267,7 +333,11 @@ def submit(
     console.print(submit_to_kaggle(cfg, file, message, force=force, wait=wait, poll_interval=poll_interval))
 
 
-@command(help="The competition's recent Kaggle submissions and scores, beside the ledger's OOF scores.")
+@command(
+    help="The competition's recent Kaggle submissions and scores, beside the ledger's OOF scores.",
+    rich_help_panel="Submit",
+    epilog=examples("comp submissions", "comp submissions --limit 5 -c my-comp"),
+)
 def submissions(
     limit: Annotated[int, typer.Option("--limit", min=1, max=100, help="How many, newest first.")] = 20,
     config: ConfigOpt = DEFAULT_CONFIG,
@@ -278,14 +348,22 @@ def submissions(
     console.print(refresh_scores(_config(config, set_).data.competition, limit=limit))
 
 
-@command(help="The whole pipeline on the offline demo competition, scored on its held-back test labels.")
+@command(
+    help="The whole pipeline on the offline demo competition, scored on its held-back test labels.",
+    rich_help_panel="Tools",
+    epilog=examples("comp demo", "comp demo --set train.epochs=1 --set folds.k=2"),
+)
 def demo(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
     from comp.pipeline import run_demo
 
     console.print(run_demo(config, set_))
 
 
-@command(help="What a config amounts to: parameters, input size, mean/std, classes, fold file, finished folds.")
+@command(
+    help="What a config amounts to: parameters, input size, mean/std, classes, fold file, finished folds.",
+    rich_help_panel="Tools",
+    epilog=examples("comp info", "comp info -c my-comp --set model.name=convnext_tiny"),
+)
 def info(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
     from comp.info import describe_run
 
@@ -293,7 +371,12 @@ def info(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
     console.print(describe_run(cfg, _competition(cfg)))
 
 
-@command("lr-find", help="Learning-rate range test on one fold's training rows: suggested lr and report/lr_find.png.")
+@command(
+    "lr-find",
+    help="Learning-rate range test on one fold's training rows: suggested lr and report/lr_find.png.",
+    rich_help_panel="Train",
+    epilog=examples("comp lr-find", "comp lr-find --fold 1 --steps 100 --end-lr 1"),
+)
 def lr_find(
     fold: Annotated[int, typer.Option("--fold", "-f", min=0, help="Whose training rows to sweep on.")] = 0,
     start_lr: Annotated[float, typer.Option("--start-lr", help="First learning rate of the sweep.")] = 1e-7,
@@ -308,7 +391,13 @@ def lr_find(
     console.print(range_test(cfg, _competition(cfg), fold=fold, start_lr=start_lr, end_lr=end_lr, steps=steps))
 
 
-@command(help="Backbone features + an SVM or logistic regression (grid-searched per fold), written as a run.")
+@command(
+    help="Backbone features + an SVM or logistic regression (grid-searched per fold), written as a run.",
+    rich_help_panel="Train",
+    epilog=examples(
+        "comp probe", "comp probe --from-run exp1 --name exp1_svm", "comp probe --set probe.classifier=logistic"
+    ),
+)
 def probe(
     from_run: Annotated[
         str | None, typer.Option("--from-run", help="Featurise each fold with this trained run's own fold weights.")
@@ -324,7 +413,12 @@ def probe(
     console.print(fit_probe(cfg, _competition(cfg), from_run=from_run, name=name, force=force))
 
 
-@command("env", help="Versions, GPUs, bf16 and channels_last support: what to paste into a bug report.")
+@command(
+    "env",
+    help="Versions, GPUs, bf16 and channels_last support: what to paste into a bug report.",
+    rich_help_panel="Tools",
+    epilog=examples("comp env", "comp env --json > env.json"),
+)
 def env_(json_output: Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")] = False) -> None:
     from comp.env import collect_env
 

@@ -27,6 +27,10 @@ DEFAULT_CONFIG = "default"
 LOCAL_CONFIGS = Path("configs")
 # A config's name, which is also what `comp init` takes: a Kaggle slug fits it.
 CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+# What train.loggers may name, and the extra that installs each (csv: metrics.csv, always written).
+LOGGER_EXTRAS = {"csv": None, "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+# Keys of earlier versions still read (old runs' config.yaml), and what became of them.
+RENAMED_KEYS = {"train.tensorboard": "train.loggers"}
 
 
 class Section(BaseModel):
@@ -122,7 +126,36 @@ class TrainConfig(Section):
     num_workers: int | Literal["auto"] = "auto"
     pin_memory: bool = True
     persistent_workers: bool = True
-    tensorboard: bool = False
+    loggers: list[str] = Field(default_factory=lambda: ["csv"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorboard_switch(cls, data: Any) -> Any:
+        """train.tensorboard (before train.loggers): true reads as `tensorboard` among the loggers."""
+        if isinstance(data, dict) and "tensorboard" in data:
+            data = dict(data)
+            if data.pop("tensorboard") is True:
+                data["loggers"] = [*_as_list(data.get("loggers", ["csv"])), "tensorboard"]
+        return data
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _known_loggers(cls, value: Any) -> Any:
+        names = _as_list(value)
+        for name in names:
+            if name not in LOGGER_EXTRAS:
+                close = difflib.get_close_matches(str(name), list(LOGGER_EXTRAS), n=1, cutoff=0.5)
+                raise CompError(
+                    f"Unknown logger '{name}' in train.loggers.{f' Did you mean {close[0]}?' if close else ''}",
+                    hint=f"train.loggers takes a list of: {', '.join(LOGGER_EXTRAS)} "
+                    "(e.g. --set train.loggers=[csv,wandb]).",
+                )
+        return list(dict.fromkeys(names))
+
+
+def _as_list(value: Any) -> Any:
+    """A bare name (`--set train.loggers=wandb`) is a list of one."""
+    return [value] if isinstance(value, str) else value
 
 
 # A preset name (comp.augment.PRESETS) or a list of albumentations transforms, see comp/augment.py.
@@ -214,6 +247,17 @@ class Config(Section):
 _FREE_FORM = {"model.kwargs", "probe.grid", "predict.metric_params"}
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: a config (or any nested mapping) as dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
     """Every dotted key the schema knows, sections included."""
     keys = []
@@ -249,7 +293,7 @@ def _check_keys(tree: dict[str, Any], source: str, prefix: str = "") -> None:
     known = set(valid_keys())
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if dotted not in known:
+        if dotted not in known and dotted not in RENAMED_KEYS:
             raise _unknown_key_error(dotted, source)
         if isinstance(value, dict) and dotted not in _FREE_FORM:
             _check_keys(value, source, f"{dotted}.")

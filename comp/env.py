@@ -15,7 +15,18 @@ from rich.table import Table
 from comp import __version__
 from comp.device import amp_dtype, cpu_bf16_flags, read_cpuinfo, usable_cpu_count
 
-PACKAGES = ("torchvision", "timm", "albumentations", "numpy")
+# What comp runs on, by the name comp env shows -> the distributions that install it (the first found counts).
+PACKAGES = {
+    "torchvision": ("torchvision",),
+    "timm": ("timm",),
+    "albumentations": ("albumentations",),
+    "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python"),
+    "numpy": ("numpy",),
+    "pandas": ("pandas",),
+    "kaggle": ("kaggle",),
+    "wandb": ("wandb",),  # train.loggers
+    "mlflow": ("mlflow-skinny", "mlflow"),
+}
 
 
 @dataclass
@@ -43,7 +54,7 @@ def collect_env() -> Environment:
         "platform": platform.platform(),
         "torch": torch.__version__,
     }
-    facts.update({name: package_version(name) for name in PACKAGES})
+    facts.update({name: first_version(distributions) for name, distributions in PACKAGES.items()})
     facts.update(cuda_facts())
     facts.update(cpu_facts())
     return Environment(facts)
@@ -91,6 +102,10 @@ def package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def first_version(distributions: tuple[str, ...]) -> str | None:
+    return next(filter(None, map(package_version, distributions)), None)
 
 
 def gpu_facts(index: int) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from comp.metrics import GENERAL, METRICS, score
 from comp.report import write_reports
 from comp.runs import fold_dirs, read_cv, read_predictions, resolve_run
 from comp.tasks import decide
+from comp.trackers import check_trackers, log_results
 
 
 @dataclass
@@ -113,7 +114,9 @@ def per_class_table(oof: OOF) -> pd.DataFrame:
 
 
 def evaluate_run(config: Config, competition: Competition, run: str | None = None) -> Evaluation:
-    """Score RUN's OOF predictions (default: the configured experiment), update its cv.json, draw its reports."""
+    """Score RUN's OOF predictions (default: the configured experiment), update its cv.json, draw its reports,
+    and hand them to the configured trackers."""
+    check_trackers(config)
     run_dir = resolve_run(run or config.name)
     oof = load_oof(run_dir, competition)
     metric, params = config.predict.metric, config.predict.metric_params
@@ -124,4 +127,5 @@ def evaluate_run(config: Config, competition: Competition, run: str | None = Non
     image_paths = competition.train.set_index("id")["path"]
     reports = write_reports(run_dir, oof.ids, oof.targets, oof.probs, oof.classes, image_paths)
     write_json(run_dir / "cv.json", cv)
+    log_results(config, run_dir)
     return Evaluation(run_dir, metric, scores, folds, per_class_table(oof), reports)

@@ -39,6 +39,7 @@ from comp.runs import (
 )
 from comp.streaming import Streamer, TrainedRun, collect, open_run
 from comp.tasks import check_metric, decision_labels, decision_record, same_outputs
+from comp.trackers import check_trackers, log_results
 from comp.tta import AUTO_CANDIDATES, ViewChoice, choose_views, combine, resolve_views
 
 
@@ -149,6 +150,7 @@ def check_run_task(config: Config, run: TrainedRun, competition: Competition) ->
 def predict(config: Config, competition: Competition, tta: bool = False) -> PredictResult:
     """Write every trained fold's oof/test tables, then the run's oof.parquet, test.parquet and cv.json."""
     setting = resolve_views(config.predict.tta, tta)
+    check_trackers(config)
     run = open_run(config, competition.task)
     folder, mean, metric, task = run_dir(config.name), config.predict.tta_mean, config.predict.metric, run.task
     check_metric(task, metric)
@@ -200,6 +202,7 @@ def predict(config: Config, competition: Competition, tta: bool = False) -> Pred
             config,
             **extra,
         )
+    log_results(config, folder)
     return PredictResult(folder, views, metric, fold_scores, oof_score, missing, choice, decisions)
 
 

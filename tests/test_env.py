@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import platform
+import re
+from importlib import metadata
 
+import cv2
+import pandas as pd
 import pytest
+import timm
 import torch
 from typer.testing import CliRunner
 
@@ -13,7 +18,8 @@ from comp.cli import app
 from comp.device import cpu_bf16_flags
 
 KEYS = {
-    "comp", "python", "platform", "torch", "torchvision", "timm", "albumentations", "numpy",
+    "comp", "python", "platform", "torch", "torchvision", "timm", "albumentations", "opencv", "numpy", "pandas",
+    "kaggle", "wandb", "mlflow",
     "cuda_available", "cuda_version", "cuda_arch_list", "cudnn_version", "gpus", "bf16_cuda",
     "channels_last_cuda", "amp_cuda", "cuda_error", "mps_available", "cpu_count", "cpu_capability",
     "bf16_cpu", "cpu_bf16_flags", "channels_last_cpu", "amp_cpu",
@@ -45,6 +51,18 @@ def test_env_table_names_the_versions(empty_dir):
     assert result.exit_code == 0, result.output
     for text in (torch.__version__, platform.python_version(), "native bf16", "channels_last"):
         assert text in result.stdout
+
+
+def test_env_names_the_data_and_kaggle_packages_versions(empty_dir):
+    facts = json.loads(CliRunner().invoke(app, ["env", "--json"]).stdout)
+    assert facts["pandas"] == pd.__version__
+    assert facts["opencv"].startswith(cv2.__version__)  # the wheel's 5.0.0.93 is OpenCV 5.0.0
+    assert facts["albumentations"] == metadata.version("albumentations")
+    assert facts["timm"] == timm.__version__
+    assert facts["kaggle"] == metadata.version("kaggle")
+    table = CliRunner().invoke(app, ["env"], env={"COLUMNS": "200"}).stdout
+    for name in ("pandas", "opencv", "albumentations", "timm", "kaggle"):
+        assert re.search(rf"{name}\W+{re.escape(facts[name])}", table), name
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ LAYERS = [
     ("__init__", "errors", "io", "console"),  # __init__: the comp package itself
     ("config", "device", "env"),
     ("data", "models", "augment", "metrics", "tasks"),
-    ("runs", "tta", "streaming", "blending", "submission"),
+    ("runs", "tta", "streaming", "blending", "submission", "trackers"),
     ("training", "predict", "evaluate", "report", "ensemble"),
     ("probe", "kaggle", "info", "pipeline"),
     ("cli", "__main__"),  # __main__: python -m comp

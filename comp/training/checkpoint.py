@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from comp import __version__
-from comp.config import Config
+from comp.config import Config, flatten
 from comp.env import package_version
 from comp.errors import CompError
 from comp.io import atomic_path, sha256_file, write_json
@@ -38,6 +38,7 @@ NO_EFFECT_ON_TRAINING = (
     "train.persistent_workers",
     "train.checkpoint_every_steps",
     "train.tensorboard",
+    "train.loggers",
 )
 
 
@@ -107,16 +108,6 @@ def restore_rng(state: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- config changes
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """`key: old -> new` for every key that differs and can change what training computes."""
     old, new = flatten(saved), flatten(current)
@@ -168,6 +159,7 @@ def new_record(config: Config, fold: int) -> dict[str, Any]:
         "git": git_state(),
         "resumes": [],
         "finished": None,
+        "trackers": {},  # tracker -> its run id for this fold, so that a resume continues that run
     }
 
 
@@ -197,4 +189,16 @@ def record_resume(folder: Path, config: Config, epoch: int, batch: int, changes:
     if changes:
         record["config"] = config.to_dict()
     record["finished"] = None
+    write_record(folder, record)
+
+
+def tracker_run_id(folder: Path, tracker: str) -> str | None:
+    """The id of the fold's run in `tracker` (wandb, mlflow), when one was started."""
+    record = read_record(folder) or {}
+    return record.get("trackers", {}).get(tracker)
+
+
+def record_tracker_run(folder: Path, tracker: str, run_id: str) -> None:
+    record = read_record(folder)
+    record.setdefault("trackers", {})[tracker] = run_id
     write_record(folder, record)

@@ -23,7 +23,7 @@ from comp.runs import fold_dir, fold_state, run_dir
 from comp.training.checkpoint import read_record
 from comp.training.distributed import check_batch_split, world_size
 from comp.training.optim import check_monitor, check_optimizer, check_schedule
-from comp.training.reporter import summary_writer_class
+from comp.training.reporter import check_loggers
 from comp.training.state import check_run_classes, resumable_state
 
 Action = Literal["train", "resume", "skip"]
@@ -74,8 +74,7 @@ def check_before_training(
             hint="Use an even train.batch_size, or set train.mixup_alpha and cutmix_alpha to 0.",
         )
     check_schedule(cfg)
-    if cfg.tensorboard:
-        summary_writer_class()
+    check_loggers(config)
     for k, action in plan.items():
         n_train = int((folds["fold"] != k).sum())
         if action != "skip" and cfg.batch_size > n_train:

@@ -3,8 +3,9 @@
 A reporter hears, in order: start_fold, then per epoch start_epoch, end_batch (each batch), end_epoch;
 note (a one-off message) at any time; end_fold; and close once training ends, finished or not. The
 methods of `Reporter` do nothing: a reporter overrides those it shows. ConsoleReporter prints the
-epoch table and progress bars; TensorBoardReporter writes event files (train.tensorboard). A new
-tracker is one more subclass, added in `create_reporters`.
+epoch table and progress bars; the others are train.loggers: TensorBoardReporter writes event files,
+TrackerReporter logs to W&B or MLflow (comp.trackers). A new logger is one more subclass, added in
+`create_reporters` and checked in `check_loggers`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from comp.config import Config
 from comp.console import console
 from comp.errors import CompError
 from comp.models.factory import count_parameters
+from comp.trackers import TRACKERS, TrackerRun, check_trackers, open_tracker_run
+from comp.training.checkpoint import record_tracker_run, tracker_run_id
 from comp.training.distributed import is_main_process, world_size
 from comp.training.state import Position
 
@@ -105,8 +108,17 @@ class Reporters(Reporter):
 
 
 def create_reporters(config: Config) -> list[Reporter]:
-    """The console, and TensorBoard with train.tensorboard (under DDP, rank 0's alone)."""
-    return [ConsoleReporter(), *([TensorBoardReporter()] if config.train.tensorboard and is_main_process() else [])]
+    """The console, and the loggers of train.loggers (under DDP, rank 0's alone; csv: metrics.csv, always written)."""
+    loggers = config.train.loggers if is_main_process() else []
+    tensorboard = [TensorBoardReporter()] if "tensorboard" in loggers else []
+    return [ConsoleReporter(), *tensorboard, *(TrackerReporter(name) for name in loggers if name in TRACKERS)]
+
+
+def check_loggers(config: Config) -> None:
+    """Every logger of train.loggers installed (and usable), checked before training starts."""
+    if "tensorboard" in config.train.loggers:
+        summary_writer_class()
+    check_trackers(config)
 
 
 # ----------------------------------------------------------------------------- the console
@@ -207,8 +219,8 @@ def summary_writer_class() -> type:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise CompError(
-            "train.tensorboard is on, but the tensorboard package is not installed.",
-            hint="pip install 'comp[tensorboard]', or set train.tensorboard: false.",
+            "train.loggers names tensorboard, but the tensorboard package is not installed.",
+            hint="pip install 'comp[tensorboard]', or take tensorboard out of train.loggers.",
         ) from None
     return SummaryWriter
 
@@ -236,3 +248,40 @@ class TensorBoardReporter(Reporter):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+# ----------------------------------------------------------------------------- W&B and MLflow
+
+
+class TrackerReporter(Reporter):
+    """A tracker run per fold (comp.trackers): the config, each epoch's metrics and the fold's best score.
+
+    The run's id goes into the fold's run.json, so that a resumed fold continues its run."""
+
+    def __init__(self, tracker: str):
+        self.tracker = tracker
+        self.run: TrackerRun | None = None
+
+    def start_fold(self, start: FoldStart) -> None:
+        config = start.config
+        run_id = tracker_run_id(start.folder, self.tracker) if start.changes is not None else None
+        tags = {"job": "train", "fold": str(start.fold)}
+        name = f"{config.name}-fold{start.fold}"
+        self.run = open_tracker_run(self.tracker, config, config.name, name, tags, run_id)
+        record_tracker_run(start.folder, self.tracker, self.run.id)
+        self.monitor, self.best = config.train.monitor, start.position.best_score
+
+    def end_epoch(self, row: dict, improved: bool) -> None:
+        if improved:
+            self.best = row[self.monitor]
+        self.run.log_metrics({key: value for key, value in row.items() if key != "epoch"}, step=row["epoch"])
+
+    def end_fold(self, result: FoldResult) -> None:
+        self.run.log_summary({f"best_{self.monitor}": self.best, "best_epoch": result.best_epoch})
+        self.run.finish()
+        self.run = None
+
+    def close(self) -> None:
+        if self.run is not None:  # training stopped inside the fold
+            self.run.finish(ok=False)
+            self.run = None
