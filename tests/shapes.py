@@ -235,6 +235,79 @@ def other_files(root: Path, n_train=30, n_test=6, suffix=".tif") -> Shape:
     return Shape(f"images-{suffix.strip('.')}", pd.DataFrame({"id": ids, "label": vy}), int)
 
 
+# ----------------------------------------------------------------------------- the task shapes (test_tasks too)
+
+TAGS = {  # digit -> its tags: every digit has two to four, and the tags recombine
+    d: sorted(
+        ["even" if d % 2 == 0 else "odd", "small" if d < 5 else "large"]
+        + (["round"] if d in (0, 6, 8, 9) else [])
+        + (["prime"] if d in (2, 3, 5, 7) else [])
+    )
+    for d in range(10)
+}
+
+
+def digit_images(n_train: int, n_test: int, seed: int = 0):
+    digits = load_digits()
+    order = np.random.default_rng(seed).permutation(len(digits.target))[: n_train + n_test]
+    images = (digits.images[order] * 255 / 16).astype(np.uint8)
+    return images[:n_train], digits.target[order[:n_train]], images[n_train:], digits.target[order[n_train:]]
+
+
+def write_images(folder: Path, names: list[str], images: np.ndarray, suffix: str = ".png") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, image in zip(names, images, strict=True):
+        file = folder / (name if name.endswith(suffix) else f"{name}{suffix}")
+        cv2.imwrite(str(file), cv2.resize(image, (16, 16), interpolation=cv2.INTER_NEAREST))
+
+
+def write_planet(root: Path, n_train: int = 320, n_test: int = 80) -> pd.DataFrame:
+    """train_v2.csv (image_name,tags), train-jpg/, test-jpg/, sample_submission_v2.csv; returns the test truth."""
+    train_x, train_y, test_x, test_y = digit_images(n_train, n_test)
+    train_ids, test_ids = [f"train_{i}" for i in range(n_train)], [f"test_{i}" for i in range(n_test)]
+    write_images(root / "train-jpg", train_ids, train_x)
+    write_images(root / "test-jpg", test_ids, test_x)
+    tags = [" ".join(TAGS[d]) for d in train_y]
+    pd.DataFrame({"image_name": train_ids, "tags": tags}).to_csv(root / "train_v2.csv", index=False)
+    pd.DataFrame({"image_name": test_ids, "tags": "even small"}).to_csv(root / "sample_submission_v2.csv", index=False)
+    return pd.DataFrame({"image_name": test_ids, "tags": [" ".join(TAGS[d]) for d in test_y]})
+
+
+def write_aptos(root: Path, n_train: int = 320, n_test: int = 80) -> pd.DataFrame:
+    """train.csv (id_code,diagnosis 0..4), train_images/, test_images/, sample_submission.csv."""
+    train_x, train_y, test_x, test_y = digit_images(n_train, n_test, seed=1)
+    train_ids, test_ids = [f"a{i:04x}" for i in range(n_train)], [f"b{i:04x}" for i in range(n_test)]
+    write_images(root / "train_images", train_ids, train_x)
+    write_images(root / "test_images", test_ids, test_x)
+    pd.DataFrame({"id_code": train_ids, "diagnosis": train_y // 2}).to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"id_code": test_ids, "diagnosis": 0}).to_csv(root / "sample_submission.csv", index=False)
+    return pd.DataFrame({"id_code": test_ids, "diagnosis": test_y // 2})
+
+
+def write_humpback(root: Path, n_train: int = 320, n_test: int = 80) -> pd.DataFrame:
+    """train.csv (Image,Id), train/, test/, sample_submission.csv with five labels a row."""
+    train_x, train_y, test_x, test_y = digit_images(n_train, n_test, seed=2)
+    train_ids, test_ids = [f"{i:05d}.jpg" for i in range(n_train)], [f"{i:05d}t.jpg" for i in range(n_test)]
+    write_images(root / "train", train_ids, train_x, ".jpg")  # ids name their files, extension included
+    write_images(root / "test", test_ids, test_x, ".jpg")
+    pd.DataFrame({"Image": train_ids, "Id": [f"w_{d}" for d in train_y]}).to_csv(root / "train.csv", index=False)
+    sample = "new_whale w_1 w_2 w_3 w_4"
+    pd.DataFrame({"Image": test_ids, "Id": sample}).to_csv(root / "sample_submission.csv", index=False)
+    return pd.DataFrame({"Image": test_ids, "Id": [f"w_{d}" for d in test_y]})
+
+
+def planet(root: Path) -> Shape:
+    """planet-understanding-the-amazon-from-space: train_v2.csv image_name,tags (space-separated); sample tags."""
+    truth = write_planet(root, n_train=64, n_test=8)
+    return Shape("planet-understanding-the-amazon-from-space", truth.set_axis(["id", "label"], axis=1), str)
+
+
+def humpback(root: Path) -> Shape:
+    """humpback-whale-identification: train.csv Image,Id; sample Image,Id with five labels a row, best first."""
+    truth = write_humpback(root, n_train=80, n_test=8)
+    return Shape("humpback-whale-identification", truth.set_axis(["id", "label"], axis=1), str)
+
+
 SHAPES = {
     "digit-recognizer": digit_recognizer,
     "Kannada-MNIST": kannada_mnist,
@@ -245,6 +318,8 @@ SHAPES = {
     "state-farm-distracted-driver-detection": state_farm,
     "plant-pathology-2020-fgvc7": plant_pathology,
     "aptos2019-blindness-detection": aptos,
+    "planet-understanding-the-amazon-from-space": planet,
+    "humpback-whale-identification": humpback,
     "images-tif": lambda root: other_files(root, suffix=".tif"),
     "images-png": lambda root: other_files(root, suffix=".png"),
     "images-dcm": lambda root: other_files(root, suffix=".dcm"),

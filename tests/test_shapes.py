@@ -13,6 +13,7 @@ from comp.config import build_config
 from comp.data.competition import load_competition
 from comp.data.survey import survey_competition
 from comp.errors import CompError
+from comp.metrics import score
 
 # shape -> what the survey must detect: the data keys, the classes, the first test id and the submission keys
 EXPECTED = {
@@ -57,10 +58,42 @@ EXPECTED = {
          "test_dir": "test_images", "test_csv": "test.csv", "test_id_column": "id_code"},
         [0, 1, 2, 3, 4], {"format": "label"},
     ),
+    "planet-understanding-the-amazon-from-space": (
+        {"layout": "csv", "train_csv": "train_v2.csv", "id_column": "image_name", "label_column": "tags",
+         "train_dir": "train-jpg", "test_dir": "test-jpg", "sample_submission": "sample_submission_v2.csv"},
+        sorted({t for tags in shapes.TAGS.values() for t in tags}), {"format": "tags"},
+    ),
+    "humpback-whale-identification": (
+        {"layout": "csv", "id_column": "Image", "label_column": "Id", "train_dir": "train", "test_dir": "test",
+         "image_suffix": ".jpg"},
+        [f"w_{d}" for d in range(10)], {"format": "top_k"},
+    ),
     "images-tif": ({"layout": "csv", "image_suffix": ".tif"}, [0, 1], {"format": "label"}),
     "images-png": ({"layout": "csv", "image_suffix": ".png"}, [0, 1], {"format": "label"}),
     "images-dcm": ({"layout": "csv", "image_suffix": ".dcm"}, [0, 1], {"format": "label"}),
 }  # fmt: skip
+
+# shape -> the task and the predict keys (metric, metric_params) the written config holds
+TASKS = {
+    "digit-recognizer": ("multiclass", None),
+    "Kannada-MNIST": ("multiclass", None),
+    "dogs-vs-cats-redux-kernels-edition": ("binary", {"metric": "roc_auc"}),
+    "aerial-cactus-identification": ("binary", {"metric": "roc_auc"}),
+    "plant-seedlings-classification": ("multiclass", None),
+    "cifar-10": ("multiclass", None),
+    "state-farm-distracted-driver-detection": ("multiclass", {"metric": "log_loss"}),
+    "plant-pathology-2020-fgvc7": ("multiclass", {"metric": "mean_column_auc"}),
+    "aptos2019-blindness-detection": ("multiclass", None),  # ordinal offered in a comment
+    "planet-understanding-the-amazon-from-space": ("multilabel", {"metric": "f_beta", "metric_params": {"beta": 2}}),
+    "humpback-whale-identification": ("multiclass", {"metric": "map_at_k", "metric_params": {"k": 5}}),
+    "images-tif": ("binary", None),
+    "images-png": ("binary", None),
+    "images-dcm": ("binary", None),
+}
+# Integer labels 0..G-1 (G >= 3): the config offers data.task: ordinal in a comment (digits are integers too).
+GRADES = {"digit-recognizer", "Kannada-MNIST", "aptos2019-blindness-detection"}
+# The edit the aptos config's comment offers (its grades are ordered; the competition scores kappa).
+ORDINAL = ["data.task=ordinal", "predict.metric=quadratic_weighted_kappa"]
 
 
 @pytest.mark.parametrize("slug", list(EXPECTED))
@@ -87,8 +120,23 @@ def test_written_config_holds_the_submission_format_and_the_group_column(tmp_pat
         assert tree["submission"] == EXPECTED[slug][2], slug
         assert tree["data"]["image_size"] == shapes.SIZE
         assert ("folds" in tree) == (slug == "state-farm-distracted-driver-detection"), slug
+        assert (tree["data"]["task"], tree.get("predict")) == TASKS[slug], slug
+        build_config(tree)  # the guessed task, metric and format load together
     state_farm = (tmp_path / "configs/state-farm-distracted-driver-detection.yaml").read_text()
     assert "group_column: subject  # rows sharing a 'subject' stay in one fold" in state_farm
+    planet = (tmp_path / "configs/planet-understanding-the-amazon-from-space.yaml").read_text()
+    assert "metric: f_beta  # metric: mean F2 over the rows (planet's metric), the usual choice" in planet
+    assert (
+        "change predict.metric" in planet and "task: multilabel  # task multilabel: labels: space-separated" in planet
+    )
+    aptos = (tmp_path / "configs/aptos2019-blindness-detection.yaml").read_text()
+    assert "set data.task: ordinal and predict.metric: quadratic_weighted_kappa" in aptos
+    assert (
+        "\n  task: multiclass  # task multiclass: integer labels 0..4" in aptos
+        and "\n  # task: ordinal  # ordered grades" in aptos
+    )
+    humpback = (tmp_path / "configs/humpback-whale-identification.yaml").read_text()
+    assert "metric: map_at_k  # metric: MAP@5: the sample's rows hold 5 labels" in humpback
     again = write_competition_config(survey_competition(tmp_path / "cifar-10"), "cifar-10", tmp_path / "configs")
     assert not again.written  # never over an existing file
 
@@ -123,19 +171,34 @@ TINY = [
 ]
 
 
-def held_back_score(submission: pd.DataFrame, shape: shapes.Shape, fmt: str) -> float:
-    """Accuracy against the held-back truth: the label, the larger probability, or the binary column at 0.5."""
-    truth = shape.truth["label"].astype(str).to_numpy()
-    values = submission.iloc[:, 1:]
+def submitted_scores(submission: pd.DataFrame, tree: dict, classes: list) -> np.ndarray:
+    """The submission read back as a rows x classes table the metrics score: its probabilities; a label, its
+    tags as 1s; a top-k list as descending ranks."""
+    names = [str(c) for c in classes]
+    cells = submission.iloc[:, 1:]
+    fmt = tree["submission"]["format"]
     if fmt == "probabilities":
-        predicted = values.columns[values.to_numpy(dtype=float).argmax(axis=1)].astype(str)
-    elif fmt == "binary":
-        positive = values.iloc[:, 0].astype(float).to_numpy() >= 0.5
-        classes = sorted(set(truth), key=lambda c: (len(c), c))  # cat < dog; 0 < 1
-        predicted = np.where(positive, classes[-1], classes[0])
+        return cells[names].to_numpy(dtype=float)
+    if fmt == "binary":
+        p = cells.iloc[:, 0].to_numpy(dtype=float)
+        positive = names.index(str(tree["submission"]["positive_class"]))
+        return np.stack([1 - p, p] if positive == 1 else [p, 1 - p], axis=1)
+    table = np.zeros((len(submission), len(names)))
+    for row, cell in enumerate(cells.iloc[:, 0].astype(str)):
+        for rank, label in enumerate(cell.split() if fmt != "label" else [cell]):
+            table[row, names.index(label)] = 1.0 if fmt in ("label", "tags") else len(names) - rank
+    return table
+
+
+def held_back_score(submission: pd.DataFrame, shape: shapes.Shape, tree: dict, classes: list, cv: dict) -> float:
+    """The run's own metric (cv.json's, with its parameters) on the held-back truth, from the submission."""
+    names = [str(c) for c in classes]
+    truth = shape.truth["label"].astype(str)
+    if cv["task"] == "multilabel":
+        targets = np.array([[n in cell.split() for n in names] for cell in truth], dtype=int)
     else:
-        predicted = values.iloc[:, 0].astype(str).to_numpy()
-    return float((np.asarray(predicted) == truth).mean())
+        targets = np.array([names.index(t) for t in truth])
+    return score(cv["metric"], targets, submitted_scores(submission, tree, classes), **cv.get("metric_params", {}))
 
 
 def check_cells(submission: pd.DataFrame, sample: pd.DataFrame, shape: shapes.Shape, fmt: str, classes) -> None:
@@ -147,6 +210,12 @@ def check_cells(submission: pd.DataFrame, sample: pd.DataFrame, shape: shapes.Sh
     if fmt == "label":
         assert values.iloc[:, 0].map(type).eq(shape.label_type).all(), values.iloc[:, 0].map(type).unique()
         assert set(values.iloc[:, 0]) <= set(classes)
+    elif fmt in ("tags", "top_k"):
+        k = len(str(sample.iloc[0, 1]).split())
+        for cell in values.iloc[:, 0].astype(str):
+            labels = cell.split()
+            assert set(labels) <= set(map(str, classes)) and len(labels) == len(set(labels)), cell
+            assert labels == sorted(labels, key=[str(c) for c in classes].index) if fmt == "tags" else len(labels) == k
     else:
         probs = values.to_numpy(dtype=float)
         assert ((probs >= 0) & (probs <= 1)).all()
@@ -197,9 +266,15 @@ def test_each_shape_from_download_to_a_valid_submission(project, tmp_path, slug,
     config = f"configs/{slug}.yaml"
     tree = yaml.safe_load((project / config).read_text())
     assert {k: tree["data"].get(k) for k in EXPECTED[slug][0]} == EXPECTED[slug][0]
+    assert (tree["data"]["task"], tree.get("predict")) == TASKS[slug]
+    printed = " ".join(output.split())
+    assert f"detected: task {TASKS[slug][0]}" in printed and "(data.task)" in printed  # printed like the others
+    offered = "# task: ordinal" in (project / config).read_text()
+    assert offered == (slug in GRADES)
 
     runner = CliRunner()
-    overrides = [arg for key in TINY for arg in ("--set", key)]
+    edits = ORDINAL if slug == "aptos2019-blindness-detection" else []  # the edit its comment offers
+    overrides = [arg for key in [*TINY, *edits] for arg in ("--set", key)]
     for command in (["folds"], ["train", "--fold", "all"], ["predict", "--tta"], ["ensemble"]):
         result = runner.invoke(app, [*command, "-c", config, *overrides])
         assert result.exit_code == 0, result.output + repr(result.exception)
@@ -213,10 +288,13 @@ def test_each_shape_from_download_to_a_valid_submission(project, tmp_path, slug,
     classes = json.loads((project / "runs" / slug / "classes.json").read_text())
     check_cells(submission, sample, shape, fmt, classes)
     cv = json.loads((project / "runs" / slug / "cv.json").read_text())
-    score = held_back_score(submission, shape, fmt)
+    assert cv["metric"] == (
+        tree.get("predict", {}).get("metric") or ("quadratic_weighted_kappa" if edits else "accuracy")
+    )
+    held_back = held_back_score(submission, shape, tree, classes, cv)
     with capsys.disabled():  # the figures of the issue's closing table
-        layout = tree["data"]["layout"]
-        print(f"\nSHAPE {slug} | {layout} | CV {cv['metric']} {cv['oof']:.4f} | held-back accuracy {score:.4f}")
+        detected = f"{tree['data']['layout']} | {cv['task']} | {cv['metric']} {cv.get('metric_params') or ''} | {fmt}"
+        print(f"\nSHAPE {slug} | {detected} | CV {cv['oof']:.4f} | held-back {held_back:.4f}")
 
 
 # ----------------------------------------------------------------------------- bad input: file, row, key and fix

@@ -27,9 +27,10 @@ from comp.data.competition import Competition, load_competition
 from comp.data.images import describe_sizes, image_sizes, is_image
 from comp.data.layouts import FileIndex, common_suffix, label_from_name, label_regex
 from comp.errors import CompError
+from comp.tasks import split_tags
 
 ID_NAMES = ("id", "image_id", "image", "img", "filename", "file", "file_name", "image_name", "name", "path", "id_code")
-LABEL_NAMES = ("label", "labels", "class", "classname", "category", "target", "breed", "species", "diagnosis", "y")
+LABEL_NAMES = tuple("label labels tags class classname category target breed species diagnosis y".split())
 GROUP_NAMES = ("subject", "patient", "patient_id", "patientid", "group", "driver", "site", "user", "study", "source")
 ID_SAMPLE = 50  # ids looked up in each image folder to decide where they live
 MATCH_SHARE = 0.8  # share of those ids that must be found for the folder to count
@@ -70,7 +71,11 @@ class Survey:
 
     @property
     def class_counts(self) -> dict[str, int]:
-        counts = self.competition.train["label"].value_counts()
+        """Images of each class (multilabel: images holding each tag)."""
+        labels = self.competition.train["label"]
+        if self.competition.task == "multilabel":
+            labels = labels.map(split_tags).explode()
+        counts = labels.value_counts()
         return {str(c): int(counts[c]) for c in self.competition.classes}
 
     @property
@@ -90,9 +95,10 @@ class Survey:
         counts = list(self.class_counts.items())
         shown = ", ".join(f"{label} ({n})" for label, n in counts[:20])
         more = f", ... {len(counts) - 20} more" if len(counts) > 20 else ""
+        kind = "tags (several a row)" if self.competition.task == "multilabel" else "classes"
         lines = [
             f"layout: {self.layout} ({_layout_detail(self.data)})",
-            f"train: {self.n_train} images in {len(counts)} classes: {shown}{more}",
+            f"train: {self.n_train} images in {len(counts)} {kind}: {shown}{more}",
             f"image sizes: {describe_sizes(self.image_sizes)}",
             f"test: {self.n_test} ids in {self.sample_submission}, {self.n_test_found} images found"
             + (f" in {self.test_dir}/" if self.layout != "pixels" else f" as rows of {self.data['test_csv']}"),
