@@ -5,7 +5,8 @@ import yaml
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.config import Config, load_config, packaged_configs, parse_override, valid_keys
+from comp.config import Config, load_config, parse_override, valid_keys
+from comp.config_files import packaged_configs
 from comp.errors import CompError
 from comp.training.checkpoint import flatten
 

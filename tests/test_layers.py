@@ -28,7 +28,7 @@ COMP = REPO / "comp"
 # Lowest first; the names are modules or packages under comp/ (docs/architecture.md lists the same).
 LAYERS = [
     ("__init__", "errors", "io", "console"),  # __init__: the comp package itself
-    ("config", "device", "env"),
+    ("config", "config_files", "device", "env"),
     ("data", "models", "augment", "metrics", "tasks"),
     ("runs", "tta", "streaming", "blending", "hill", "submission", "trackers"),
     ("training", "predict", "evaluate", "report", "ensemble", "leaks", "pseudo"),

@@ -24,7 +24,8 @@ import yaml
 from rich.console import Group
 from rich.text import Text
 
-from comp.config import LOCAL_CONFIGS, build_config
+from comp.config import build_config
+from comp.config_files import LOCAL_CONFIGS
 from comp.data.competition import column_name
 from comp.data.survey import Guess, Survey
 from comp.errors import CompError

@@ -22,7 +22,7 @@ from rich.console import Group
 from rich.progress import Progress, TaskID
 from rich.text import Text
 
-from comp.config import LOCAL_CONFIGS
+from comp.config_files import LOCAL_CONFIGS
 from comp.data.survey import Survey, survey_competition
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
