@@ -46,7 +46,7 @@ from comp.errors import CompError
 from comp.io import atomic_path, sha256_file, write_json
 from comp.metrics import score
 from comp.models.factory import create_model
-from comp.predict import write_run_predictions
+from comp.predict_run import write_run_predictions
 from comp.runs import fold_dir, fold_dirs, probability_table, run_dir, staged_outputs, write_predictions
 from comp.streaming import TrainedRun, create_image_loader, image_batches, load_fold_model, open_run
 

@@ -32,7 +32,7 @@ def test_the_notebook_cells_are_plain_python_that_reads_its_folders_from_the_env
     assert 'os.environ.get("COMP_KAGGLE_INPUT", "/kaggle/input")' in source
     assert 'os.environ.get("COMP_KAGGLE_WORKING", "/kaggle/working")' in source
     assert '"--no-index", "--find-links"' in source and "comp==" in source
-    assert "from comp.predict import predict_test_set" in source
+    assert "from comp.predict_test import predict_test_set" in source
 
 
 def test_the_notebook_stops_with_one_line_when_its_inputs_are_missing(tmp_path):

@@ -31,7 +31,18 @@ LAYERS = [
     ("config", "config_files", "device", "env"),
     ("data", "models", "augment", "metrics", "tasks"),
     ("runs", "tta", "streaming", "blending", "hill", "submission", "trackers"),
-    ("training", "predict", "evaluate", "report", "ensemble", "leaks", "pseudo"),
+    (
+        "training",
+        "predict",
+        "predict_run",
+        "predict_seeds",
+        "predict_test",
+        "evaluate",
+        "report",
+        "ensemble",
+        "leaks",
+        "pseudo",
+    ),
     ("probe", "kaggle", "kernel", "info", "pipeline"),
     ("cli", "__main__"),  # __main__: python -m comp
 ]

@@ -72,7 +72,7 @@ os.chdir(work)
 from comp.config import load_config
 from comp.console import console
 from comp.errors import CompError
-from comp.predict import predict_test_set
+from comp.predict_test import predict_test_set
 
 try:
     config = load_config(DATASET / "comp-config.yaml", [f"data.root={DATA}"])

@@ -2,7 +2,7 @@
 
 Each seed is a trained run of its own, runs/<name>/seed<s>/ (config.name "<name>/seed<s>",
 train.seed s, the same fold file), so training, resuming and protecting finished work go per fold
-and seed exactly as for any run; `comp predict` then averages the seeds per fold (comp.predict).
+and seed exactly as for any run; `comp predict` then averages the seeds per fold (comp.predict_seeds).
 A run is either one seed (runs/<name>/fold<k>/) or several (runs/<name>/seed<s>/): the two are
 never mixed, and a run's set of seeds changes only with --force.
 """
