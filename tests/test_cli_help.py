@@ -16,7 +16,7 @@ PANELS = {
     "Data": ["init", "download", "folds", "duplicates"],
     "Train": ["train", "lr-find", "probe", "pseudo"],
     "Predict": ["predict", "evaluate", "ensemble"],
-    "Submit": ["validate", "submit", "submissions"],
+    "Submit": ["validate", "submit", "submissions", "kernel"],
     "Tools": ["demo", "info", "env"],
 }
 

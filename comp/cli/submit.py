@@ -65,7 +65,11 @@ def submit(
     )
 
 
-@command(help="Package a run as an offline Kaggle notebook in kernels/<name>/; --rehearse it here, --push it.")
+@command(
+    help="Package a run as an offline Kaggle notebook in kernels/<name>/; --rehearse it here, --push it.",
+    rich_help_panel="Submit",
+    epilog=examples("comp kernel exp1 --rehearse", "comp kernel blend1 --name blend1-v2 --push"),
+)
 def kernel(
     runs: Annotated[list[str] | None, typer.Argument(help="The run, trained or blended (default: name).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Folder under kernels/ (default: the run's name).")] = None,
