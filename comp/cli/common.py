@@ -83,13 +83,13 @@ def root(
     _state["debug"] = debug
 
 
-def _config(config: Path, overrides: list[str] | None):
+def read_config(config: Path, overrides: list[str] | None):
     from comp.config import load_config
 
     return load_config(config, overrides or [])
 
 
-def _competition(cfg):
+def read_competition(cfg):
     from comp.data.competition import load_competition
 
     return load_competition(cfg.data)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from comp.cli.common import DEFAULT_CONFIG, ConfigOpt, SetOpt, _competition, _config, command, examples
+from comp.cli.common import DEFAULT_CONFIG, ConfigOpt, SetOpt, command, examples, read_competition, read_config
 from comp.console import console
 
 
@@ -46,7 +46,7 @@ def download(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    cfg = _config(config, set_)
+    cfg = read_config(config, set_)
     slug = slug or cfg.data.competition
     if slug == "demo":
         from comp.data.demo import write_demo
@@ -72,8 +72,8 @@ def folds(
 ) -> None:
     from comp.data.folds import write_folds
 
-    cfg = _config(config, set_)
-    console.print(write_folds(cfg, _competition(cfg), force=force))
+    cfg = read_config(config, set_)
+    console.print(write_folds(cfg, read_competition(cfg), force=force))
 
 
 @command(
@@ -84,5 +84,5 @@ def folds(
 def duplicates(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
     from comp.leaks import find_duplicates
 
-    cfg = _config(config, set_)
-    console.print(find_duplicates(cfg, _competition(cfg)))
+    cfg = read_config(config, set_)
+    console.print(find_duplicates(cfg, read_competition(cfg)))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from comp.cli.common import DEFAULT_CONFIG, ConfigOpt, SetOpt, _competition, _config, command, examples
+from comp.cli.common import DEFAULT_CONFIG, ConfigOpt, SetOpt, command, examples, read_competition, read_config
 from comp.console import console
 
 
@@ -39,7 +39,7 @@ def predict(
 ) -> None:
     from comp.predict import run_predict
 
-    console.print(run_predict(_config(config, set_), tta=tta, images=images, test_only=test_only, run=run, out=out))
+    console.print(run_predict(read_config(config, set_), tta=tta, images=images, test_only=test_only, run=run, out=out))
 
 
 @command(
@@ -54,8 +54,8 @@ def evaluate(
 ) -> None:
     from comp.evaluate import evaluate_run
 
-    cfg = _config(config, set_)
-    console.print(evaluate_run(cfg, _competition(cfg), run))
+    cfg = read_config(config, set_)
+    console.print(evaluate_run(cfg, read_competition(cfg), run))
 
 
 @command(
@@ -93,8 +93,10 @@ def ensemble(
     from comp.ensemble import ensemble as blend_or_submit
     from comp.hill import parse_hill_options
 
-    cfg = _config(config, set_)
+    cfg = read_config(config, set_)
     hill = parse_hill_options(negative_weights, holdout_folds)
     console.print(
-        blend_or_submit(cfg, _competition(cfg), runs, name=name, force=force, method=method, weights=weights, hill=hill)
+        blend_or_submit(
+            cfg, read_competition(cfg), runs, name=name, force=force, method=method, weights=weights, hill=hill
+        )
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from comp.cli.common import DEFAULT_CONFIG, ConfigOpt, SetOpt, _config, command, examples
+from comp.cli.common import DEFAULT_CONFIG, ConfigOpt, SetOpt, command, examples, read_config
 from comp.console import console
 
 
@@ -23,7 +23,7 @@ def validate(
 ) -> None:
     from comp.submission.validate import validate_with_config
 
-    result = validate_with_config(file, _config(config, set_))
+    result = validate_with_config(file, read_config(config, set_))
     console.print(result)
     if not result.is_valid:
         raise typer.Exit(1)
@@ -57,7 +57,7 @@ def submit(
 ) -> None:
     from comp.kaggle.submit import submit_any
 
-    cfg = _config(config, set_)
+    cfg = read_config(config, set_)
     console.print(
         submit_any(
             cfg, file, message, kernel=kernel, version=version, force=force, wait=wait, poll_interval=poll_interval
@@ -98,7 +98,7 @@ def kernel(
 ) -> None:
     from comp.kernel import kernel as build_kernel
 
-    cfg = _config(config, set_)
+    cfg = read_config(config, set_)
     console.print(
         build_kernel(
             cfg,
@@ -127,4 +127,4 @@ def submissions(
 ) -> None:
     from comp.kaggle.submissions import refresh_scores
 
-    console.print(refresh_scores(_config(config, set_).data.competition, limit=limit))
+    console.print(refresh_scores(read_config(config, set_).data.competition, limit=limit))

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from comp.cli.common import DEFAULT_CONFIG, ConfigOpt, SetOpt, _competition, _config, command, examples
+from comp.cli.common import DEFAULT_CONFIG, ConfigOpt, SetOpt, command, examples, read_competition, read_config
 from comp.console import console
 
 
@@ -29,8 +29,8 @@ def demo(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
 def info(config: ConfigOpt = DEFAULT_CONFIG, set_: SetOpt = None) -> None:
     from comp.info import describe_run
 
-    cfg = _config(config, set_)
-    console.print(describe_run(cfg, _competition(cfg)))
+    cfg = read_config(config, set_)
+    console.print(describe_run(cfg, read_competition(cfg)))
 
 
 @command(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from comp.cli.common import DEFAULT_CONFIG, ConfigOpt, SetOpt, _competition, _config, command, examples
+from comp.cli.common import DEFAULT_CONFIG, ConfigOpt, SetOpt, command, examples, read_competition, read_config
 from comp.console import console
 
 
@@ -28,8 +28,8 @@ def pseudo(
 ) -> None:
     from comp.pseudo import pseudo_label
 
-    cfg = _config(config, set_)
-    console.print(pseudo_label(_competition(cfg), run, threshold=threshold, top=top))
+    cfg = read_config(config, set_)
+    console.print(pseudo_label(read_competition(cfg), run, threshold=threshold, top=top))
 
 
 @command(
@@ -86,7 +86,7 @@ def train(
 
     if fold != "all" and not fold.isdigit():
         raise typer.BadParameter(f"--fold must be a fold number or 'all', not {fold!r}.")
-    cfg = _config(config, set_)
+    cfg = read_config(config, set_)
     if (parallel or gpus) and (fold != "all" or devices > 1):
         raise typer.BadParameter(
             "--parallel and --gpus spread the folds of --fold all, one process per fold; "
@@ -94,7 +94,7 @@ def train(
         )
     result = train_seeds(
         cfg,
-        _competition(cfg),
+        read_competition(cfg),
         config,
         set_ or [],
         seeds,
@@ -124,8 +124,8 @@ def lr_find(
 ) -> None:
     from comp.training.lr_find import lr_find as range_test
 
-    cfg = _config(config, set_)
-    console.print(range_test(cfg, _competition(cfg), fold=fold, start_lr=start_lr, end_lr=end_lr, steps=steps))
+    cfg = read_config(config, set_)
+    console.print(range_test(cfg, read_competition(cfg), fold=fold, start_lr=start_lr, end_lr=end_lr, steps=steps))
 
 
 @command(
@@ -146,5 +146,5 @@ def probe(
 ) -> None:
     from comp.probe import probe as fit_probe
 
-    cfg = _config(config, set_)
-    console.print(fit_probe(cfg, _competition(cfg), from_run=from_run, name=name, force=force))
+    cfg = read_config(config, set_)
+    console.print(fit_probe(cfg, read_competition(cfg), from_run=from_run, name=name, force=force))
