@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -81,23 +82,23 @@ def check_mlflow_store() -> None:
 # ----------------------------------------------------------------------------- a run in a tracker
 
 
-class TrackerRun:
-    """One run in a tracker: metrics by step, summary values, files."""
+class TrackerRun(ABC):
+    """One run in a tracker: metrics by step, summary values, files. WandbRun and MlflowRun implement it."""
 
     id: str
 
-    def log_metrics(self, values: dict[str, float], step: int | None = None) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def log_metrics(self, values: dict[str, float], step: int | None = None) -> None: ...
 
-    def log_summary(self, values: dict[str, float]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def log_summary(self, values: dict[str, float]) -> None: ...
 
+    @abstractmethod
     def log_files(self, paths: list[Path], base: Path) -> None:
         """`paths` under the names they have relative to `base`."""
-        raise NotImplementedError
 
-    def finish(self, ok: bool = True) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def finish(self, ok: bool = True) -> None: ...
 
 
 def open_tracker_run(
