@@ -1,6 +1,7 @@
 """train.loggers: W&B (offline run files) and MLflow (a local file store) hold what comp logged, and nothing secret."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +74,9 @@ def wandb_history(records: list[dict]) -> list[dict]:
 
 
 def wandb_folders(project: Path, run_id: str) -> list[Path]:
-    return sorted((project / "wandb").glob(f"offline-run-*-{run_id}"))
+    """A run's offline folders, oldest first; wandb adds '-1' when a resume starts in the same second."""
+    name = re.compile(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?")
+    return sorted(path for path in (project / "wandb").iterdir() if name.fullmatch(path.name))
 
 
 def no_secret_in(root: Path) -> None:
