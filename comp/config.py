@@ -115,8 +115,8 @@ class TrainConfig(Section):
     checkpoint_every_steps: int | None = Field(None, ge=1)
     device: str = "auto"
     sync_bn: bool = False
-    amp: bool = True
-    channels_last: bool = False
+    amp: Literal["auto"] | bool = "auto"
+    channels_last: Literal["auto"] | bool = "auto"
     compile: bool = False
     num_workers: int | Literal["auto"] = "auto"
     pin_memory: bool = True

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from comp import __version__
-from comp.device import amp_dtype, cpu_bf16_flags, read_cpuinfo, usable_cpu_count
+from comp.device import amp_dtype, channels_last_kept, cpu_bf16_flags, dtype_name, read_cpuinfo, usable_cpu_count
 
 # What comp runs on, by the name comp env shows -> the distributions that install it (the first found counts).
 PACKAGES = {
@@ -118,18 +118,6 @@ def gpu_facts(index: int) -> dict[str, Any]:
         # bf16 tensor cores and cuDNN bf16 convolutions start at Ampere (8.0); below it bf16 is emulated.
         "bf16_native": props.major >= 8,
     }
-
-
-def channels_last_kept(device: torch.device) -> bool:
-    """Whether a convolution on this device keeps the channels_last layout, i.e. has NHWC kernels."""
-    conv = torch.nn.Conv2d(3, 8, 3).to(device)
-    x = torch.zeros(2, 3, 8, 8, device=device).to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        return conv(x).is_contiguous(memory_format=torch.channels_last)
-
-
-def dtype_name(dtype: torch.dtype | None) -> str | None:
-    return None if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def _rows(facts: dict[str, Any]) -> list[tuple[str, str]]:

@@ -41,7 +41,7 @@ from comp.config import Config, ProbeConfig, save_config
 from comp.console import console
 from comp.data.competition import Competition, check_same_classes, save_classes
 from comp.data.folds import load_folds
-from comp.device import amp_dtype, autocast, resolve_device
+from comp.device import autocast, numeric_format, resolve_device
 from comp.errors import CompError
 from comp.io import atomic_path, sha256_file, write_json
 from comp.metrics import score
@@ -157,7 +157,7 @@ def extract_features(
     """Pooled pre-logits features (rows x features, float32) of the images, in `paths` order."""
     inputs = ModelInput.of(model, device)
     loader = create_image_loader(list(paths), image_size, config, device)
-    dtype = amp_dtype(device, config.train.amp)
+    dtype = numeric_format(config.train.amp, False, model, device, image_size).dtype
     out = []
     for images in image_batches(loader, progress, label, "probe"):
         with autocast(device, dtype):

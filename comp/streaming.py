@@ -24,7 +24,7 @@ from comp.augment import ModelInput, fit_size
 from comp.config import Config, load_config
 from comp.data.competition import check_same_classes, load_classes, read_image
 from comp.data.dataset import loader_options
-from comp.device import amp_dtype, autocast, model_memory_format, resolve_device
+from comp.device import autocast, numeric_format, resolve_device
 from comp.errors import CompError
 from comp.models.factory import create_model
 from comp.runs import finished_folds, fold_dir, run_dir
@@ -142,22 +142,23 @@ class Streamer:
 
     def __post_init__(self):
         self.device = resolve_device(self.config.train.device)
-        self.dtype = amp_dtype(self.device, self.config.train.amp)
-        self.memory_format = model_memory_format(self.config.train.channels_last)
 
     def __call__(self, fold: int, paths, views: list[str], label: str) -> Iterator[torch.Tensor]:
         """Per-view log-probabilities (views x batch x classes) of each batch, on the CPU, in `paths` order."""
-        model = load_fold_model(self.run, fold, self.device).to(memory_format=self.memory_format)
-        inputs = ModelInput.of(model, self.device, self.memory_format)
-        loader = create_image_loader(list(paths), self.run.config.data.image_size, self.config, self.device)
-        return self._batches(model, inputs, loader, views, f"fold {fold} {label}")
+        model = load_fold_model(self.run, fold, self.device)
+        size, cfg = self.run.config.data.image_size, self.config.train
+        numerics = numeric_format(cfg.amp, cfg.channels_last, model, self.device, size)
+        model.to(memory_format=numerics.memory_format)
+        inputs = ModelInput.of(model, self.device, numerics.memory_format)
+        loader = create_image_loader(list(paths), size, self.config, self.device)
+        return self._batches(model, inputs, loader, views, numerics.dtype, f"fold {fold} {label}")
 
     @torch.no_grad()
     def _batches(
-        self, model, inputs: ModelInput, loader: DataLoader, views: list[str], label: str
+        self, model, inputs: ModelInput, loader: DataLoader, views: list[str], dtype: torch.dtype | None, label: str
     ) -> Iterator[torch.Tensor]:
         for images in image_batches(loader, self.progress, label, "predict"):
-            with autocast(self.device, self.dtype):
+            with autocast(self.device, dtype):
                 log_probs = view_log_probs(model, inputs(images), views, self.config.predict.tta_mean, self.run.task)
             yield log_probs.cpu()
 

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from comp.augment import ModelInput, phase_at
 from comp.config import Config
-from comp.device import amp_dtype, autocast, model_memory_format
+from comp.device import NumericFormat, autocast, numeric_format
 from comp.errors import CompError
 from comp.metrics import accuracy, is_better
 from comp.metrics import score as metric_score
@@ -58,9 +58,13 @@ class Trainer:
     ema: ModelEmaV3 | None
     mixup: Mixup | None
     device: torch.device
-    dtype: torch.dtype | None
+    format: NumericFormat  # precision and memory format (train.amp, train.channels_last; auto resolved)
     inputs: ModelInput  # loader batches to the model's normalised input, on its device and memory format
     task: str  # comp.tasks: the loss and how validation reads the logits
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return self.format.dtype
 
     @property
     def evaluated(self) -> nn.Module:
@@ -81,9 +85,8 @@ def seed_everything(seed: int) -> None:
 def create_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_classes: int, task: str) -> Trainer:
     cfg = config.train
     device = next(model.parameters()).device
-    dtype = amp_dtype(device, cfg.amp)
-    memory_format = model_memory_format(cfg.channels_last)
-    model.to(memory_format=memory_format)
+    numerics = numeric_format(cfg.amp, cfg.channels_last, model, device, config.data.image_size)
+    model.to(memory_format=numerics.memory_format)
     optimizer = create_optimizer(config, model)
     forward = data_parallel(
         torch.compile(model) if cfg.compile else model, find_unused_parameters=cfg.freeze_epochs > 0
@@ -94,12 +97,12 @@ def create_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_c
         forward,
         optimizer,
         create_scheduler(config, optimizer, steps_per_epoch),
-        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),  # fp16 needs loss scaling; bf16 not
+        torch.amp.GradScaler(device.type, enabled=numerics.dtype == torch.float16),  # fp16 needs loss scaling; bf16 not
         ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None,
         create_mixup(config, num_classes, task),
         device,
-        dtype,
-        ModelInput.of(model, device, memory_format),
+        numerics,
+        ModelInput.of(model, device, numerics.memory_format),
         task,
     )
 

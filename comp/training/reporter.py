@@ -160,7 +160,8 @@ class ConsoleReporter(Reporter):
             )
         trainer = start.trainer
         total, trainable = count_parameters(trainer.model)
-        precision = f", {str(trainer.dtype).replace('torch.', '')}" if trainer.dtype else ""
+        numerics = trainer.format.record()
+        precision = f", {numerics['precision']}, {numerics['memory_format'].replace('_', '-')}"
         console.print(
             f"[bold]fold {start.fold}[/]: {start.config.model.name}, {total:,} parameters ({trainable:,} trainable), "
             f"{start.images[0]} train / {start.images[1]} val images, {trainer.device}{precision}"

@@ -101,7 +101,7 @@ class FoldFiles:
             if is_main_process():
                 shutil.rmtree(self.folder, ignore_errors=True)
                 self.folder.mkdir(parents=True)
-                write_record(self.folder, new_record(config, self.fold))
+                write_record(self.folder, {**new_record(config, self.fold), "numerics": trainer.format.record()})
             return Position(), None
         changes = config_changes(state["config"], config.to_dict())
         position = restore(trainer, state, changes)
