@@ -3,7 +3,9 @@
 Works on any run folder with oof.parquet, trained or blended. The true labels come from the
 competition's training table, aligned by id. `predict.metric` decides cv.json's "metric" and "oof"
 (with the decision thresholds `comp predict` fitted, as cv.json records them); the general metrics
-that fit the task are recorded under "metrics".
+that fit the task are recorded under "metrics". A run of several seeds (`comp train --seeds N`) keeps
+its folds in its seed sub-runs: each fold's rows are read there, and each seed's score ("seeds") is
+rescored on that seed's own OOF rows.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from comp.data.competition import Competition, check_same_classes, column_name
 from comp.io import write_json
 from comp.metrics import GENERAL, METRICS, score
 from comp.report import write_reports
-from comp.runs import fold_dirs, read_cv, read_predictions, resolve_run
+from comp.runs import fold_dirs, read_cv, read_predictions, read_seeds, resolve_run, seed_dirs
 from comp.tasks import decide
 from comp.trackers import check_trackers, log_results
 
@@ -49,10 +51,12 @@ class Evaluation:
     folds: dict[str, float]  # the configured metric per fold (trained runs)
     per_class: pd.DataFrame  # class, precision, recall, f1, support
     reports: list[Path]
+    seeds: dict[str, dict] | None = None  # a run of several seeds: each seed's "oof" and "folds" in the metric
 
     def __rich__(self) -> Group:
         return Group(
             self._scores_table(),
+            *(Text(seed_line(seed, self.metric, scores)) for seed, scores in (self.seeds or {}).items()),
             self._per_class_table(),
             *(Text(f"report: {path}") for path in self.reports),
             Text(f"Updated {self.run_dir / 'cv.json'}: {self.metric} {self.scores[self.metric]:.4f}"),
@@ -93,16 +97,45 @@ def oof_scores(oof: OOF, metric: str, params: dict) -> dict[str, float]:
     return scores
 
 
+def seed_line(seed: str, metric: str, scores: dict) -> str:
+    folds = ", ".join(f"fold {k} {v:.4f}" for k, v in scores["folds"].items())
+    return f"seed {seed}: CV {metric} {scores['oof']:.4f}" + (f" ({folds})" if folds else "")
+
+
+def fold_folders(run_dir: Path) -> dict[int, Path]:
+    """The folders whose oof.parquet holds each fold's rows: the run's own, or for a run of several seeds (all
+    trained on the same folds) its first seed's."""
+    seeds = read_seeds(run_dir)
+    return fold_dirs(seed_dirs(run_dir)[seeds[0]] if seeds else run_dir)
+
+
 def fold_scores(run_dir: Path, oof: OOF, metric: str, params: dict) -> dict[str, float]:
     """The metric on each fold's rows (the ids of fold<k>/oof.parquet); empty for a blended run."""
     scores = {}
-    for k, folder in fold_dirs(run_dir).items():
+    for k, folder in fold_folders(run_dir).items():
         path = folder / "oof.parquet"
         if not path.exists():
             continue
         rows = np.isin(oof.ids, pd.read_parquet(path, columns=["id"])["id"].to_numpy())
         scores[str(k)] = score(metric, oof.targets[rows], oof.probs[rows], **params, thresholds=oof.thresholds)
     return dict(sorted(scores.items(), key=lambda item: int(item[0])))
+
+
+def seed_scores(run_dir: Path, competition: Competition, metric: str, params: dict) -> dict[str, dict] | None:
+    """A run of several seeds: each seed's record in cv.json with its OOF and per-fold scores in `metric`, on the
+    seed's own OOF rows and decision thresholds; None for any other run."""
+    seeds = read_seeds(run_dir)
+    if not seeds:
+        return None
+    recorded = read_cv(run_dir).get("seeds", {})
+    scores = {}
+    for seed in seeds:
+        folder = seed_dirs(run_dir)[seed]
+        oof = load_oof(folder, competition)
+        overall = score(metric, oof.targets, oof.probs, **params, thresholds=oof.thresholds)
+        own = {"oof": overall, "folds": fold_scores(folder, oof, metric, params)}
+        scores[str(seed)] = {**recorded.get(str(seed), {}), **own}
+    return scores
 
 
 def per_class_table(oof: OOF) -> pd.DataFrame:
@@ -122,10 +155,13 @@ def evaluate_run(config: Config, competition: Competition, run: str | None = Non
     metric, params = config.predict.metric, config.predict.metric_params
     scores = oof_scores(oof, metric, params)
     folds = fold_scores(run_dir, oof, metric, params)
+    seeds = seed_scores(run_dir, competition, metric, params)
     cv = read_cv(run_dir)
     cv.update(metric=metric, oof=scores[metric], folds=folds, log_loss=scores["log_loss"], metrics=scores)
+    if seeds is not None:
+        cv["seeds"] = seeds
     image_paths = competition.train.set_index("id")["path"]
     reports = write_reports(run_dir, oof.ids, oof.targets, oof.probs, oof.classes, image_paths)
     write_json(run_dir / "cv.json", cv)
     log_results(config, run_dir)
-    return Evaluation(run_dir, metric, scores, folds, per_class_table(oof), reports)
+    return Evaluation(run_dir, metric, scores, folds, per_class_table(oof), reports, seeds)

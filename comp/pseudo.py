@@ -2,8 +2,9 @@
 
 Rows are kept by confidence (the top class probability): those at or above `--threshold`, or the
 most confident `--top` share of the rows predicted as each class (so rare classes keep some rows).
-The table (id, label, confidence) goes to runs/<run>/pseudo_labels.csv; `data.pseudo_labels: PATH`
-adds its rows to every fold's training rows, never to a validation fold, so the CV stays honest.
+The table (id, label, confidence; with --soft, id and the run's probability for each class instead)
+goes to runs/<run>/pseudo_labels.csv; `data.pseudo_labels: PATH` adds its rows to every fold's
+training rows, never to a validation fold, so the CV stays honest.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rich.text import Text
 from comp.data.competition import Competition, check_same_classes
 from comp.errors import CompError
 from comp.io import write_csv
-from comp.runs import pseudo_labels_path, read_predictions, resolve_run
+from comp.runs import probability_table, pseudo_labels_path, read_predictions, resolve_run
 
 
 @dataclass
@@ -29,11 +30,13 @@ class PseudoResult:
     kept: int
     test_rows: int
     rule: str
-    per_class: dict[str, int]
+    per_class: dict[str, int]  # kept rows by predicted class
+    soft: bool = False
 
     def __rich__(self) -> Group:
         counts = ", ".join(f"{label}: {n}" for label, n in self.per_class.items())
-        kept = Text(f"{self.kept} of {self.test_rows} test images kept ({self.rule}) -> {self.path}")
+        soft = "; soft labels: each class's probability" if self.soft else ""
+        kept = Text(f"{self.kept} of {self.test_rows} test images kept ({self.rule}{soft}) -> {self.path}")
         if not self.kept:
             return Group(kept, Text("No row is that confident: lower --threshold, or use --top.", style="yellow"))
         return Group(
@@ -69,9 +72,10 @@ def select_rows(probs: np.ndarray, threshold: float | None, top: float | None) -
 
 
 def pseudo_label(
-    competition: Competition, run: str, threshold: float | None = None, top: float | None = None
+    competition: Competition, run: str, threshold: float | None = None, top: float | None = None, soft: bool = False
 ) -> PseudoResult:
-    """Write runs/<run>/pseudo_labels.csv from the run's test predictions (rows kept by one rule)."""
+    """Write runs/<run>/pseudo_labels.csv from the run's test predictions (rows kept by one rule): each kept row's
+    predicted class, or with `soft` its probabilities, one column per class."""
     check_rule(threshold, top)
     folder = resolve_run(run)
     table, classes = read_predictions(folder / "test.parquet")
@@ -79,11 +83,13 @@ def pseudo_label(
     probs = table.loc[competition.test["id"]].to_numpy(np.float64)
     kept = select_rows(probs, threshold, top)
     labels = np.asarray(classes, dtype=object)[probs[kept].argmax(1)]
-    out = pd.DataFrame(
-        {"id": competition.test["id"].to_numpy()[kept], "label": labels, "confidence": probs[kept].max(1)}
-    )
+    ids = competition.test["id"].to_numpy()[kept]
+    if soft:
+        out = probability_table(ids, probs[kept], classes)
+    else:
+        out = pd.DataFrame({"id": ids, "label": labels, "confidence": probs[kept].max(1)})
     path = pseudo_labels_path(folder)
     write_csv(path, out)
     rule = f"top probability >= {threshold}" if threshold is not None else f"top {top:.0%} of each predicted class"
     per_class = {str(c): int((labels == c).sum()) for c in classes}
-    return PseudoResult(path, len(out), len(probs), rule, per_class)
+    return PseudoResult(path, len(out), len(probs), rule, per_class, soft)

@@ -43,3 +43,17 @@ def test_info_names_the_metric_cv_json_records(project):
     result = runner.invoke(app, ["info", *sets(*FAST)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "CV log_loss (OOF) 0.2500" in result.output and "accuracy" not in result.output
+
+
+def test_info_shows_each_seeds_folds_and_cv_then_the_seed_averaged_cv(project):
+    write_csv_competition(project / "data/shapes", n_classes=4, per_class=6)
+    run = project / "runs/shapes"
+    (run / "seed42/fold0").mkdir(parents=True)
+    (run / "seed42/fold0/summary.json").write_text("{}")  # fold 0 of seed 42 finished
+    (run / "seeds.json").write_text('{"seeds": [42, 43]}')
+    (run / "cv.json").write_text('{"metric": "accuracy", "oof": 0.8, "seeds": {"42": {"oof": 0.75}}}')
+    result = runner.invoke(app, ["info", *sets(*FAST)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    text = " ".join(result.output.split())
+    assert "seed 42: fold 0 finished, fold 1 new; CV accuracy (OOF) 0.7500" in text
+    assert "seed 43: fold 0 new, fold 1 new CV accuracy (OOF, mean of seeds 42, 43) 0.8000" in text

@@ -1,5 +1,6 @@
-"""Pseudo-labels: `comp pseudo` keeps confident test rows; `data.pseudo_labels` adds them to every fold's
-training rows, never to validation; bad tables are refused by file, id and label before anything is written."""
+"""Pseudo-labels: `comp pseudo` keeps confident test rows, as hard labels or (--soft) class probabilities;
+`data.pseudo_labels` adds them to every fold's training rows, never to validation; bad tables are refused by file,
+id, label, line and column before anything is written."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import torch.nn.functional as F
 from conftest import TINY_RUN, competition_data, sets, write_csv_competition
 from typer.testing import CliRunner
 
@@ -16,10 +19,12 @@ from comp.cli import app
 from comp.config import load_config
 from comp.data.competition import load_competition
 from comp.data.folds import load_folds
+from comp.data.pseudo import load_pseudo_labels
 from comp.errors import CompError
 from comp.pseudo import pseudo_label, select_rows
-from comp.runs import read_predictions
+from comp.runs import probability_table, read_predictions, write_predictions
 from comp.training.loaders import create_loaders
+from comp.training.loop import create_mixup, training_loss
 from comp.training.seeds import train_seeds
 
 TINY = [*TINY_RUN, *competition_data("tiny"), "name=base", "predict.tta=[identity]"]
@@ -81,6 +86,83 @@ def test_missing_table_and_column_and_rules_are_refused(tiny):
         pseudo_label(competition, "base", threshold=1.5)
 
 
+def write_soft_table(rows: list[tuple], columns=("0", "1", "2", "3"), path: str = "soft.csv") -> str:
+    pd.DataFrame([(i, *probs) for i, probs in rows], columns=["id", *columns]).to_csv(path, index=False)
+    return path
+
+
+def test_soft_table_holds_the_runs_probabilities_of_the_kept_rows(tiny):
+    probs = np.array([[0.9, 0.05, 0.05, 0], [0.4, 0.3, 0.2, 0.1], [0, 0.02, 0.18, 0.8]] + [[0.25] * 4] * 3)
+    ids = [f"x{i}" for i in range(6)]
+    Path("runs/base").mkdir(parents=True)
+    write_predictions(
+        Path("runs/base/test.parquet"), probability_table(ids, probs, [0, 1, 2, 3]), [0, 1, 2, 3], [], "multiclass"
+    )
+    competition = load_competition(load_config(overrides=TINY).data)
+    made = pseudo_label(competition, "base", threshold=0.8, soft=True)
+    assert made.kept == 2 and made.soft
+    table = pd.read_csv(made.path, dtype={"id": str})
+    assert list(table.columns) == ["id", "0", "1", "2", "3"] and list(table["id"]) == ["x0", "x2"]
+    np.testing.assert_allclose(table.iloc[:, 1:].to_numpy(), probs[[0, 2]])
+    config = load_config(overrides=[*TINY, f"data.pseudo_labels={made.path}"])
+    pseudo = load_pseudo_labels(config, load_competition(config.data))
+    assert pseudo.soft and pseudo.targets.dtype == np.float32
+    np.testing.assert_allclose(pseudo.targets, probs[[0, 2]], atol=1e-6)
+
+
+def test_soft_pseudo_targets_reach_the_loss_and_validation_keeps_its_labels(tiny):
+    table = write_soft_table([("x0", (0.7, 0.3, 0, 0)), ("x1", (0, 0, 0.5, 0.5))])
+    config = load_config(overrides=[*TINY, f"data.pseudo_labels={table}", "train.label_smoothing=0.1"])
+    competition = load_competition(config.data)
+    folds = load_folds(config, competition)
+    train_loader, val_loader = create_loaders(config, competition, folds, 0)
+    _, plain_val = create_loaders(load_config(overrides=TINY), competition, folds, 0)
+    real = torch.as_tensor(competition.targets(folds["id"][folds["fold"] != 0], competition.classes))
+    targets = train_loader.dataset.images.targets
+    assert train_loader.dataset.soft_targets and targets.shape == (len(real) + 2, 4)
+    # Validation rows: the fold's own, with their class indices, exactly as without pseudo-labels.
+    assert val_loader.dataset.targets.dtype == torch.long
+    assert torch.equal(val_loader.dataset.targets, plain_val.dataset.targets)
+
+    # Real rows lose what cross-entropy with label smoothing gives; pseudo rows what soft-target cross-entropy gives
+    # for their probabilities, smoothed the same way.
+    logits = torch.randn(len(targets), 4, generator=torch.Generator().manual_seed(0))
+    real_losses = F.cross_entropy(logits[: len(real)], real, label_smoothing=0.1, reduction="none")
+    smoothed = torch.tensor([[0.7, 0.3, 0, 0], [0, 0, 0.5, 0.5]]) * 0.9 + 0.1 / 4
+    pseudo_losses = -(smoothed * logits[len(real) :].log_softmax(-1)).sum(1)
+    expected = torch.cat([real_losses, pseudo_losses]).mean()
+    torch.testing.assert_close(training_loss(logits, targets, 0.1, competition.task), expected)
+
+    # Mixup mixes the probability rows as they are (no second smoothing): lam * row + (1 - lam) * flipped row.
+    mixing = load_config(overrides=[*TINY, "train.mixup_alpha=0.4", "train.label_smoothing=0.1"])
+    torch.manual_seed(0)
+    np.random.seed(0)
+    batch = targets[-4:]
+    _, mixed = create_mixup(mixing, 4, competition.task, soft_targets=True)(torch.randn(4, 3, 16, 16), batch)
+    flipped = batch.flip(0)
+    lam = ((mixed - flipped) * (batch - flipped)).sum() / ((batch - flipped) ** 2).sum()  # least squares
+    assert 0 < lam < 1
+    torch.testing.assert_close(mixed, lam * batch + (1 - lam) * batch.flip(0))
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "message"),
+    [
+        ([("x0", (0.7, 0.3, 0, 0)), ("x1", (0, 1.4, 0, 0))], None, r"line 3, column '1': '1.4' is not a probability"),
+        ([("x0", ("abc", 0.3, 0, 0))], None, r"line 2, column '0': 'abc' is not a probability in \[0, 1\]"),
+        ([("x0", (0.5, 0.3, 0, 0))], None, r"line 2: the probabilities in columns 0, 1, 2, 3 sum to 0.8, not 1"),
+        ([("x0", (0.7, 0.3, 0))], ("0", "1", "2"), r"no 'label' column .* no column for class\(es\) '3'"),
+        ([("x0", (0.7, 0.3, 0, 0, 0))], ("0", "1", "2", "3", "9"), r"column\(s\) '9' that are not classes"),
+    ],
+)
+def test_bad_soft_tables_are_refused_by_line_and_column_before_training_writes_anything(tiny, rows, columns, message):
+    table = write_soft_table(rows, columns or ("0", "1", "2", "3"))
+    config = load_config(overrides=[*TINY, f"data.pseudo_labels={table}"])
+    with pytest.raises(CompError, match=r"soft.csv \(data.pseudo_labels\).*" + message):
+        train_seeds(config, load_competition(config.data), Path("configs/default.yaml"), [])
+    assert not Path("runs").exists()
+
+
 @pytest.mark.slow
 def test_a_pseudo_label_round_trains_on_test_rows_and_keeps_the_oof_rows(tiny):
     comp("train")
@@ -121,3 +203,18 @@ def test_a_pseudo_label_round_trains_on_test_rows_and_keeps_the_oof_rows(tiny):
         assert not val_paths & test_paths and len(val_paths) == int((folds["fold"] == k).sum())
     cv = {n: json.loads(Path(f"runs/{n}/cv.json").read_text()) for n in ("base", "pl")}
     assert cv["base"]["fold_file_sha256"] == cv["pl"]["fold_file_sha256"]
+    assert record["pseudo_labels"]["soft"] is False
+
+    # A soft round, with mixup and label smoothing: the same rows join training, the OOF rows stay the training images.
+    made = comp("pseudo", "base", "--top", "0.5", "--soft")
+    assert "soft labels: each class's probability" in made
+    soft = ["--set", "name=spl", "--set", "data.pseudo_labels=runs/base/pseudo_labels.csv"]
+    mixing = ["--set", "train.mixup_alpha=0.4", "--set", "train.label_smoothing=0.1"]
+    comp("train", *soft, *mixing)
+    comp("predict", *soft)
+    spl, _ = read_predictions(Path("runs/spl/oof.parquet"))
+    assert set(spl.index) == training_ids
+    for k in (0, 1):
+        record = json.loads(Path(f"runs/spl/fold{k}/run.json").read_text())
+        assert record["pseudo_labels"]["soft"] is True and record["pseudo_labels"]["rows"] == len(table)
+        assert (pd.read_csv(f"runs/spl/fold{k}/metrics.csv")["pseudo_rows"] == len(table)).all()

@@ -91,6 +91,30 @@ def test_two_seeds_are_one_run_whose_oof_is_the_mean_of_the_seeds(tiny):
     assert single.exit_code == 1 and "--seeds 2 as before" in single.flat
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["seed42", "seed43"]  # nothing touched
 
+    # comp evaluate keeps the per-fold and per-seed scores (the folds live in the seed sub-runs) ...
+    evaluated = comp("evaluate")
+    after = json.loads((run / "cv.json").read_text())
+    assert after["folds"] == pytest.approx(cv["folds"]) and after["oof"] == pytest.approx(cv["oof"])
+    assert {s: after["seeds"][s]["oof"] for s in ("42", "43")} == pytest.approx(
+        {s: cv["seeds"][s]["oof"] for s in ("42", "43")}
+    )
+    assert after["seeds"]["43"]["folds"] == pytest.approx(cv["seeds"]["43"]["folds"])
+    assert f"seed 43: CV accuracy {cv['seeds']['43']['oof']:.4f}" in evaluated.flat
+    # ... and rescores them in another metric, each seed on its own OOF rows.
+    comp("evaluate", "--set", "predict.metric=log_loss")
+    relogged = json.loads((run / "cv.json").read_text())
+    assert relogged["metric"] == "log_loss" and set(relogged["folds"]) == {"0", "1"}
+    for seed in ("42", "43"):
+        seed_log_loss = json.loads((run / f"seed{seed}/cv.json").read_text())["log_loss"]
+        assert relogged["seeds"][seed]["oof"] == pytest.approx(seed_log_loss)
+    assert relogged["seeds"]["42"]["views"] == cv["seeds"]["42"]["views"]
+    # comp info shows each seed's folds and CV, then the seed-averaged CV.
+    info = comp("info")
+    for seed in ("42", "43"):
+        seed_cv = f"CV log_loss (OOF) {relogged['seeds'][seed]['oof']:.4f}"
+        assert f"seed {seed}: fold 0 finished, fold 1 finished; {seed_cv}" in info.flat
+    assert f"CV log_loss (OOF, mean of seeds 42, 43) {relogged['oof']:.4f}" in info.flat
+
 
 @pytest.mark.slow
 def test_a_single_seed_run_is_not_mixed_with_seeds_and_force_replaces_it(tiny):

@@ -11,9 +11,12 @@ from comp.console import console
 
 
 @command(
-    help="Pseudo-labels from a run's test predictions (--threshold P or --top F): runs/<run>/pseudo_labels.csv.",
+    help="Pseudo-labels from a run's test predictions (--threshold P or --top F): runs/<run>/pseudo_labels.csv; "
+    "--soft keeps each class's probability instead of the predicted class.",
     rich_help_panel="Train",
-    epilog=examples("comp pseudo exp1 --threshold 0.95", "comp pseudo exp1 --top 0.2"),
+    epilog=examples(
+        "comp pseudo exp1 --threshold 0.95", "comp pseudo exp1 --top 0.2", "comp pseudo exp1 --threshold 0.9 --soft"
+    ),
 )
 def pseudo(
     run: Annotated[str, typer.Argument(help="Run name or folder whose test predictions to label from.")],
@@ -23,13 +26,19 @@ def pseudo(
     top: Annotated[
         float | None, typer.Option("--top", help="Keep the most confident share of each predicted class, e.g. 0.2.")
     ] = None,
+    soft: Annotated[
+        bool,
+        typer.Option(
+            "--soft", help="Write the run's probability for each class (one column per class), not the class."
+        ),
+    ] = False,
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
     from comp.pseudo import pseudo_label
 
     cfg = read_config(config, set_)
-    console.print(pseudo_label(read_competition(cfg), run, threshold=threshold, top=top))
+    console.print(pseudo_label(read_competition(cfg), run, threshold=threshold, top=top, soft=soft))
 
 
 @command(

@@ -28,7 +28,8 @@ class ImageDataset(Dataset):
     def __init__(self, paths: Sequence[str], targets: Sequence, image_size: int, cache: bool = False):
         self.paths = list(paths)
         targets = torch.as_tensor(np.asarray(targets))
-        self.targets = targets if targets.is_floating_point() else targets.long()  # float: 0/1 per tag (multilabel)
+        # float: 0/1 per tag (multilabel), or a probability row each (soft pseudo-labels)
+        self.targets = targets if targets.is_floating_point() else targets.long()
         self.image_size = image_size
         self.images = decode_all(self.paths) if cache else None
 

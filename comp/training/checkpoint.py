@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from comp import __version__
 from comp.config import Config, flatten
-from comp.data.competition import read_csv_text
+from comp.data.pseudo import table_record
 from comp.env import package_version
 from comp.errors import CompError
 from comp.io import atomic_path, sha256_file, write_json
@@ -148,12 +148,6 @@ def git_state(folder: Path = Path(".")) -> dict[str, Any] | None:
         return None  # not a git repository, or no git
 
 
-def pseudo_record(config: Config) -> dict[str, Any]:
-    """Which pseudo-label table joined the training rows (checked before training began)."""
-    path = config.data.pseudo_labels
-    return {"path": path, "sha256": sha256_file(path), "rows": len(read_csv_text(Path(path)))}
-
-
 def new_record(config: Config, fold: int) -> dict[str, Any]:
     return {
         "fold": fold,
@@ -162,7 +156,8 @@ def new_record(config: Config, fold: int) -> dict[str, Any]:
         "config": config.to_dict(),
         "fold_file": str(config.fold_file),
         "fold_file_sha256": sha256_file(config.fold_file),
-        **({"pseudo_labels": pseudo_record(config)} if config.data.pseudo_labels else {}),
+        # which pseudo-label table joined the training rows (checked before training began), hard or soft
+        **({"pseudo_labels": table_record(config.data.pseudo_labels)} if config.data.pseudo_labels else {}),
         "versions": package_versions(),
         "git": git_state(),
         "resumes": [],

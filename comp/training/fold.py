@@ -85,7 +85,9 @@ def train_fold(
     model = prepare_model(create_model(config.model, len(classes)).to(rank_device(cfg.device)), cfg.sync_bn)
     loaders = create_loaders(config, competition, folds, fold)
     steps_per_epoch = math.ceil(loaders[0].batch_sampler.batches_per_epoch / cfg.grad_accum_steps)
-    trainer = create_trainer(config, model, steps_per_epoch, len(classes), competition.task)
+    trainer = create_trainer(
+        config, model, steps_per_epoch, len(classes), competition.task, loaders[0].dataset.soft_targets
+    )
     write_run_files(config, competition)
     files = FoldFiles.of(config, fold, classes)
     position, changes = files.open(config, trainer, state)

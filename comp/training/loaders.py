@@ -55,10 +55,13 @@ class EpochBatches(Sampler):
 class PhasedImages(Dataset):
     """Training images under their phase's augmentation, each augmented from its own seed.
 
-    pseudo_rows: how many of them are pseudo-labelled test images (data.pseudo_labels), the last ones."""
+    pseudo_rows: how many of them are pseudo-labelled test images (data.pseudo_labels), the last ones.
+    soft_targets: every single-label target is a probability row (a soft pseudo-label table), not a class index."""
 
-    def __init__(self, images: ImageDataset, augments: dict[int, Augment], pseudo_rows: int = 0):
-        self.images, self.augments, self.pseudo_rows = images, augments, pseudo_rows
+    def __init__(
+        self, images: ImageDataset, augments: dict[int, Augment], pseudo_rows: int = 0, soft_targets: bool = False
+    ):
+        self.images, self.augments, self.pseudo_rows, self.soft_targets = images, augments, pseudo_rows, soft_targets
 
     def __len__(self) -> int:
         return len(self.images)
@@ -68,11 +71,19 @@ class PhasedImages(Dataset):
         return self.images.sample(index, self.augments[phase](self.images.image(index), seed))
 
 
+def smoothed_rows(rows: np.ndarray, smoothing: float) -> np.ndarray:
+    """Probability rows with train.label_smoothing applied as cross-entropy's label_smoothing and timm's Mixup
+    apply it to a class index: (1 - smoothing) * row + smoothing / classes. The loss then takes them as they are."""
+    return ((1 - smoothing) * rows + smoothing / rows.shape[1]).astype(np.float32)
+
+
 def create_loaders(
     config: Config, competition: Competition, folds: pd.DataFrame, fold: int
 ) -> tuple[DataLoader, DataLoader]:
     """(train, val) DataLoaders of a fold, giving uint8 image batches; the train loader's batch_sampler is an
-    EpochBatches. The pseudo-labelled test images of data.pseudo_labels join the training rows."""
+    EpochBatches. The pseudo-labelled test images of data.pseudo_labels join the training rows; with a soft table,
+    the training targets are smoothed probability rows (one-hot for the real rows), the validation ones stay
+    class indices."""
     table = competition.train.set_index("id").loc[folds["id"]]
     targets = competition.targets(folds["id"], competition.classes)  # indices, or 0/1 per tag (multilabel)
     is_val = (folds["fold"] == fold).to_numpy()
@@ -85,11 +96,18 @@ def create_loaders(
     }
     pseudo = load_pseudo_labels(config, competition)  # test images: training rows only, never validation
     train_paths, train_targets = paths[~is_val], targets[~is_val]
+    soft = pseudo is not None and pseudo.soft
     if pseudo is not None:
         train_paths = np.concatenate([train_paths, pseudo.paths])
-        train_targets = np.concatenate([train_targets, pseudo.targets])
+        if soft:  # one batch mixes real and pseudo rows, so every row becomes a probability row
+            train_targets = smoothed_rows(
+                np.concatenate([np.eye(len(competition.classes), dtype=np.float32)[train_targets], pseudo.targets]),
+                config.train.label_smoothing,
+            )
+        else:
+            train_targets = np.concatenate([train_targets, pseudo.targets])
     n_pseudo = 0 if pseudo is None else len(pseudo.ids)
-    train_set = PhasedImages(ImageDataset(train_paths, train_targets, size, cache), phases, n_pseudo)
+    train_set = PhasedImages(ImageDataset(train_paths, train_targets, size, cache), phases, n_pseudo, soft)
     val_set = ImageDataset(paths[is_val], targets[is_val], size, cache)
     cfg = config.train
     common = loader_options(cfg, resolve_device(cfg.device))

@@ -82,7 +82,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def create_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_classes: int, task: str) -> Trainer:
+def create_trainer(
+    config: Config, model: nn.Module, steps_per_epoch: int, num_classes: int, task: str, soft_targets: bool = False
+) -> Trainer:
+    """soft_targets: the training targets are probability rows (PhasedImages.soft_targets), not class indices."""
     cfg = config.train
     device = next(model.parameters()).device
     numerics = numeric_format(cfg.amp, cfg.channels_last, model, device, config.data.image_size)
@@ -99,7 +102,7 @@ def create_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_c
         create_scheduler(config, optimizer, steps_per_epoch),
         torch.amp.GradScaler(device.type, enabled=numerics.dtype == torch.float16),  # fp16 needs loss scaling; bf16 not
         ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None,
-        create_mixup(config, num_classes, task),
+        create_mixup(config, num_classes, task, soft_targets),
         device,
         numerics,
         ModelInput.of(model, device, numerics.memory_format),
@@ -107,7 +110,9 @@ def create_trainer(config: Config, model: nn.Module, steps_per_epoch: int, num_c
     )
 
 
-def create_mixup(config: Config, num_classes: int, task: str = "multiclass") -> Mixup | None:
+def create_mixup(
+    config: Config, num_classes: int, task: str = "multiclass", soft_targets: bool = False
+) -> Mixup | None:
     cfg = config.train
     if not (cfg.mixup_alpha or cfg.cutmix_alpha):
         return None
@@ -116,12 +121,15 @@ def create_mixup(config: Config, num_classes: int, task: str = "multiclass") -> 
             "train.mixup_alpha / train.cutmix_alpha mix one-label targets, but data.task is multilabel.",
             hint="Set train.mixup_alpha=0 and train.cutmix_alpha=0 for a multi-label competition.",
         )
+    # Probability rows (soft pseudo-labels) come smoothed already (loaders.smoothed_rows); timm's multi_label
+    # mode mixes such dense rows as they are (with no smoothing, its multi-label smoothing never applies).
     return Mixup(
         mixup_alpha=cfg.mixup_alpha,
         cutmix_alpha=cfg.cutmix_alpha,
         prob=cfg.mix_prob,
-        label_smoothing=cfg.label_smoothing,
+        label_smoothing=0.0 if soft_targets else cfg.label_smoothing,
         num_classes=num_classes,
+        multi_label=soft_targets,
     )
 
 
@@ -281,7 +289,8 @@ def optimizer_step(trainer: Trainer, step: int) -> None:
 
 
 def training_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float, task: str) -> torch.Tensor:
-    """The task's loss (comp.tasks.loss); mixed single-label targets are soft, already smoothed by Mixup."""
+    """The task's loss (comp.tasks.loss). Single-label probability rows (mixed by Mixup, or soft pseudo-labels)
+    come already smoothed: cross-entropy against them as they are."""
     if targets.ndim == 2 and task != "multilabel":
         return SoftTargetCrossEntropy()(logits, targets)
     return loss(logits, targets, task, label_smoothing)

@@ -178,7 +178,9 @@ def lr_find(
     # The training step itself (amp, gradient scaling and clipping, channels_last), with a constant
     # schedule and no EMA: the sweep sets the learning rate before every step.
     plain = config.model_copy(update={"train": config.train.model_copy(update={"scheduler": "none", "ema": False})})
-    trainer = create_trainer(plain, model, len(train_loader), len(competition.classes), competition.task)
+    trainer = create_trainer(
+        plain, model, len(train_loader), len(competition.classes), competition.task, train_loader.dataset.soft_targets
+    )
     with Progress(console=console, transient=True) as progress:
         curve, diverged = sweep(trainer, train_loader, lrs, progress)
     suggested, fastest = suggest(curve)
