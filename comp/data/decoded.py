@@ -186,7 +186,7 @@ def build(entry: Path, files: list[str], rows: list[list[str]], image_size: int)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    console.print(f"decoded {len(missing)} images into {entry / ARRAY}")
+    console.print(f"decoded {len(missing)} images into {entry / ARRAY}", soft_wrap=True, markup=False)
     return len(missing)
 
 
