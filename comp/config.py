@@ -47,7 +47,7 @@ class DataConfig(Section):
     # auto: multilabel when a label cell holds several space-separated tags, binary with two classes,
     # ordinal when predict.metric is quadratic_weighted_kappa, multiclass otherwise (comp.tasks).
     task: Literal["auto", "multiclass", "binary", "multilabel", "ordinal"] = "auto"
-    cache: Literal["auto", "on", "off"] = "auto"
+    cache: Literal["auto", "on", "off", "disk"] = "auto"  # on: in memory (comp.data.dataset.cache_mode)
     pseudo_labels: str | None = None
 
     @field_validator("cache", mode="before")

@@ -126,3 +126,12 @@ def fake():
 def home(tmp_path_factory) -> Path:
     """An empty home folder for the kaggle client (where it looks for kaggle.json)."""
     return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def decoded_cache(tmp_path_factory) -> Path:
+    """comp's cache folder (data.cache: disk) in the session's temporary folder, for comp run here and in
+    subprocesses alike, never the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("comp-cache")
+    os.environ["COMP_CACHE"] = str(folder)
+    return folder

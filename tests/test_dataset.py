@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from comp.config import DataConfig, load_config
 from comp.data import dataset
 from comp.data.competition import read_image
-from comp.data.dataset import ImageDataset, available_memory, loader_options, should_cache
+from comp.data.dataset import ImageDataset, available_memory, cache_mode, loader_options
 
 
 @pytest.fixture
@@ -35,16 +35,16 @@ def test_cached_dataset_gives_the_same_items_in_the_same_order_as_reading_from_d
 
 
 def test_cache_on_and_off_are_obeyed_whatever_the_size():
-    assert should_cache(DataConfig(cache="on"), 10**9)
-    assert not should_cache(DataConfig(cache="off"), 1)
+    assert cache_mode(DataConfig(cache="on"), 10**9) == "memory"
+    assert cache_mode(DataConfig(cache="off"), 1) == "off"
 
 
 def test_auto_caches_what_fits_in_a_quarter_of_the_available_memory(pngs, monkeypatch):
     per_image = read_image(pngs[0]).nbytes  # 12 x 10 x 3
     monkeypatch.setattr(dataset, "available_memory", lambda: 4 * 100 * per_image)
     auto = DataConfig(cache="auto", image_size=8)
-    assert should_cache(auto, 99, pngs[0])
-    assert not should_cache(auto, 101, pngs[0])
+    assert cache_mode(auto, 99, pngs[0]) == "memory"
+    assert cache_mode(auto, 101, pngs[0]) != "memory"
 
 
 def test_auto_sizes_decoded_images_by_a_sample_not_by_image_size(tmp_path, monkeypatch):
@@ -52,15 +52,15 @@ def test_auto_sizes_decoded_images_by_a_sample_not_by_image_size(tmp_path, monke
     cv2.imwrite(str(large), np.zeros((512, 512, 3), np.uint8))
     monkeypatch.setattr(dataset, "available_memory", lambda: 4 * 1000 * 3 * 64 * 64)
     auto = DataConfig(cache="auto", image_size=32)
-    assert should_cache(auto, 999)  # estimated at 64 x 64 pixels
-    assert not should_cache(auto, 999, large)  # 512 x 512 pixels each
+    assert cache_mode(auto, 999) == "memory"  # estimated at 64 x 64 pixels
+    assert cache_mode(auto, 999, large) != "memory"  # 512 x 512 pixels each
 
 
 def test_available_memory_is_known_here():
     assert available_memory() > 0
 
 
-@pytest.mark.parametrize("written, read", [("off", "off"), ("on", "on"), ("auto", "auto")])
+@pytest.mark.parametrize("written, read", [("off", "off"), ("on", "on"), ("auto", "auto"), ("disk", "disk")])
 def test_yaml_on_and_off_read_as_the_cache_setting(project, written, read):
     config = load_config(overrides=[f"data.cache={written}"])  # YAML reads a bare on/off as a boolean
     assert config.data.cache == read

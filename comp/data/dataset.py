@@ -1,4 +1,5 @@
-"""Datasets of images by path, optionally decoded once into memory (augmented every epoch)."""
+"""Datasets of images by path, optionally decoded once into memory or into a shared array on disk (augmented
+every epoch)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -15,29 +17,43 @@ from torch.utils.data import Dataset
 from comp.augment import fit_size
 from comp.config import DataConfig, TrainConfig
 from comp.data.competition import read_image
+from comp.data.decoded import DecodedImages, decoded_bytes, fits_on_disk
 from comp.device import default_num_workers, usable_cpu_count
 
 # The in-memory cache may take up to this share of the memory available when it is built.
 CACHE_MEMORY_SHARE = 0.25
+CacheMode = Literal["memory", "disk", "off"]
 
 
 class ImageDataset(Dataset):
     """(image, target) rows: images by path as uint8 H x W x C tensors at image_size, decoded once into memory
-    when `cache` is set. Normalisation happens per batch, on the device (comp.augment.ModelInput)."""
+    when `cache` is set, or read from the rows of `decoded` (data.cache: disk; already at image_size) when
+    given. Normalisation happens per batch, on the device (comp.augment.ModelInput)."""
 
-    def __init__(self, paths: Sequence[str], targets: Sequence, image_size: int, cache: bool = False):
+    def __init__(
+        self,
+        paths: Sequence[str],
+        targets: Sequence,
+        image_size: int,
+        cache: bool = False,
+        decoded: DecodedImages | None = None,
+    ):
         self.paths = list(paths)
         targets = torch.as_tensor(np.asarray(targets))
         # float: 0/1 per tag (multilabel), or a probability row each (soft pseudo-labels)
         self.targets = targets if targets.is_floating_point() else targets.long()
         self.image_size = image_size
         self.images = decode_all(self.paths) if cache else None
+        self.decoded, self.rows = decoded, decoded.rows_of(self.paths) if decoded is not None else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def image(self, index: int) -> np.ndarray:
-        """The decoded image at its own size."""
+        """The decoded image at its own size (at image_size from the disk cache)."""
+        if self.decoded is not None:
+            # A copy of the row: writable, as transforms and torch.from_numpy expect, where the map is read-only.
+            return np.array(self.decoded.array[self.rows[index]])
         return self.images[index] if self.images is not None else read_image(self.paths[index])
 
     def __getitem__(self, index: int):
@@ -89,15 +105,18 @@ def available_memory() -> int | None:
     return min(candidates) if candidates else None
 
 
-def should_cache(cfg: DataConfig, n_images: int, sample: str | Path | None = None) -> bool:
-    """data.cache, with `auto`: cache when the decoded images take under a quarter of the available memory.
+def cache_mode(cfg: DataConfig, n_images: int, sample: str | Path | None = None) -> CacheMode:
+    """data.cache as where images are decoded once: `on` memory, `disk`, `off`. `auto`: memory when the decoded
+    images take under a quarter of the available memory, else disk (at image_size) when it has room, else off.
 
-    The size of a decoded image is the `sample` image's when given (a competition's images are
+    The size of a decoded image in memory is the `sample` image's when given (a competition's images are
     often far larger than image_size), otherwise at least 3 x image_size^2 bytes.
     """
     if cfg.cache != "auto":
-        return cfg.cache == "on"
+        return {"on": "memory", "disk": "disk", "off": "off"}[cfg.cache]
     per_image = read_image(sample).nbytes if sample is not None else 3 * max(cfg.image_size, 64) ** 2
     budget = available_memory()
     budget = CACHE_MEMORY_SHARE * budget if budget is not None else 2 * 1024**3
-    return n_images * per_image < budget
+    if n_images * per_image < budget:
+        return "memory"
+    return "disk" if fits_on_disk(decoded_bytes(n_images, cfg.image_size)) else "off"

@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from comp.augment import Augment, create_train_transform
 from comp.config import Config
 from comp.data.competition import Competition
-from comp.data.dataset import ImageDataset, loader_options, should_cache
+from comp.data.dataset import ImageDataset, cache_mode, loader_options
+from comp.data.decoded import open_decoded
 from comp.data.pseudo import load_pseudo_labels
 from comp.device import resolve_device
 from comp.training.distributed import shard_batch, validation_sampler
@@ -88,7 +89,7 @@ def create_loaders(
     targets = competition.targets(folds["id"], competition.classes)  # indices, or 0/1 per tag (multilabel)
     is_val = (folds["fold"] == fold).to_numpy()
     paths = table["path"].to_numpy()
-    cache = should_cache(config.data, len(paths), paths[0])
+    cache = cache_mode(config.data, len(paths), paths[0])
     size = config.data.image_size
     phases = {
         phase: create_train_transform(getattr(config.aug, f"phase{phase}"), size, f"aug.phase{phase}")
@@ -107,8 +108,12 @@ def create_loaders(
         else:
             train_targets = np.concatenate([train_targets, pseudo.targets])
     n_pseudo = 0 if pseudo is None else len(pseudo.ids)
-    train_set = PhasedImages(ImageDataset(train_paths, train_targets, size, cache), phases, n_pseudo, soft)
-    val_set = ImageDataset(paths[is_val], targets[is_val], size, cache)
+    decoded = None
+    if cache == "disk":  # one array of every fold's images: each fold and each --parallel process opens the same file
+        decoded = open_decoded(paths if pseudo is None else np.concatenate([paths, pseudo.paths]), size)
+    memory = cache == "memory"
+    train_set = PhasedImages(ImageDataset(train_paths, train_targets, size, memory, decoded), phases, n_pseudo, soft)
+    val_set = ImageDataset(paths[is_val], targets[is_val], size, memory, decoded)
     cfg = config.train
     common = loader_options(cfg, resolve_device(cfg.device))
     common.update(
