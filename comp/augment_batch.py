@@ -278,7 +278,8 @@ def color_jitter(images: torch.Tensor, op: ColorJitter, draw: Draws) -> None:
     images.mul_(brightness).clamp_(0, 255)
     mean = grey(images).mean((2, 3), keepdim=True)
     images.mul_(contrast).add_(mean * (1 - contrast)).clamp_(0, 255)
-    images.mul_(saturation).add_(grey(images) * (1 - saturation)).clamp_(0, 255)
+    grey_part = grey(images) * (1 - saturation)
+    images.mul_(saturation).add_(grey_part).clamp_(0, 255)
 
 
 def dropout(images: torch.Tensor, op: Dropout, draw: Draws) -> None:
