@@ -213,11 +213,15 @@ def affine_inverse(affine: Affine, draw: Draws, height: int, width: int) -> torc
     """The map from output to source of albumentations' Affine (about the image centre, translation truncated to
     whole pixels); the identity for images it skips."""
     applies = draw.happens(affine.p)
-    scale_x, scale_y = draw.uniform(*affine.scale), draw.uniform(*affine.scale)
-    tx = torch.trunc(draw.uniform(*affine.translate) * width)
-    ty = torch.trunc(draw.uniform(*affine.translate) * height)
-    angle = torch.deg2rad(draw.uniform(*affine.rotate))
-    shear_x, shear_y = (torch.tan(torch.deg2rad(-draw.uniform(*affine.shear))) for _ in range(2))
+
+    def drawn(bounds: Range, neutral: float) -> torch.Tensor:  # `neutral` for the images the affine skips
+        return torch.where(applies, draw.uniform(*bounds), neutral)
+
+    scale_x, scale_y = drawn(affine.scale, 1.0), drawn(affine.scale, 1.0)
+    tx = torch.trunc(drawn(affine.translate, 0.0) * width)
+    ty = torch.trunc(drawn(affine.translate, 0.0) * height)
+    angle = torch.deg2rad(drawn(affine.rotate, 0.0))
+    shear_x, shear_y = (torch.tan(torch.deg2rad(-drawn(affine.shear, 0.0))) for _ in range(2))
     cos, sin = torch.cos(angle), torch.sin(angle)
     # In pixels, dst = A src + t with A = shear @ rotate @ scale, as albumentations composes them.
     a = cos * scale_x - shear_x * sin * scale_x
@@ -227,9 +231,6 @@ def affine_inverse(affine: Affine, draw: Draws, height: int, width: int) -> torc
     # In -1..1 coordinates (x halved by width / 2, y by height / 2): off-diagonals scale by the aspect.
     b, c = b * height / width, c * width / height
     tx, ty = 2 * tx / width, 2 * ty / height
-    forward = torch.stack([a, b, c, d, tx, ty], 1)
-    neutral = torch.tensor([1.0, 0, 0, 1, 0, 0], device=forward.device)
-    a, b, c, d, tx, ty = torch.where(applies[:, None], forward, neutral).unbind(1)
     inverse = torch.stack([d, -b, -c, a], 1).view(-1, 2, 2) / (a * d - b * c)[:, None, None]
     shift = -(inverse @ torch.stack([tx, ty], 1)[:, :, None])
     return torch.cat([inverse, shift], dim=2)
@@ -257,8 +258,8 @@ def grey(images: torch.Tensor) -> torch.Tensor:
     """N x 1 x H x W luminance of RGB images (the image itself when it has one channel)."""
     if images.shape[1] == 1:
         return images
-    weights = torch.tensor(GREY_WEIGHTS, device=images.device, dtype=images.dtype)
-    return (images * weights[:, None, None]).sum(1, keepdim=True)
+    red, green, blue = GREY_WEIGHTS  # Python numbers: a tensor of them would be a copy to the device every batch
+    return images[:, 0:1] * red + images[:, 1:2] * green + images[:, 2:3] * blue
 
 
 def brightness_contrast(images: torch.Tensor, op: BrightnessContrast, draw: Draws) -> None:
