@@ -12,6 +12,10 @@ Size arguments left out default to `data.image_size` (`size` of RandomResizedCro
 After the phase's transforms every image is resized to exactly image_size x image_size (unless
 it already is) and stays uint8; `ModelInput` normalises whole batches with the model's mean/std
 on its device, so a list holds neither Normalize nor ToTensorV2.
+
+With `aug.device` on (the default), a phase that is a preset name runs on whole training batches on
+the training device instead (BATCH_PRESETS, comp.augment_batch), and per image only the fit to
+image_size remains; a list runs per image in the loader either way.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import albumentations as A
@@ -28,6 +32,15 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
+from comp.augment_batch import (
+    Affine,
+    BatchAugment,
+    BatchOps,
+    BrightnessContrast,
+    ColorJitter,
+    Dropout,
+    ResizedCrop,
+)
 from comp.config import AugConfig, AugSteps
 from comp.errors import CompError
 from comp.models.factory import normalization
@@ -84,6 +97,29 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
     ],
 }
 
+# The presets as they run on the training device with aug.device on (comp.augment_batch): the same transforms
+# with the same ranges, on whole batches; ColorJitter's hue is left out there.
+BATCH_PRESETS: dict[str, BatchOps] = {
+    "none": BatchOps(),
+    "light": BatchOps(
+        affine=Affine(p=0.5, scale=(0.9, 1.1), translate=(-0.08, 0.08), rotate=(-10, 10)),
+        colour=BrightnessContrast(p=0.3, brightness=0.1, contrast=0.1),
+    ),
+    "standard": BatchOps(
+        crop=ResizedCrop(scale=(0.6, 1.0)),
+        flip=0.5,
+        affine=Affine(p=0.5, scale=(0.9, 1.1), translate=(-0.1, 0.1), rotate=(-15, 15)),
+        colour=ColorJitter(p=0.5, brightness=0.2, contrast=0.2, saturation=0.2),
+    ),
+    "strong": BatchOps(
+        crop=ResizedCrop(scale=(0.35, 1.0)),
+        flip=0.5,
+        affine=Affine(p=0.7, scale=(0.8, 1.2), translate=(-0.15, 0.15), rotate=(-25, 25), shear=(-10, 10)),
+        colour=ColorJitter(p=0.8, brightness=0.4, contrast=0.4, saturation=0.4),
+        dropout=Dropout(p=0.5, holes=(1, 3), height=(0.1, 0.3), width=(0.1, 0.3)),
+    ),
+}
+
 # Added by comp after every phase: a list that repeats them would normalise twice.
 _ADDED_BY_COMP = {"Normalize", "ToTensorV2"}
 
@@ -106,10 +142,28 @@ _TRANSFORMS = _transform_classes()
 # ----------------------------------------------------------------------------- public API
 
 
-def create_train_transform(steps: AugSteps, image_size: int, where: str = "aug.phase1") -> Augment:
-    """A phase's transforms (a preset name or a list, module docstring) as an `Augment`; `where` names the
-    config key in error messages."""
+def create_train_transform(
+    steps: AugSteps, image_size: int, where: str = "aug.phase1", on_device: bool = False
+) -> Augment:
+    """A phase's per-image transforms (a preset name or a list, module docstring) as an `Augment`; `where` names
+    the config key in error messages. on_device (aug.device): a preset's transforms are left to the device."""
+    if on_device and batch_ops(steps):
+        steps = []  # the preset runs on the device; fit_size remains
     return Augment(create_transforms(steps, image_size, where), image_size)
+
+
+def batch_ops(steps: AugSteps) -> BatchOps | None:
+    """What of a phase can run on whole batches on the device: a preset name's BATCH_PRESETS (None for a list)."""
+    return BATCH_PRESETS.get(steps) if isinstance(steps, str) else None
+
+
+def create_batch_augments(aug: AugConfig, position: int = 0, count: int = 1) -> dict[int, BatchAugment]:
+    """The phases (1, 2) that augment training batches on the device, for process `position` of `count` (DDP):
+    those given as a preset other than none, when aug.device is on."""
+    if not aug.device:
+        return {}
+    ops = {phase: batch_ops(getattr(aug, f"phase{phase}")) for phase in (1, 2)}
+    return {phase: BatchAugment(o, position, count) for phase, o in ops.items() if o}
 
 
 class Augment:
@@ -185,9 +239,16 @@ class ModelInput:
         """The input of this model: normalised with the mean and std its weights were trained with."""
         return cls(*normalization(model), device, memory_format)
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """`augment` (training batches: a seeded BatchAugment) runs on float pixels in [0, 255], before normalising."""
         images = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        return images.to(torch.float32, memory_format=self.memory_format).mul_(self.scale).add_(self.shift)
+        if augment is None:
+            images = images.to(torch.float32, memory_format=self.memory_format)
+        else:
+            images = augment(images.float()).contiguous(memory_format=self.memory_format)
+        return images.mul_(self.scale).add_(self.shift)
 
 
 def validate_aug(aug: AugConfig, image_size: int) -> None:

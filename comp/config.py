@@ -161,6 +161,7 @@ class AugConfig(Section):
     phase1: AugSteps = "light"
     phase2: AugSteps = "strong"
     phase2_epoch: int | None = None
+    device: bool = True
 
 
 MetricName = Literal[

@@ -29,7 +29,7 @@ COMP = REPO / "comp"
 LAYERS = [
     ("__init__", "errors", "io", "console"),  # __init__: the comp package itself
     ("config", "config_files", "device", "env"),
-    ("data", "models", "augment", "metrics", "tasks"),
+    ("data", "models", "augment", "augment_batch", "metrics", "tasks"),
     ("runs", "tta", "streaming", "blending", "hill", "submission", "trackers"),
     (
         "training",

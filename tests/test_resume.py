@@ -18,6 +18,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import comp.training.state
+from comp.augment import BATCH_PRESETS
+from comp.augment_batch import BatchAugment
 from comp.cli import app
 from comp.config import load_config
 from comp.data.competition import load_competition
@@ -135,6 +137,21 @@ def test_resume_after_any_checkpoint_equals_the_uninterrupted_run(tiny, straight
     (result,) = run(resume=True)
     assert result.status == "resumed"
     assert_same_training(straight)
+
+
+def test_training_batches_are_augmented_on_the_device_by_phase_and_validation_batches_never(tiny, monkeypatch):
+    """aug.device is on by default: every training batch above (light, then strong from epoch 2) goes through its
+    phase's BatchAugment once, each from a seed of its own; the validation batches do not."""
+    real, calls = BatchAugment.__call__, []
+
+    def spy(self, images, seed):
+        calls.append((self.ops, len(images), seed))
+        return real(self, images, seed)
+
+    monkeypatch.setattr(BatchAugment, "__call__", spy)
+    run()
+    assert [ops for ops, _, _ in calls] == [BATCH_PRESETS["light"]] * 4 + [BATCH_PRESETS["strong"]] * 8
+    assert {size for _, size, _ in calls} == {4} and len({seed for *_, seed in calls}) == 12
 
 
 @pytest.mark.slow

@@ -92,7 +92,9 @@ def create_loaders(
     cache = cache_mode(config.data, len(paths), paths[0])
     size = config.data.image_size
     phases = {
-        phase: create_train_transform(getattr(config.aug, f"phase{phase}"), size, f"aug.phase{phase}")
+        phase: create_train_transform(
+            getattr(config.aug, f"phase{phase}"), size, f"aug.phase{phase}", config.aug.device
+        )
         for phase in (1, 2)
     }
     pseudo = load_pseudo_labels(config, competition)  # test images: training rows only, never validation

@@ -3,7 +3,7 @@
     create_trainer    the model as it runs (compiled, under DDP), optimizer, schedule, grad scaler, EMA, mixup
     fit               the epochs: augmentation phase, freezing, train_epoch, evaluate, end_epoch, files written
     train_epoch       the batches: forward_backward each, optimizer_step every train.grad_accum_steps
-    forward_backward  to the device, mixup, forward, loss, backward
+    forward_backward  to the device (augmented there, aug.device), mixup, forward, loss, backward
     optimizer_step    clip, step through the grad scaler, zero the gradients, per-step schedule, EMA
     evaluate          validation loss, accuracy and the monitored metric (over all DDP processes' rows)
 
@@ -28,7 +28,8 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
 
-from comp.augment import ModelInput, phase_at
+from comp.augment import ModelInput, create_batch_augments, phase_at
+from comp.augment_batch import BatchAugment, batch_seed
 from comp.config import Config
 from comp.device import NumericFormat, autocast, numeric_format
 from comp.errors import CompError
@@ -36,7 +37,15 @@ from comp.metrics import accuracy, is_better
 from comp.metrics import score as metric_score
 from comp.models.factory import split_parameters
 from comp.tasks import loss, probabilities
-from comp.training.distributed import broadcast_buffers, data_parallel, gather_rows, mean_over_processes, unwrap
+from comp.training.distributed import (
+    broadcast_buffers,
+    data_parallel,
+    gather_rows,
+    mean_over_processes,
+    rank,
+    unwrap,
+    world_size,
+)
 from comp.training.loaders import EpochBatches
 from comp.training.optim import Scheduler, create_optimizer, create_scheduler, monitor_metric, per_step
 from comp.training.state import FoldFiles, Position
@@ -61,6 +70,7 @@ class Trainer:
     format: NumericFormat  # precision and memory format (train.amp, train.channels_last; auto resolved)
     inputs: ModelInput  # loader batches to the model's normalised input, on its device and memory format
     task: str  # comp.tasks: the loss and how validation reads the logits
+    augments: dict[int, BatchAugment]  # per phase, its augmentation of training batches on the device (aug.device)
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -107,6 +117,7 @@ def create_trainer(
         numerics,
         ModelInput.of(model, device, numerics.memory_format),
         task,
+        create_batch_augments(config.aug, rank(), world_size()),
     )
 
 
@@ -239,12 +250,14 @@ def train_epoch(
     cfg = trainer.config.train
     n_batches = loader.batch_sampler.batches_per_epoch
     mixing = mixes(trainer.config, epoch)
+    phase = phase_at(trainer.config.aug, epoch)
     train_mode(trainer.model)
     pending: list[torch.Tensor] = []  # losses stay on the device until a sync point
     batch = position.batch
     for images, targets in loader:
         share = accumulation_size(batch, n_batches, cfg.grad_accum_steps)
-        pending.append(forward_backward(trainer, images, targets, mixing, share))
+        augment = device_augment(trainer, phase, fold, epoch, batch)
+        pending.append(forward_backward(trainer, images, targets, mixing, share, augment))
         batch += 1
         if batch % cfg.grad_accum_steps == 0 or batch == n_batches:
             position.step += 1
@@ -258,12 +271,27 @@ def train_epoch(
     check_finite(trainer, position, pending, fold, epoch, n_batches)
 
 
+def device_augment(
+    trainer: Trainer, phase: int, fold: int, epoch: int, batch: int
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The phase's augmentation of training batch `batch` (0-based) of `epoch` on the device, if it has one; drawn
+    from (seed, fold, epoch, batch) alone, so a resumed epoch repeats it."""
+    augment = trainer.augments.get(phase)
+    return augment.seeded(batch_seed(trainer.config.train_seed, fold, epoch, batch)) if augment else None
+
+
 def forward_backward(
-    trainer: Trainer, images: torch.Tensor, targets: torch.Tensor, mixing: bool = False, share: int = 1
+    trainer: Trainer,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    mixing: bool = False,
+    share: int = 1,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """One batch to the device (normalised there), mixed, forward, loss, and the backward pass of loss / share
-    (the number of batches whose gradients one optimizer step sums). Returns the loss, left on the device."""
-    images = trainer.inputs(images)
+    """One batch to the device (augmented there by `augment`, then normalised), mixed, forward, loss, and the
+    backward pass of loss / share (the number of batches whose gradients one optimizer step sums). Returns the
+    loss, left on the device."""
+    images = trainer.inputs(images, augment)
     targets = targets.to(trainer.device, non_blocking=True)
     if mixing:
         images, targets = trainer.mixup(images, targets)

@@ -36,6 +36,7 @@ from comp.training.loaders import create_loaders
 from comp.training.loop import (
     Trainer,
     create_trainer,
+    device_augment,
     forward_backward,
     optimizer_step,
     seed_everything,
@@ -85,10 +86,11 @@ def endless(loader) -> Iterator:
         epoch += 1
 
 
-def sweep(trainer: Trainer, loader, lrs: np.ndarray, progress=None) -> tuple[pd.DataFrame, bool]:
+def sweep(trainer: Trainer, loader, lrs: np.ndarray, progress=None, fold: int = 0) -> tuple[pd.DataFrame, bool]:
     """Train one batch per learning rate; returns the recorded curve and whether it stopped on divergence.
 
-    `lrs` are values of train.lr: each parameter group keeps its ratio to it (train.backbone_lr_scale).
+    `lrs` are values of train.lr: each parameter group keeps its ratio to it (train.backbone_lr_scale). Batches are
+    augmented as in phase 1 of training, on the device too (as epoch 0 of `fold`).
     """
     optimizer = trainer.optimizer
     ratios = [group["lr"] / trainer.config.train.lr for group in optimizer.param_groups]
@@ -98,7 +100,7 @@ def sweep(trainer: Trainer, loader, lrs: np.ndarray, progress=None) -> tuple[pd.
     for step, (lr, (images, targets)) in enumerate(zip(lrs, endless(loader), strict=False)):
         for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
             group["lr"] = lr * ratio
-        loss = forward_backward(trainer, images, targets)
+        loss = forward_backward(trainer, images, targets, augment=device_augment(trainer, 1, fold, 0, step))
         optimizer_step(trainer, step)
         value = float(loss)
         if not math.isfinite(value):
@@ -182,7 +184,7 @@ def lr_find(
         plain, model, len(train_loader), len(competition.classes), competition.task, train_loader.dataset.soft_targets
     )
     with Progress(console=console, transient=True) as progress:
-        curve, diverged = sweep(trainer, train_loader, lrs, progress)
+        curve, diverged = sweep(trainer, train_loader, lrs, progress, fold)
     suggested, fastest = suggest(curve)
     report = run_dir(config.name) / "report"
     table, plot = report / "lr_find.csv", report / "lr_find.png"
