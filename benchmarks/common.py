@@ -47,24 +47,29 @@ def class_image(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(0.5 * tint + 64 + noise, 0, 255).astype(np.uint8)
 
 
-def write_images(folder: Path, names: list[str], labels: np.ndarray, size: int, seed: int) -> None:
+def write_images(
+    folder: Path, names: list[str], labels: np.ndarray, size: int, seed: int, image_format: str = "png"
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
     def write(i: int) -> None:
         rng = np.random.default_rng([seed, i])
-        cv2.imwrite(str(folder / f"{names[i]}.png"), class_image(int(labels[i]), rng, size))
+        cv2.imwrite(str(folder / f"{names[i]}.{image_format}"), class_image(int(labels[i]), rng, size))
 
     with ThreadPoolExecutor(usable_cpu_count()) as pool:  # cv2 releases the GIL
         list(pool.map(write, range(len(names))))
 
 
-def write_competition(root: Path, n_train: int, n_test: int, size: int = 32, n_classes: int = 10) -> Path:
-    """A csv-layout competition of generated PNGs: train.csv + train/, sample_submission.csv + test/."""
+def write_competition(
+    root: Path, n_train: int, n_test: int, size: int = 32, n_classes: int = 10, image_format: str = "png"
+) -> Path:
+    """A csv-layout competition of generated images (PNG, or `image_format` as OpenCV names it by its suffix:
+    jpg): train.csv + train/, sample_submission.csv + test/."""
     train_ids = [f"tr{i:06d}" for i in range(n_train)]
     test_ids = [f"te{i:06d}" for i in range(n_test)]
     train_labels = np.arange(n_train) % n_classes
-    write_images(root / "train", train_ids, train_labels, size, seed=0)
-    write_images(root / "test", test_ids, np.arange(n_test) % n_classes, size, seed=1)
+    write_images(root / "train", train_ids, train_labels, size, seed=0, image_format=image_format)
+    write_images(root / "test", test_ids, np.arange(n_test) % n_classes, size, seed=1, image_format=image_format)
     pd.DataFrame({"id": train_ids, "label": train_labels}).to_csv(root / "train.csv", index=False)
     pd.DataFrame({"id": test_ids, "label": 0}).to_csv(root / "sample_submission.csv", index=False)
     return root
