@@ -98,7 +98,7 @@ def main() -> None:
 
     with scratch_project(args.keep) as project:
         root = write_competition(project / "data", args.images, 64, args.size, image_format=args.format)
-        base = [f"train.epochs={args.epochs}", *args.overrides]
+        base = [f"train.epochs={args.epochs}", f"data.image_suffix=.{args.format}", *args.overrides]
         variants = {"default": []} | {v: shlex.split(v) for v in args.variant}
         loops, references = [], {}
         for name, extra in variants.items():
