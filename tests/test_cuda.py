@@ -31,7 +31,14 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 # 4 classes x 16 images: 32 training rows a fold, 8 steps an epoch.
-TINY = [*TINY_RUN, *on_competition("tiny"), "train.device=cuda", "train.batch_size=4", "train.epochs=2"]
+TINY = [
+    *TINY_RUN,
+    *on_competition("tiny"),
+    "train.device=cuda",
+    "train.amp=true",
+    "train.batch_size=4",
+    "train.epochs=2",
+]
 
 
 def config_with(*overrides):
