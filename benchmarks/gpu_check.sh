@@ -62,7 +62,7 @@ finish() {
     echo "gpu_check: all stages passed (${SECONDS}s)"
 }
 
-echo "gpu_check on $(hostname) at $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "gpu_check on ${HOSTNAME:-?} at $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 
 if ! ((cpu)) && ! timeout 60 "$python" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
     echo "gpu_check: $python's torch sees no CUDA GPU here; for the CPU dry run set COMP_GPU_CHECK_CPU=1"
