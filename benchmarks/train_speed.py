@@ -1,6 +1,7 @@
 """Training speed: comp's real training loop against the model alone on tensors in memory.
 
-comp's loop is `comp.training.fold.train` on fold 0 of a generated PNG competition for --epochs epochs:
+comp's loop is `comp.training.fold.train` on fold 0 of a generated competition (PNGs, or JPEGs with
+--format jpg; --size px square, resized to data.image_size as comp does) for --epochs epochs:
 data read from disk (or decoded once into the in-memory cache), augmented, validated every
 epoch, logged and checkpointed. The model alone is the same model, optimizer, schedule,
 precision and memory format stepping on one batch already in memory. Two ratios:
@@ -14,6 +15,8 @@ Each --variant is another comp loop, run interleaved with the rest, e.g.
 
     python benchmarks/train_speed.py                      # about 3 minutes on a quiet 2-core CPU
     python benchmarks/train_speed.py --images 12000       # the issue's reference case (about 10 minutes)
+    python benchmarks/train_speed.py --format jpg --size 256 --images 5000 \
+        --set model.name=resnet50 --set data.image_size=224  # benchmarks/gpu_check.sh's 224 px case
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ def main() -> None:
     parser = argument_parser(__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4000, help="training images generated (fold 0 trains on 4/5)")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--format", choices=["png", "jpg"], default="png", help="the generated images' format")
+    parser.add_argument("--size", type=int, default=32, help="the generated images' side in pixels")
     parser.add_argument(
         "--variant",
         action="append",
@@ -92,8 +97,8 @@ def main() -> None:
     begin("Training speed: comp's loop / the model alone", args)
 
     with scratch_project(args.keep) as project:
-        root = write_competition(project / "data", args.images, n_test=64)
-        base = [f"train.epochs={args.epochs}", *args.overrides]
+        root = write_competition(project / "data", args.images, 64, args.size, suffix=f".{args.format}")
+        base = [f"train.epochs={args.epochs}", f"data.image_suffix=.{args.format}", *args.overrides]
         variants = {"default": []} | {v: shlex.split(v) for v in args.variant}
         loops, references = [], {}
         for name, extra in variants.items():
@@ -114,7 +119,10 @@ def main() -> None:
         def images(config: Config) -> int:
             return steps(config) * config.train.batch_size
 
-        print(f"fold 0: {n_train} training images, {n_val} validation images, {args.epochs} epoch(s)")
+        print(
+            f"fold 0: {n_train} training images, {n_val} validation images ({args.size} px {args.format.upper()}s), "
+            f"{args.epochs} epoch(s)"
+        )
 
         def comp_loop(config: Config):
             def run() -> float:

@@ -64,7 +64,11 @@ def tiny(project):
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     """The uninterrupted run, trained once in a folder of its own: (metrics.csv, best weights)."""
-    folder = tmp_path_factory.mktemp("straight")
+    return train_uninterrupted(tmp_path_factory.mktemp("straight"))
+
+
+def train_uninterrupted(folder):
+    """The tiny run trained without a break in `folder` (on one thread): (metrics.csv, best weights)."""
     shutil.copytree(REPO / "comp/configs", folder / "configs")
     cwd, threads = os.getcwd(), torch.get_num_threads()
     os.chdir(folder)
