@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 
 import comp.device
 import comp.training.fold
-import comp.training.loop
 from comp.augment import ModelInput
 from comp.config import load_config
 from comp.data.competition import load_competition
