@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from comp.config import Config, load_config
 from comp.data.competition import Competition, load_competition
 from comp.data.folds import write_folds
-from comp.device import amp_dtype, autocast, model_memory_format, resolve_device, usable_cpu_count
+from comp.device import autocast, numeric_format, resolve_device, usable_cpu_count
 from comp.models.factory import create_model
 from comp.training.optim import create_optimizer, create_scheduler
 
@@ -193,8 +193,8 @@ def begin(title: str, args: argparse.Namespace) -> None:
 class ModelAlone:
     """comp's model, optimizer and schedule stepping on one batch already in memory: the hardware's limit.
 
-    Precision (train.amp), memory format (train.channels_last) and torch.compile (train.compile)
-    follow the config, as in comp's loop; `dtype` overrides the autocast dtype ("none": full precision,
+    Precision (train.amp), memory format (train.channels_last, `auto` resolved as comp does) and torch.compile
+    (train.compile) follow the config, as in comp's loop; `dtype` overrides the autocast dtype ("none": full precision,
     "bfloat16", "float16"). `sync_every_step` adds a `loss.item()` per step, the host synchronisation
     a loop that logs every step pays. `fused` overrides comp's choice of torch's fused optimizer kernel
     (False: torch's default per-tensor update). `clock` times the steps: wall time, or time.process_time (the
@@ -213,12 +213,11 @@ class ModelAlone:
         cfg = config.train
         self.clock = clock
         self.device = resolve_device(cfg.device)
-        if dtype == "auto":
-            self.dtype = amp_dtype(self.device, cfg.amp)
-        else:
-            self.dtype = None if dtype == "none" else getattr(torch, dtype)
-        self.memory_format = model_memory_format(cfg.channels_last)
-        self.model = create_model(config.model, n_classes).to(self.device, memory_format=self.memory_format)
+        self.model = create_model(config.model, n_classes).to(self.device)
+        numerics = numeric_format(cfg.amp, cfg.channels_last, self.model, self.device, config.data.image_size)
+        self.dtype = numerics.dtype if dtype == "auto" else None if dtype == "none" else getattr(torch, dtype)
+        self.memory_format = numerics.memory_format
+        self.model.to(memory_format=self.memory_format)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = create_optimizer(config, self.model, fused=fused)
         # A schedule long enough never to run out during a benchmark.

@@ -14,7 +14,7 @@ Each --variant is another comp loop, run interleaved with the rest, e.g.
   --variant data.cache=off  --variant train.num_workers=1  --variant "train.channels_last=true data.cache=on"
 
     python benchmarks/train_speed.py                      # about 3 minutes on a quiet 2-core CPU
-    python benchmarks/train_speed.py --images 12000       # the issue's reference case (about 10 minutes)
+    python benchmarks/train_speed.py --images 12000 --epochs 2 --formats  # the reference case, against every format
     python benchmarks/train_speed.py --format jpg --size 256 --images 5000 \
         --set model.name=resnet50 --set data.image_size=224  # benchmarks/gpu_check.sh's 224 px case
 """
@@ -22,6 +22,7 @@ Each --variant is another comp loop, run interleaved with the rest, e.g.
 from __future__ import annotations
 
 import shlex
+import statistics
 from dataclasses import dataclass
 
 from common import (
@@ -93,6 +94,11 @@ def main() -> None:
         metavar="'KEY=VALUE ...'",
         help="another comp loop with these overrides (repeatable)",
     )
+    parser.add_argument(
+        "--formats",
+        action="store_true",
+        help="also time the model alone in each precision x memory format, and compare every loop with the best",
+    )
     args = parser.parse_args()
     begin("Training speed: comp's loop / the model alone", args)
 
@@ -106,6 +112,13 @@ def main() -> None:
             key = model_key(config)
             references.setdefault(key, (f"model {len(references) + 1}", config))
             loops.append(Loop(name, config, references[key][0]))
+        formats = []  # the model alone in each explicit format (--formats)
+        for amp, channels_last in [(a, c) for a in (False, True) for c in (False, True)] if args.formats else []:
+            explicit = [f"train.amp={amp}", f"train.channels_last={channels_last}"]
+            config = bench_config(root, [*base, *explicit], args.config)
+            name = f"model {'amp' if amp else 'fp32'} {'channels_last' if channels_last else 'contiguous'}"
+            references.setdefault(model_key(config), (name, config))
+            formats.append(references[model_key(config)][0])
         clock = clock_of(args)
         if args.clock == "cpu" and any(workers(loop.config) for loop in loops):
             parser.error("--clock cpu counts this process alone: set train.num_workers=0 in every loop")
@@ -172,6 +185,13 @@ def main() -> None:
         rows,
         ("comp loop", "comp img/s", "model img/s", "train-only ratio", "same-work ratio", "reference"),
     )
+    if formats:
+        best = min(formats, key=lambda name: statistics.median(seconds[name]))
+        print_table(
+            f"Against the model alone in its fastest format here ({best}: {models[best].describe()})",
+            [(loop.name, spread(ratios(seconds[best], seconds[f"comp {loop.name}"]))) for loop in loops],
+            ("comp loop", "same-work ratio to the best format"),
+        )
 
 
 if __name__ == "__main__":

@@ -63,6 +63,11 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
         },
         {"name": "RandomBrightnessContrast", "brightness_limit": 0.1, "contrast_limit": 0.1, "p": 0.3},
     ],
+    # airbench's CIFAR-10 recipe: flips and shifts of up to 2 pixels at 28-32 px (zeros come in: a padded crop).
+    "flip_shift": [
+        {"name": "HorizontalFlip", "p": 0.5},
+        {"name": "Affine", "translate_percent": [-0.072, 0.072], "p": 1.0},
+    ],
     "standard": [
         {"name": "RandomResizedCrop", "scale": [0.6, 1.0]},
         {"name": "HorizontalFlip", "p": 0.5},
@@ -105,6 +110,7 @@ BATCH_PRESETS: dict[str, BatchOps] = {
         affine=Affine(p=0.5, scale=(0.9, 1.1), translate=(-0.08, 0.08), rotate=(-10, 10)),
         colour=BrightnessContrast(p=0.3, brightness=0.1, contrast=0.1),
     ),
+    "flip_shift": BatchOps(flip=0.5, affine=Affine(p=1.0, translate=(-0.072, 0.072))),
     "standard": BatchOps(
         crop=ResizedCrop(scale=(0.6, 1.0)),
         flip=0.5,

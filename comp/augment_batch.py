@@ -59,9 +59,9 @@ class Affine:
     """Affine: scale (x and y apart), rotate and shear in degrees, translate as a share of the size."""
 
     p: float
-    scale: Range
-    translate: Range
-    rotate: Range
+    scale: Range = (1.0, 1.0)
+    translate: Range = (0.0, 0.0)
+    rotate: Range = (0.0, 0.0)
     shear: Range = (0.0, 0.0)
 
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from comp.config import DataConfig, load_config
 from comp.data import dataset
 from comp.data.competition import read_image
-from comp.data.dataset import ImageDataset, available_memory, cache_mode, loader_options
+from comp.data.dataset import ImageDataset, available_memory, cache_mode, decoded_in_memory, loader_options
 
 
 @pytest.fixture
@@ -26,8 +26,8 @@ def pngs(tmp_path):
 
 
 def test_cached_dataset_gives_the_same_items_in_the_same_order_as_reading_from_disk(pngs):
-    cached = ImageDataset(pngs, list(range(7)), 8, cache=True)
-    from_disk = ImageDataset(pngs, list(range(7)), 8, cache=False)
+    cached = ImageDataset(pngs, list(range(7)), 8, decoded_in_memory(pngs))
+    from_disk = ImageDataset(pngs, list(range(7)), 8)
     assert [image.shape for image in cached.images] == [read_image(p).shape for p in pngs]
     for i in range(len(pngs)):
         (a, label_a), (b, label_b) = cached[i], from_disk[i]

@@ -136,3 +136,23 @@ def test_auto_caches_on_disk_what_does_not_fit_in_memory(pngs, monkeypatch, cach
     monkeypatch.setattr(dataset, "fits_on_disk", lambda n_bytes: False)
     assert cache_mode(auto, 101, pngs[0]) == "off"  # as before there was a disk cache
     assert cache_mode(DataConfig(cache="disk"), 1) == "disk"
+
+
+def test_the_folds_of_one_process_decode_into_memory_once(project, tiny_config, monkeypatch):
+    write_csv_competition(project / "data/csvs")
+    config = tiny_config("data.cache=on", "folds.k=3", competition="csvs")
+    competition = load_competition(config.data)
+    _, folds, _ = write_folds(config, competition)
+    decoded = []
+    monkeypatch.setattr(dataset, "read_image", lambda path: decoded.append(path) or read_image(path))
+    for fold in range(3):
+        create_loaders(config, competition, folds, fold)
+    assert sorted(decoded) == sorted(competition.train["path"])  # every image once, for all three folds
+
+    changed = competition.train["path"].iloc[0]
+    write_png(changed, seed=99, mtime_ns=HOUR_AGO_NS + 10**9)
+    decoded.clear()
+    train, val = create_loaders(config, competition, folds, 0)
+    assert decoded == [changed]  # a changed image is decoded again, the others kept
+    rows = train.dataset.images.images + val.dataset.images
+    assert any(np.array_equal(image, read_image(changed)) for image in rows)

@@ -4,7 +4,7 @@ every epoch)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
@@ -26,16 +26,17 @@ CacheMode = Literal["memory", "disk", "off"]
 
 
 class ImageDataset(Dataset):
-    """(image, target) rows: images by path as uint8 H x W x C tensors at image_size, decoded once into memory
-    when `cache` is set, or read from the rows of `decoded` (data.cache: disk; already at image_size) when
-    given. Normalisation happens per batch, on the device (comp.augment.ModelInput)."""
+    """(image, target) rows: images by path as uint8 H x W x C tensors at image_size, taken from `in_memory`
+    (decoded_in_memory: path -> decoded image) or from the rows of `decoded` (data.cache: disk; already at
+    image_size) when given, else read from disk. Normalisation happens per batch, on the device
+    (comp.augment.ModelInput)."""
 
     def __init__(
         self,
         paths: Sequence[str],
         targets: Sequence,
         image_size: int,
-        cache: bool = False,
+        in_memory: Mapping[str, np.ndarray] | None = None,
         decoded: DecodedImages | None = None,
     ):
         self.paths = list(paths)
@@ -43,7 +44,7 @@ class ImageDataset(Dataset):
         # float: 0/1 per tag (multilabel), or a probability row each (soft pseudo-labels)
         self.targets = targets if targets.is_floating_point() else targets.long()
         self.image_size = image_size
-        self.images = decode_all(self.paths) if cache else None
+        self.images = [in_memory[path] for path in self.paths] if in_memory is not None else None
         self.decoded, self.rows = decoded, decoded.rows_of(self.paths) if decoded is not None else None
 
     def __len__(self) -> int:
@@ -68,6 +69,24 @@ def decode_all(paths: Sequence[str]) -> list[np.ndarray]:
     """Every image decoded, in order, on one thread per core (OpenCV decodes without holding the GIL)."""
     with ThreadPoolExecutor(usable_cpu_count()) as pool:
         return list(pool.map(read_image, paths))
+
+
+# data.cache in memory: path -> (size, mtime_ns, decoded image), kept for the images last asked for, so that the
+# folds of one process (comp train --fold all) decode them once.
+_IN_MEMORY: dict[str, tuple[int, int, np.ndarray]] = {}
+
+
+def decoded_in_memory(paths: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every image of `paths` decoded, path -> image: those decoded by the last call and unchanged since (same
+    size and modification time) are reused, the others decoded now; images of earlier calls not in `paths`
+    are let go."""
+    stamps = {path: (os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in paths}
+    kept = {p: _IN_MEMORY[p] for p in stamps if p in _IN_MEMORY and _IN_MEMORY[p][:2] == stamps[p]}
+    _IN_MEMORY.clear()
+    missing = [p for p in stamps if p not in kept]
+    kept |= {p: (*stamps[p], image) for p, image in zip(missing, decode_all(missing), strict=True)}
+    _IN_MEMORY.update(kept)
+    return {path: entry[2] for path, entry in kept.items()}
 
 
 def loader_options(cfg: TrainConfig, device: torch.device) -> dict:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from comp.augment import Augment, create_train_transform
 from comp.config import Config
 from comp.data.competition import Competition
-from comp.data.dataset import ImageDataset, cache_mode, loader_options
+from comp.data.dataset import ImageDataset, cache_mode, decoded_in_memory, loader_options
 from comp.data.decoded import open_decoded
 from comp.data.pseudo import load_pseudo_labels
 from comp.device import resolve_device
@@ -110,10 +110,11 @@ def create_loaders(
         else:
             train_targets = np.concatenate([train_targets, pseudo.targets])
     n_pseudo = 0 if pseudo is None else len(pseudo.ids)
-    decoded = None
-    if cache == "disk":  # one array of every fold's images: each fold and each --parallel process opens the same file
-        decoded = open_decoded(paths if pseudo is None else np.concatenate([paths, pseudo.paths]), size)
-    memory = cache == "memory"
+    # Every fold's images, decoded once: in memory for the folds of this process, or in one array on disk that
+    # each fold, each --parallel process and later runs open.
+    every_path = paths if pseudo is None else np.concatenate([paths, pseudo.paths])
+    memory = decoded_in_memory(every_path) if cache == "memory" else None
+    decoded = open_decoded(every_path, size) if cache == "disk" else None
     train_set = PhasedImages(ImageDataset(train_paths, train_targets, size, memory, decoded), phases, n_pseudo, soft)
     val_set = ImageDataset(paths[is_val], targets[is_val], size, memory, decoded)
     cfg = config.train
