@@ -10,6 +10,10 @@ precision and memory format stepping on one batch already in memory. Two ratios:
   same work   the model alone doing exactly comp's arithmetic (its training steps and its
               validation forward passes) / comp's time: the share of the hardware's limit reached
 
+comp's time is its whole run (start, decoding, epochs, checkpoints); with --steady, its epochs after the
+first: an (epochs + 1)-epoch run minus a 1-epoch run, timed back to back, as a long run meets them.
+--formats adds the model alone in each explicit precision x memory format and a ratio against the fastest.
+
 Each --variant is another comp loop, run interleaved with the rest, e.g.
   --variant data.cache=off  --variant train.num_workers=1  --variant "train.channels_last=true data.cache=on"
 
@@ -95,6 +99,11 @@ def main() -> None:
         help="another comp loop with these overrides (repeatable)",
     )
     parser.add_argument(
+        "--steady",
+        action="store_true",
+        help="time comp's epochs after the first: an (epochs + 1)-epoch run minus a 1-epoch run, back to back",
+    )
+    parser.add_argument(
         "--formats",
         action="store_true",
         help="also time the model alone in each precision x memory format, and compare every loop with the best",
@@ -137,13 +146,17 @@ def main() -> None:
             f"{args.epochs} epoch(s)"
         )
 
-        def comp_loop(config: Config):
-            def run() -> float:
-                start = clock()
-                train(config, competition, fold=0, force=True)
-                return clock() - start
+        def timed_train(config: Config) -> float:
+            start = clock()
+            train(config, competition, fold=0, force=True)
+            return clock() - start
 
-            return run
+        def comp_loop(config: Config):
+            if not args.steady:
+                return lambda: timed_train(config)
+            longer = config.model_copy(update={"train": config.train.model_copy(update={"epochs": args.epochs + 1})})
+            first = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 1})})
+            return lambda: timed_train(longer) - timed_train(first)
 
         models = {
             name: ModelAlone(config, len(competition.classes), clock=clock) for name, config in references.values()

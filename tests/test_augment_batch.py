@@ -232,7 +232,11 @@ def test_affine_colour_and_cutout_apply_with_their_own_probability(preset):
     ops, image = BATCH_PRESETS[preset], noise(1).permute(0, 2, 3, 1)[0].numpy().astype(np.uint8)
     for alone in (BatchOps(affine=ops.affine), BatchOps(colour=ops.colour), BatchOps(dropout=ops.dropout)):
         op = alone.affine or alone.colour or alone.dropout
-        if op:
+        # A shift alone (flip_shift) can round to 0 pixels: its draws are checked against albumentations' instead.
+        shift_only = (
+            op is not None and op is ops.affine and op.scale == (1.0, 1.0) and op.rotate == op.shear == (0.0, 0.0)
+        )
+        if op and not shift_only:
             changed = np.abs(on_device(alone, image) - image).max((1, 2, 3)) > 0.5
             assert within_binomial_bound(changed, op.p), f"{preset}: {op}"
 
