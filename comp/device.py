@@ -78,6 +78,7 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
 
 
 def model_memory_format(channels_last: bool) -> torch.memory_format:
+    """train.channels_last (resolved) as the format the model and its batches take, in training and prediction."""
     return torch.channels_last if channels_last else torch.contiguous_format
 
 

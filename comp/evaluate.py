@@ -127,10 +127,10 @@ def seed_scores(run_dir: Path, competition: Competition, metric: str, params: di
     seeds = read_seeds(run_dir)
     if not seeds:
         return None
-    recorded = read_cv(run_dir).get("seeds", {})
+    recorded, folders = read_cv(run_dir).get("seeds", {}), seed_dirs(run_dir)
     scores = {}
     for seed in seeds:
-        folder = seed_dirs(run_dir)[seed]
+        folder = folders[seed]
         oof = load_oof(folder, competition)
         overall = score(metric, oof.targets, oof.probs, **params, thresholds=oof.thresholds)
         own = {"oof": overall, "folds": fold_scores(folder, oof, metric, params)}

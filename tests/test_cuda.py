@@ -1,8 +1,10 @@
 """comp's CUDA paths on a GPU: fp16 with a grad scaler, bf16, channels_last, torch.compile, pinned memory with
 non-blocking copies, and exact resume.
 
-Skipped where there is no CUDA device; `pytest -m cuda` selects them, and benchmarks/gpu_check.sh runs them on a
-GPU machine. Each trains the tiny model of conftest for a few steps: seconds on a GPU (compile: a minute).
+The precision and memory-format tests run on the CPU too (its autocast and grad scaler take the same code
+path), so this machine keeps them honest; the rest test what only CUDA has (pinned copies, cuDNN determinism,
+compile for a GPU) and are skipped where there is no CUDA device. `pytest -m cuda` selects the module, and
+benchmarks/gpu_check.sh runs it on a GPU machine. Each trains the tiny model of conftest for a few steps.
 """
 
 import math
@@ -24,7 +26,9 @@ from comp.data.competition import load_competition
 from comp.data.folds import write_folds
 from comp.training.fold import train
 
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = pytest.mark.cuda
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]  # the paths the CPU shares with CUDA run on both
 
 # cuBLAS reads this when it creates its workspace, after this module is imported: without it, matrix products
 # may sum in a different order from one run to the next (the resume tests compare runs bit for bit).
@@ -34,15 +38,14 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 TINY = [
     *TINY_RUN,
     *on_competition("tiny"),
-    "train.device=cuda",
     "train.amp=true",
     "train.batch_size=4",
     "train.epochs=2",
 ]
 
 
-def config_with(*overrides):
-    return load_config("configs/default.yaml", [*TINY, *overrides])
+def config_with(*overrides, device: str = "cuda"):
+    return load_config("configs/default.yaml", [*TINY, f"train.device={device}", *overrides])
 
 
 @pytest.fixture
@@ -53,8 +56,8 @@ def tiny(project):
     return project
 
 
-def run(*overrides):
-    config = config_with(*overrides)
+def run(*overrides, device: str = "cuda"):
+    config = config_with(*overrides, device=device)
     return train(config, load_competition(config.data), fold=0)
 
 
@@ -86,7 +89,8 @@ def assert_finite_training():
 # ----------------------------------------------------------------------------- precision
 
 
-def test_fp16_trains_through_an_enabled_grad_scaler(tiny, trainers, monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_fp16_trains_through_an_enabled_grad_scaler(tiny, trainers, monkeypatch, device):
     # comp picks bf16 on Ampere and later; fp16 is what older GPUs (T4, V100, P100) get: ask for it here.
     monkeypatch.setattr(comp.device, "amp_dtype", lambda device, enabled: torch.float16 if enabled else None)
     factors = []  # what the scaler multiplied each loss by before its backward pass
@@ -98,16 +102,19 @@ def test_fp16_trains_through_an_enabled_grad_scaler(tiny, trainers, monkeypatch)
         return scaled
 
     monkeypatch.setattr(torch.amp.GradScaler, "scale", scale)
-    run()
+    run(device=device)
     (trainer,) = trainers
-    assert trainer.dtype == torch.float16 and trainer.device.type == "cuda"
+    assert trainer.dtype == torch.float16 and trainer.device.type == device
     assert trainer.scaler.is_enabled()
     assert len(factors) == 2 * 8 and all(f > 1 for f in factors)  # 8 steps an epoch, each loss scaled up
     assert_finite_training()
 
 
-def test_bf16_trains_without_a_scaler_and_the_loss_falls(tiny, trainers):
-    run("train.epochs=4", "train.lr=0.01")
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_trains_without_a_scaler_and_the_loss_falls(tiny, trainers, monkeypatch, device):
+    # A CPU without native bf16 emulates it (slowly, but the same path): asked for here whatever this CPU has.
+    monkeypatch.setattr(comp.device, "cpu_has_native_bf16", lambda: True)
+    run("train.epochs=4", "train.lr=0.01", device=device)
     (trainer,) = trainers
     assert trainer.dtype == torch.bfloat16  # every GPU this runs on is Ampere or later
     assert not trainer.scaler.is_enabled()
@@ -119,23 +126,26 @@ def test_bf16_trains_without_a_scaler_and_the_loss_falls(tiny, trainers):
 # ----------------------------------------------------------------------------- memory format and compile
 
 
-def test_channels_last_holds_for_the_weights_and_every_batch(tiny, trainers, monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_channels_last_holds_for_the_weights_and_every_batch(tiny, trainers, monkeypatch, device):
     batches, real_call = [], ModelInput.__call__
 
-    def model_input(self, images):
-        batches.append(real_call(self, images))
+    def model_input(self, images, augment=None):
+        batches.append(real_call(self, images, augment))
         return batches[-1]
 
     monkeypatch.setattr(ModelInput, "__call__", model_input)
-    run("train.channels_last=true")
+    run("train.channels_last=true", device=device)
     (trainer,) = trainers
     convolutions = [p for p in trainer.model.parameters() if p.ndim == 4]
     assert convolutions and all(p.is_contiguous(memory_format=torch.channels_last) for p in convolutions)
     assert not all(p.is_contiguous() for p in convolutions)  # 3x3 kernels: the layouts differ, so this one took
-    assert batches and all(b.is_cuda and b.is_contiguous(memory_format=torch.channels_last) for b in batches)
+    assert batches and all(b.device.type == device for b in batches)
+    assert all(b.is_contiguous(memory_format=torch.channels_last) for b in batches)
     assert not all(b.is_contiguous() for b in batches)
 
 
+@CUDA
 @pytest.mark.slow
 def test_compiled_model_trains(tiny, trainers):
     run("train.compile=true", "train.epochs=1")
@@ -147,6 +157,7 @@ def test_compiled_model_trains(tiny, trainers):
 # ----------------------------------------------------------------------------- copies to the device
 
 
+@CUDA
 def test_batches_come_pinned_and_travel_without_blocking(tiny, monkeypatch):
     copies = []  # (pinned, non_blocking) of each image batch copied to the GPU
     real_to = torch.Tensor.to
@@ -187,6 +198,7 @@ def straight(deterministic, tmp_path_factory):
     return test_resume.train_uninterrupted(tmp_path_factory.mktemp("straight"))
 
 
+@CUDA
 def test_two_identical_runs_on_cuda_are_identical(project, deterministic, straight, trainers):
     test_resume.make_tiny(project)
     test_resume.run()
@@ -194,6 +206,7 @@ def test_two_identical_runs_on_cuda_are_identical(project, deterministic, straig
     test_resume.assert_same_training(straight)
 
 
+@CUDA
 @pytest.mark.parametrize("checkpoints", [2, 5])  # end of epoch 1 (the phase switch next); mid-epoch 3
 def test_resume_on_cuda_equals_the_uninterrupted_run(
     project, deterministic, straight, trainers, monkeypatch, checkpoints

@@ -52,11 +52,17 @@ def test_disk_cache_gives_the_pixels_of_decoding_and_resizing(pngs, cache):
     assert cached.image(0).flags.writeable  # transforms get an array of their own, not the read-only map
 
 
-def test_every_fold_and_a_later_process_open_the_array_decoded_once(project, tiny_config, cache):
+def three_folds(project, tiny_config, cache: str):
+    """A csv competition with a 3-fold file, and its config with data.cache=`cache`."""
     write_csv_competition(project / "data/csvs")
-    config = tiny_config("data.cache=disk", "folds.k=3", competition="csvs")
+    config = tiny_config(f"data.cache={cache}", "folds.k=3", competition="csvs")
     competition = load_competition(config.data)
     _, folds, _ = write_folds(config, competition)
+    return config, competition, folds
+
+
+def test_every_fold_and_a_later_process_open_the_array_decoded_once(project, tiny_config, cache):
+    config, competition, folds = three_folds(project, tiny_config, "disk")
     arrays = []
     for fold in range(3):
         train, val = create_loaders(config, competition, folds, fold)
@@ -139,10 +145,7 @@ def test_auto_caches_on_disk_what_does_not_fit_in_memory(pngs, monkeypatch, cach
 
 
 def test_the_folds_of_one_process_decode_into_memory_once(project, tiny_config, monkeypatch):
-    write_csv_competition(project / "data/csvs")
-    config = tiny_config("data.cache=on", "folds.k=3", competition="csvs")
-    competition = load_competition(config.data)
-    _, folds, _ = write_folds(config, competition)
+    config, competition, folds = three_folds(project, tiny_config, "on")
     decoded = []
     monkeypatch.setattr(dataset, "read_image", lambda path: decoded.append(path) or read_image(path))
     for fold in range(3):

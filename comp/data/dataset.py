@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from comp.augment import fit_size
 from comp.config import DataConfig, TrainConfig
 from comp.data.competition import read_image
-from comp.data.decoded import DecodedImages, decoded_bytes, fits_on_disk
+from comp.data.decoded import DecodedImages, decoded_bytes, fits_on_disk, stamp
 from comp.device import default_num_workers, usable_cpu_count
 
 # The in-memory cache may take up to this share of the memory available when it is built.
@@ -80,7 +80,7 @@ def decoded_in_memory(paths: Sequence[str]) -> dict[str, np.ndarray]:
     """Every image of `paths` decoded, path -> image: those decoded by the last call and unchanged since (same
     size and modification time) are reused, the others decoded now; images of earlier calls not in `paths`
     are let go."""
-    stamps = {path: (os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in paths}
+    stamps = {path: tuple(stamp(os.stat(path))) for path in paths}
     kept = {p: _IN_MEMORY[p] for p in stamps if p in _IN_MEMORY and _IN_MEMORY[p][:2] == stamps[p]}
     _IN_MEMORY.clear()
     missing = [p for p in stamps if p not in kept]
