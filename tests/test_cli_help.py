@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import shellingham
 import typer
 from typer.testing import CliRunner
 
@@ -63,7 +64,10 @@ def test_the_examples_are_real_command_lines():
                 sub.make_context(words[0], words[1:], parent=ctx)
 
 
-def test_install_completion_writes_the_bash_completion(tmp_path):
+def test_install_completion_writes_the_bash_completion(tmp_path, monkeypatch):
+    # Typer finds the shell among comp's parent processes (shellingham), which a test run from an IDE,
+    # a container's entry point or a detached job has none of: here the shell is bash.
+    monkeypatch.setattr(shellingham, "detect_shell", lambda: ("bash", "/bin/bash"))
     result = runner.invoke(
         app, ["--install-completion"], env={"HOME": str(tmp_path), "SHELL": "/bin/bash"}, prog_name="comp"
     )

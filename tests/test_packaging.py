@@ -3,15 +3,20 @@ installed `comp demo` runs in an empty folder with nothing of the checkout in re
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
 from conftest import REPO
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 CONFIGS = REPO / "comp/configs"
 
@@ -60,3 +65,31 @@ def test_the_installed_comp_demo_runs_in_an_empty_folder(wheel, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["data", "folds", "runs", "submissions"]
     assert (folder / "submissions/default.csv").exists() and (folder / "runs/default/cv.json").exists()
     assert (folder / "data/demo/train.csv").exists() and list((folder / "folds").glob("demo_k2_*.csv"))
+
+
+def imported_modules(package: Path) -> set[str]:
+    """The top-level names of every module that `package`'s sources import, their own package's excepted."""
+    found = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names) - {package.name}
+
+
+def test_every_package_comp_imports_is_declared():
+    """pyproject names each distribution comp imports (in its dependencies, or the extra that needs it),
+    not only what another package happens to pull in."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = [r for name, extra in project["optional-dependencies"].items() if name != "dev" for r in extra]
+    requirements = [*project["dependencies"], *extras]  # not dev's: what the tests need is not what comp needs
+    declared = {canonicalize_name(Requirement(text).name) for text in requirements}
+    distributions = packages_distributions()
+    undeclared = {
+        module: distributions.get(module)
+        for module in sorted(imported_modules(REPO / "comp"))
+        if not declared & {canonicalize_name(name) for name in distributions.get(module, [])}
+    }
+    assert undeclared == {}, f"imported by comp, not in pyproject.toml (module: its distributions): {undeclared}"
