@@ -57,9 +57,10 @@ def command(*args, **kwargs) -> Callable:
             except CompError as exc:
                 if _state["debug"]:
                     raise
-                err_console.print(f"[bold red]Error:[/] {exc.message}", highlight=False)
+                # printed as written: messages hold brackets (comp[wandb], --set key=[a,b]), not rich markup
+                err_console.print(f"[bold red]Error:[/] {escape(exc.message)}", highlight=False)
                 if exc.hint:
-                    err_console.print(exc.hint, highlight=False)
+                    err_console.print(exc.hint, highlight=False, markup=False)
                 raise typer.Exit(1) from None
 
         return app.command(*args, **kwargs)(wrapper)
