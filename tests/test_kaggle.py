@@ -183,7 +183,7 @@ def test_survey_detects_a_folders_layout_below_a_wrapper_folder(tmp_path):
         9,
         9,
     )
-    config = yaml.safe_load("\n".join(survey.config_lines("plant-seedlings")))["data"]
+    config = yaml.safe_load(yaml.safe_dump(survey.config("plant-seedlings")))  # as a config file holds it
     competition = _loads_with(config)
     assert len(competition.train) == 48 and len(competition.test) == 9
 
