@@ -5,6 +5,10 @@ cv.json, so a blend is just another run. A trained run also has one folder per f
 
     runs/<name>/config.yaml, classes.json, cv.json, oof.parquet, test.parquet
     runs/<name>/fold<k>/best.safetensors, last.pt, metrics.csv, run.json, summary.json, oof.parquet, test.parquet
+    runs/<name>/fold<k>/tb/ (train.loggers tensorboard), logs/fold<k>.log (`comp train --parallel`)
+    runs/<name>/report/*.png (`comp evaluate`), report/lr_find.{png,csv} (`comp lr-find`)
+    runs/<name>/predictions/<folder>.csv (`comp predict --images`), trackers.json (W&B/MLflow -cv run ids)
+    runs/<name>/members.json (a blend's members), features/ and fold<k>/probe.json (`comp probe`)
     runs/<name>/duplicates.csv, report/duplicates.png (`comp duplicates`)
     runs/<name>/pseudo_labels.csv (`comp pseudo`: test ids and labels for data.pseudo_labels)
 
