@@ -169,7 +169,3 @@ def score(name: str, targets: np.ndarray, probs: np.ndarray, **params) -> float:
 def is_better(name: str, new: float, old: float) -> bool:
     """Strictly better in the metric's own direction."""
     return new > old if METRICS[name].higher_is_better else new < old
-
-
-def all_scores(targets: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    return {name: score(name, targets, probs) for name in GENERAL}

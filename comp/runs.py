@@ -5,6 +5,10 @@ cv.json, so a blend is just another run. A trained run also has one folder per f
 
     runs/<name>/config.yaml, classes.json, cv.json, oof.parquet, test.parquet
     runs/<name>/fold<k>/best.safetensors, last.pt, metrics.csv, run.json, summary.json, oof.parquet, test.parquet
+    runs/<name>/fold<k>/tb/ (train.loggers tensorboard), logs/fold<k>.log (`comp train --parallel`)
+    runs/<name>/report/*.png (`comp evaluate`), report/lr_find.{png,csv} (`comp lr-find`)
+    runs/<name>/predictions/<folder>.csv (`comp predict --images`), trackers.json (W&B/MLflow -cv run ids)
+    runs/<name>/members.json (a blend's members), features/ and fold<k>/probe.json (`comp probe`)
     runs/<name>/duplicates.csv, report/duplicates.png (`comp duplicates`)
     runs/<name>/pseudo_labels.csv (`comp pseudo`: test ids and labels for data.pseudo_labels)
 
@@ -79,12 +83,7 @@ def seed_config(config: Config, seed: int) -> Config:
 
 def seed_dirs(run: Path) -> dict[int, Path]:
     """The run's seed sub-runs by seed, in seed order (empty: a run trained with one seed)."""
-    found = {}
-    for folder in run.glob("seed*"):
-        digits = folder.name.removeprefix("seed")
-        if folder.is_dir() and digits.isdigit():
-            found[int(digits)] = folder
-    return dict(sorted(found.items()))
+    return _numbered_dirs(run, "seed")
 
 
 def read_seeds(run: Path) -> list[int]:
@@ -109,16 +108,26 @@ def duplicates_files(run: Path) -> tuple[Path, Path]:
     return run / "duplicates.csv", run / "report" / "duplicates.png"
 
 
+def _number(folder: Path, prefix: str) -> int | None:
+    """n for a folder named <prefix><n>; None for any other name."""
+    digits = folder.name.removeprefix(prefix)
+    return int(digits) if folder.name.startswith(prefix) and digits.isdigit() else None
+
+
+def _numbered_dirs(run: Path, prefix: str) -> dict[int, Path]:
+    """The folders <prefix><n> in `run` by n, in order."""
+    found = {_number(p, prefix): p for p in run.glob(f"{prefix}*") if p.is_dir()}
+    return {n: found[n] for n in sorted(n for n in found if n is not None)}
+
+
 def fold_number(folder: Path) -> int | None:
     """k for a folder named fold<k>; None for any other name."""
-    digits = folder.name.removeprefix("fold")
-    return int(digits) if folder.name.startswith("fold") and digits.isdigit() else None
+    return _number(folder, "fold")
 
 
 def fold_dirs(run: Path) -> dict[int, Path]:
     """The run's fold folders by fold number, in fold order."""
-    found = {fold_number(p): p for p in run.glob("fold*") if p.is_dir()}
-    return {k: found[k] for k in sorted(k for k in found if k is not None)}
+    return _numbered_dirs(run, "fold")
 
 
 def fold_state(run: Path, fold: int) -> FoldState:

@@ -28,7 +28,6 @@ from comp.errors import CompError
 from comp.metrics import METRICS, grades, score, tags_above
 
 Task = Literal["multiclass", "binary", "multilabel", "ordinal"]
-TASKS: tuple[str, ...] = ("multiclass", "binary", "multilabel", "ordinal")
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)  # per-tag probability thresholds tried
 FIT_PASSES = 2  # coordinate-ascent passes over the thresholds
 
@@ -125,10 +124,6 @@ def loss(logits: torch.Tensor, targets: torch.Tensor, task: str, label_smoothing
         smoothed = targets.float() * (1 - label_smoothing) + label_smoothing / 2
         return F.binary_cross_entropy_with_logits(logits.float(), smoothed)
     return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-
-
-def target_dtype(task: str) -> torch.dtype:
-    return torch.float32 if task == "multilabel" else torch.long
 
 
 # ----------------------------------------------------------------------------- decisions fitted on OOF rows

@@ -50,6 +50,7 @@ class FakeSubmission:
     polls: int = 0
     status: str = "PENDING"
     public_score: str | None = None
+    error_description: str | None = None
 
     def as_json(self) -> dict:
         body = {
@@ -62,6 +63,8 @@ class FakeSubmission:
         }
         if self.public_score is not None:
             body["publicScore"] = self.public_score
+        if self.error_description is not None:
+            body["errorDescription"] = self.error_description
         return body
 
 
@@ -79,6 +82,7 @@ class FakeKaggle:
     upload_status: int = 200  # what the PUT of a submission file answers
     pending_polls: int = 1  # GetSubmission answers PENDING this many times before COMPLETE
     public_score: str = "0.91250"
+    scoring_error: str | None = None  # set: GetSubmission ends in ERROR with this description instead of a score
     submissions: list[FakeSubmission] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)  # "METHOD path" of every request, in order
     stray: list[str] = field(default_factory=list)  # CONNECT targets: calls meant for the real Kaggle
@@ -167,7 +171,9 @@ class FakeKaggle:
             if sub is None:
                 return 404, {"code": 404, "message": "Submission not found"}, None
             sub.polls += 1
-            if sub.polls > self.pending_polls:
+            if sub.polls > self.pending_polls and self.scoring_error is not None:
+                sub.status, sub.error_description = "ERROR", self.scoring_error
+            elif sub.polls > self.pending_polls:
                 sub.status, sub.public_score = "COMPLETE", self.public_score
             return 200, sub.as_json(), None
         answer = self.code.handle(self, method, body)

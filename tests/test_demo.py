@@ -9,6 +9,7 @@ from conftest import sets
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
+import comp.kaggle.download
 from comp.cli import app
 from comp.config import load_config
 from comp.data.competition import load_competition, read_image
@@ -51,6 +52,16 @@ def test_demo_is_rebuilt_only_with_force(project):
     assert (project / "data/demo/marker").exists()
     assert write_demo(project / "data/demo", force=True).created
     assert not (project / "data/demo/marker").exists()
+
+
+def test_download_demo_builds_data_demo_and_never_asks_kaggle(project, monkeypatch):
+    def no_kaggle(*args, **kwargs):
+        raise AssertionError("`comp download demo` asked Kaggle")
+
+    monkeypatch.setattr(comp.kaggle.download, "download_competition", no_kaggle)
+    built = comp.kaggle.download.download("demo")
+    assert built.created and (project / "data/demo" / SOLUTION_FILE).is_file()
+    assert not comp.kaggle.download.download("demo").created  # already there: kept
 
 
 def test_score_submission_aligns_by_id_and_counts_missing_ids_wrong(tmp_path):

@@ -183,7 +183,7 @@ def test_survey_detects_a_folders_layout_below_a_wrapper_folder(tmp_path):
         9,
         9,
     )
-    config = yaml.safe_load("\n".join(survey.config_lines("plant-seedlings")))["data"]
+    config = yaml.safe_load(yaml.safe_dump(survey.config("plant-seedlings")))  # as a config file holds it
     competition = _loads_with(config)
     assert len(competition.train) == 48 and len(competition.test) == 9
 
@@ -493,6 +493,22 @@ def test_round_trip_download_submit_wait_and_list(project, fake, home, tmp_path)
         "complete",
         "0.93750",
     ]  # `comp submissions` records the scores Kaggle now knows
+
+
+@pytest.mark.slow
+def test_a_submission_kaggle_cannot_score_fails_with_its_reason_and_the_ledger_records_the_error(project, fake, home):
+    write_csv_competition(project / "data" / SLUG)
+    write_submission(project, "exp1")
+    fake.scoring_error = "Submission has 5 rows, expected 6"
+    code, output = run_comp(fake, home, "submit", "submissions/exp1.csv", "-m", "x", "--wait", *COMPETITION)
+    assert code == 1, output
+    assert "Kaggle could not score submission 1000 (submissions/exp1.csv): Submission has 5 rows, expected 6." in (
+        " ".join(output.split())
+    )
+    ledger = read_ledger(project / "submissions" / "ledger.csv")
+    assert ledger[["file", "kaggle_ref", "status", "public_score"]].values.tolist() == [
+        ["submissions/exp1.csv", "1000", "error", ""]
+    ]
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, write_folders_competition
-from fake_kaggle import KEY, USERNAME, FakeKaggle
+from fake_kaggle import KEY, USERNAME
 from wheelhouse import build_wheelhouse
 
 from comp.config import load_config
@@ -78,13 +78,6 @@ def demo(trained_demo, tmp_path, monkeypatch) -> Path:
     shutil.copytree(trained_demo, project, symlinks=True)
     monkeypatch.chdir(project)
     return project
-
-
-@pytest.fixture
-def fake():
-    with FakeKaggle() as server:
-        yield server
-    assert server.stray == [], "a request was meant for the real Kaggle"
 
 
 def demo_config(*extra: str):

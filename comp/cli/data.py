@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -46,16 +45,10 @@ def download(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
+    from comp.kaggle.download import download as fetch_competition
+
     cfg = read_config(config, set_)
-    slug = slug or cfg.data.competition
-    if slug == "demo":
-        from comp.data.demo import write_demo
-
-        console.print(write_demo(Path("data/demo"), force))
-        return
-    from comp.kaggle.download import download_competition
-
-    console.print(download_competition(slug, force=force))
+    console.print(fetch_competition(slug or cfg.data.competition, force))
 
 
 @command(

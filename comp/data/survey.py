@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from rich.console import Group
 from rich.text import Text
 
@@ -87,9 +86,6 @@ class Survey:
     def config(self, competition: str) -> dict[str, Any]:
         """The `data.*` keys that load this competition."""
         return {"competition": competition, "root": self.root.as_posix(), **self.data}
-
-    def config_lines(self, competition: str) -> list[str]:
-        return yaml.safe_dump({"data": self.config(competition)}, sort_keys=False).splitlines()
 
     def __rich__(self) -> Group:
         counts = list(self.class_counts.items())

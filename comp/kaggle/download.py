@@ -23,6 +23,7 @@ from rich.progress import Progress, TaskID
 from rich.text import Text
 
 from comp.config_files import LOCAL_CONFIGS
+from comp.data.demo import DemoSummary, write_demo
 from comp.data.survey import Survey, survey_competition
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
@@ -31,6 +32,8 @@ from comp.kaggle.client import check_slug, create_session
 from comp.kaggle.competition_config import CompetitionConfig, write_competition_config
 from comp.kaggle.fetch import create_progress, fetch_archive, size_text
 
+DATA = Path("data")  # data/<slug>/: each competition's files
+DEMO = "demo"  # `comp download demo`: the offline demo competition, built rather than fetched
 DOWNLOAD_RECORD = ".download.json"  # in data/<slug>/: the archive's name, sha256, size and date
 
 
@@ -158,8 +161,15 @@ def _fetch(slug: str, dest: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
 
 
+def download(slug: str, force: bool = False) -> DownloadResult | DemoSummary:
+    """`comp download SLUG`: the competition from Kaggle; `comp download demo`: the offline demo, built here."""
+    if slug == DEMO:
+        return write_demo(DATA / DEMO, force)
+    return download_competition(slug, DATA, force)
+
+
 def download_competition(
-    slug: str, data_dir: Path = Path("data"), force: bool = False, configs_dir: Path = LOCAL_CONFIGS
+    slug: str, data_dir: Path = DATA, force: bool = False, configs_dir: Path = LOCAL_CONFIGS
 ) -> DownloadResult:
     """Fetch a competition's files into data_dir/<slug>/ (unless already there), survey them and write
     configs_dir/<slug>.yaml from the survey (never over an existing one)."""

@@ -20,7 +20,7 @@ from rich.text import Text
 from comp.config import Config
 from comp.errors import CompError
 from comp.io import sha256_file
-from comp.kaggle.client import SubmissionStatus, calling, check_slug, create_session, status_name
+from comp.kaggle.client import Session, SubmissionStatus, calling, check_slug, create_session, status_name
 from comp.kaggle.credentials import Credentials
 from comp.kaggle.ledger import append_entry, find_by_sha256, find_kernel_submission, update_entry
 from comp.runs import KERNELS, LEDGER
@@ -112,19 +112,38 @@ def _refuse_resubmission(csv_path: Path, sha256: str, ledger_path: Path) -> None
         )
 
 
-def _record(csv_path: Path, sha256: str, message: str, oof: float | None, ref: str, ledger_path: Path) -> None:
-    """The ledger's row for a submission Kaggle took; its score comes later."""
+def _record(
+    file: str, sha256: str | None, message: str, oof: float | None, ref: str, ledger_path: Path, **kernel: object
+) -> None:
+    """The ledger's row for a submission Kaggle took (`kernel`: a code submission's notebook and data versions);
+    its score comes later."""
     entry = {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "file": csv_path.as_posix(),
+        "file": file,
         "sha256": sha256,
         "message": message,
         "oof_score": oof,
         "kaggle_ref": ref,
         "status": "pending",
         "public_score": None,
+        **kernel,
     }
     append_entry(entry, ledger_path)
+
+
+def _await_score(
+    session: Session,
+    result: SubmitResult,
+    poll_interval: float,
+    max_wait: float,
+    sleep: Callable[[float], None],
+) -> str | None:
+    """Wait for the submission's score and put it in `result` and the ledger; Kaggle's reason when it could not
+    score the submission (the ledger records the error), else None."""
+    scored = wait_for_score(session.api, session.creds, result.competition, result.ref, poll_interval, max_wait, sleep)
+    result.status, result.public_score = status_name(scored), scored.public_score
+    update_entry(result.ref, {"status": result.status, "public_score": result.public_score}, result.ledger)
+    return (scored.error_description or "no reason given") if result.status == "error" else None
 
 
 def submit_file(
@@ -162,18 +181,13 @@ def submit_file(
             hint="The upload failed, so nothing was recorded and the submission did not count: run the command again.",
         )
     ref, oof = str(response.ref), _oof_score(csv_path)
-    _record(csv_path, sha256, message, oof, ref, ledger_path)
+    _record(csv_path.as_posix(), sha256, message, oof, ref, ledger_path)
     result = SubmitResult(csv_path, competition, sha256, ref, oof, "pending", None, warnings, wait, ledger_path)
-    if wait:
-        scored = wait_for_score(session.api, session.creds, competition, ref, poll_interval, max_wait, sleep)
-        result.status, result.public_score = status_name(scored), scored.public_score
-        update_entry(ref, {"status": result.status, "public_score": result.public_score}, ledger_path)
-        if result.status == "error":
-            raise CompError(
-                f"Kaggle could not score submission {ref} ({csv_path}): "
-                f"{scored.error_description or 'no reason given'}.",
-                hint="Fix the file and submit again; the ledger records the error.",
-            )
+    if wait and (error := _await_score(session, result, poll_interval, max_wait, sleep)):
+        raise CompError(
+            f"Kaggle could not score submission {ref} ({csv_path}): {error}.",
+            hint="Fix the file and submit again; the ledger records the error.",
+        )
     return result
 
 
@@ -296,32 +310,17 @@ def submit_kernel(
             hint="Nothing was recorded and the submission did not count: check the kernel and version, then retry.",
         )
     ref = str(response.ref)
-    entry = {
-        "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "file": KERNEL_OUTPUT,
-        "sha256": target.output_sha256,
-        "message": message,
-        "oof_score": target.oof_score,
-        "kaggle_ref": ref,
-        "status": "pending",
-        "kernel": target.kernel,
-        "kernel_version": target.version,
-        "dataset_version": target.dataset_version,
-    }
-    append_entry(entry, ledger_path)
+    notebook = {"kernel": target.kernel, "kernel_version": target.version, "dataset_version": target.dataset_version}
+    _record(KERNEL_OUTPUT, target.output_sha256, message, target.oof_score, ref, ledger_path, **notebook)
     where = Path(f"{target.kernel} v{target.version or 'latest'}")
     result = SubmitResult(
         where, slug, target.output_sha256 or "", ref, target.oof_score, "pending", None, [], wait, ledger_path
     )
-    if wait:
-        scored = wait_for_score(session.api, session.creds, slug, ref, poll_interval, max_wait, sleep)
-        result.status, result.public_score = status_name(scored), scored.public_score
-        update_entry(ref, {"status": result.status, "public_score": result.public_score}, ledger_path)
-        if result.status == "error":
-            raise CompError(
-                f"Kaggle could not score the output of {where}: {scored.error_description or 'no reason given'}.",
-                hint="On Kaggle's page of the submission the rerun's log tells why; the ledger records the error.",
-            )
+    if wait and (error := _await_score(session, result, poll_interval, max_wait, sleep)):
+        raise CompError(
+            f"Kaggle could not score the output of {where}: {error}.",
+            hint="On Kaggle's page of the submission the rerun's log tells why; the ledger records the error.",
+        )
     return result
 
 
