@@ -59,6 +59,27 @@ def test_the_replaced_test_set_drops_some_ids_and_renames_others(tmp_path):
     assert (tmp_path / "replaced" / "train").is_symlink()
 
 
+@pytest.mark.parametrize("shape", ["digit_recognizer", "kannada_mnist"])
+def test_the_replaced_test_set_of_a_pixel_table_drops_and_renames_its_rows(tmp_path, shape):
+    import shapes
+
+    from comp.config import build_config
+    from comp.data.competition import load_test_set
+    from comp.data.survey import survey_competition
+
+    root = tmp_path / "comp"
+    getattr(shapes, shape)(root)
+    data = survey_competition(root).config("c")
+    renamed, dropped = replaced_test_set(root, tmp_path / "replaced", build_config({"data": data}))
+    before = load_test_set(build_config({"data": data}).data)[0].set_index("id")["path"]
+    after = load_test_set(build_config({"data": data | {"root": str(tmp_path / "replaced")}}).data)[0]
+    assert dropped == list(before.index[::5]) and renamed and not (tmp_path / "replaced" / ".pixels").is_symlink()
+    assert set(after["id"]) == (set(before.index) - set(dropped) - set(renamed.values())) | set(renamed)
+    for image_id, path in zip(after["id"], after["path"], strict=True):  # each id still has its own image
+        original = before[renamed.get(image_id, image_id)]
+        assert shapes.cv2.imread(path).tobytes() == shapes.cv2.imread(original).tobytes(), image_id
+
+
 @pytest.mark.skipif(not namespaces_work(), reason="this system has no unprivileged namespaces")
 def test_the_sandbox_has_no_network_and_read_only_inputs(tmp_path):
     inputs = tmp_path / "input"
