@@ -60,3 +60,19 @@ def test_the_installed_comp_demo_runs_in_an_empty_folder(wheel, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["data", "folds", "runs", "submissions"]
     assert (folder / "submissions/default.csv").exists() and (folder / "runs/default/cv.json").exists()
     assert (folder / "data/demo/train.csv").exists() and list((folder / "folds").glob("demo_k2_*.csv"))
+
+
+def test_the_declared_kaggle_floor_has_what_comp_submit_compares_against():
+    """kaggle before 2.2.4 lacks COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE: comp submit would raise
+    AttributeError after Kaggle took the file, before the ledger row. kaggle >= 1.8 needs Python 3.11."""
+    import tomllib
+
+    from kaggle.api.kaggle_api_extended import KaggleApi
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    (kaggle,) = [r for r in map(Requirement, project["dependencies"]) if r.name == "kaggle"]
+    assert "2.2.4" in kaggle.specifier and "2.2.3" not in kaggle.specifier
+    assert "3.10" not in SpecifierSet(project["requires-python"]) and "3.11" in SpecifierSet(project["requires-python"])
+    assert isinstance(KaggleApi.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE, str)
