@@ -110,6 +110,40 @@ def test_a_read_only_copy_refuses_writes_and_a_run_past_its_limit_is_stopped(tmp
     assert measured.returncode is None and measured.seconds < 10
 
 
+UPLOAD = """\
+import sys, time
+from pathlib import Path
+from comp.kaggle.client import create_session
+from comp.kaggle.kernels import upload_dataset
+print(upload_dataset(create_session("fake-comp"), Path(sys.argv[1]), sys.argv[2], "notes", 0.01, time.sleep))
+"""
+
+
+def test_the_first_upload_creates_the_dataset_and_the_next_adds_a_version(tmp_path):
+    import hashlib
+
+    from conftest import REPO
+    from fake_kaggle import USERNAME, FakeKaggle
+
+    dataset_id, folder = f"{USERNAME}/exp-comp-model", tmp_path / "dataset"
+    folder.mkdir()
+    metadata = {"id": dataset_id, "title": "comp exp model", "licenses": [{"name": "other"}]}
+    (folder / "dataset-metadata.json").write_text(json.dumps(metadata))
+    with FakeKaggle() as fake:
+        env = fake.env(tmp_path / "home") | {"PYTHONPATH": str(REPO)}
+        versions = []
+        for weights in (b"first", b"second"):
+            (folder / "weights.safetensors").write_bytes(weights)
+            done = subprocess.run([sys.executable, "-c", UPLOAD, str(folder), dataset_id], env=env,
+                                  capture_output=True, text=True, timeout=120)  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            versions.append(done.stdout.split()[-1])
+    assert versions == ["1", "2"] and fake.stray == []
+    digests = [{"weights.safetensors": hashlib.sha256(w).hexdigest()} for w in (b"first", b"second")]
+    assert fake.code.datasets[dataset_id].versions == digests
+    assert sum("CreateDatasetVersion" in c for c in fake.calls) == 1
+
+
 def test_kaggle_log_error_lines_are_found_in_json_records_and_plain_text():
     records = [
         {"stream_name": "stdout", "time": 1, "data": "dataset found\n"},
