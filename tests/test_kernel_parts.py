@@ -144,6 +144,18 @@ def test_the_first_upload_creates_the_dataset_and_the_next_adds_a_version(tmp_pa
     assert sum("CreateDatasetVersion" in c for c in fake.calls) == 1
 
 
+def test_pushing_a_kernel_of_the_offline_demo_is_refused_before_anything_is_built(tmp_path, monkeypatch):
+    from comp.errors import CompError
+    from comp.kernel import kernel
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", "some-key")
+    with pytest.raises(CompError, match="'demo' is comp's offline competition") as err:
+        kernel(load_config(None, ["data.competition=demo", "name=exp"]), push=True)
+    assert "data.competition=SLUG" in err.value.hint and list(tmp_path.iterdir()) == []
+
+
 def test_kaggle_log_error_lines_are_found_in_json_records_and_plain_text():
     records = [
         {"stream_name": "stdout", "time": 1, "data": "dataset found\n"},
