@@ -218,6 +218,38 @@ def test_folder_layout_blend_rehearses_on_a_replaced_test_set(tmp_path, wheelhou
     assert pd.read_csv(result.cases[0].submission).equals(pd.read_csv(blend_csv))
 
 
+def test_a_pixel_table_competition_rehearses_on_its_read_only_input(tmp_path, wheelhouse, monkeypatch):
+    """digit-recognizer: the test images are rows of test.csv, paired with the sample's ids by position.
+    The rehearsal mounts the input read-only, as /kaggle/input is, with no decoded rows beside it: the
+    notebook decodes them into comp's cache; the replaced case drops and renames rows of test.csv."""
+    from shapes import digit_recognizer
+
+    from comp.data.survey import survey_competition
+    from comp.kaggle.competition_config import write_competition_config
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(REPO / "comp/configs", tmp_path / "configs")
+    root = Path("data/digit-recognizer")
+    digit_recognizer(root)
+    write_competition_config(survey_competition(root), "digit-recognizer", Path("configs"))
+    data = ["-c", "configs/digit-recognizer.yaml", *TINY, "--set", "name=digits"]
+    for step in (["folds"], ["train"], ["predict"]):
+        comp(tmp_path, *step, *data)
+    shutil.rmtree(root / ".pixels")  # Kaggle's input holds the tables only
+
+    config = load_config("configs/digit-recognizer.yaml", [s for s in data[2:] if s != "--set"])
+    build = create_kernel(config, owner="someone", wheels=wheelhouse)
+    result = rehearse(build.folder, config, time_limit=600)
+    assert not (root / ".pixels").exists()
+    as_is, replaced = (pd.read_csv(c.submission, dtype=str).set_index("ImageId") for c in result.cases)
+    sample = pd.read_csv(root / "sample_submission.csv", dtype=str)
+    assert list(as_is.index) == list(sample["ImageId"])
+    renamed, dropped = result.cases[1].renamed, result.cases[1].dropped
+    assert renamed and dropped and len(replaced) == len(as_is) - len(dropped)
+    originals = [renamed.get(i, i) for i in replaced.index]
+    assert list(replaced["Label"]) == list(as_is.loc[originals, "Label"])  # each row kept its own image
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

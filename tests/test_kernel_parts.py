@@ -59,6 +59,27 @@ def test_the_replaced_test_set_drops_some_ids_and_renames_others(tmp_path):
     assert (tmp_path / "replaced" / "train").is_symlink()
 
 
+@pytest.mark.parametrize("shape", ["digit_recognizer", "kannada_mnist"])
+def test_the_replaced_test_set_of_a_pixel_table_drops_and_renames_its_rows(tmp_path, shape):
+    import shapes
+
+    from comp.config import build_config
+    from comp.data.competition import load_test_set
+    from comp.data.survey import survey_competition
+
+    root = tmp_path / "comp"
+    getattr(shapes, shape)(root)
+    data = survey_competition(root).config("c")
+    renamed, dropped = replaced_test_set(root, tmp_path / "replaced", build_config({"data": data}))
+    before = load_test_set(build_config({"data": data}).data)[0].set_index("id")["path"]
+    after = load_test_set(build_config({"data": data | {"root": str(tmp_path / "replaced")}}).data)[0]
+    assert dropped == list(before.index[::5]) and renamed and not (tmp_path / "replaced" / ".pixels").is_symlink()
+    assert set(after["id"]) == (set(before.index) - set(dropped) - set(renamed.values())) | set(renamed)
+    for image_id, path in zip(after["id"], after["path"], strict=True):  # each id still has its own image
+        original = before[renamed.get(image_id, image_id)]
+        assert shapes.cv2.imread(path).tobytes() == shapes.cv2.imread(original).tobytes(), image_id
+
+
 @pytest.mark.skipif(not namespaces_work(), reason="this system has no unprivileged namespaces")
 def test_the_sandbox_has_no_network_and_read_only_inputs(tmp_path):
     inputs = tmp_path / "input"
@@ -87,6 +108,52 @@ def test_a_read_only_copy_refuses_writes_and_a_run_past_its_limit_is_stopped(tmp
     measured = run_measured([sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ), tmp_path,
                             tmp_path / "log", 1)  # fmt: skip
     assert measured.returncode is None and measured.seconds < 10
+
+
+UPLOAD = """\
+import sys, time
+from pathlib import Path
+from comp.kaggle.client import create_session
+from comp.kaggle.kernels import upload_dataset
+print(upload_dataset(create_session("fake-comp"), Path(sys.argv[1]), sys.argv[2], "notes", 0.01, time.sleep))
+"""
+
+
+def test_the_first_upload_creates_the_dataset_and_the_next_adds_a_version(tmp_path):
+    import hashlib
+
+    from conftest import REPO
+    from fake_kaggle import USERNAME, FakeKaggle
+
+    dataset_id, folder = f"{USERNAME}/exp-comp-model", tmp_path / "dataset"
+    folder.mkdir()
+    metadata = {"id": dataset_id, "title": "comp exp model", "licenses": [{"name": "other"}]}
+    (folder / "dataset-metadata.json").write_text(json.dumps(metadata))
+    with FakeKaggle() as fake:
+        env = fake.env(tmp_path / "home") | {"PYTHONPATH": str(REPO)}
+        versions = []
+        for weights in (b"first", b"second"):
+            (folder / "weights.safetensors").write_bytes(weights)
+            done = subprocess.run([sys.executable, "-c", UPLOAD, str(folder), dataset_id], env=env,
+                                  capture_output=True, text=True, timeout=120)  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            versions.append(done.stdout.split()[-1])
+    assert versions == ["1", "2"] and fake.stray == []
+    digests = [{"weights.safetensors": hashlib.sha256(w).hexdigest()} for w in (b"first", b"second")]
+    assert fake.code.datasets[dataset_id].versions == digests
+    assert sum("CreateDatasetVersion" in c for c in fake.calls) == 1
+
+
+def test_pushing_a_kernel_of_the_offline_demo_is_refused_before_anything_is_built(tmp_path, monkeypatch):
+    from comp.errors import CompError
+    from comp.kernel import kernel
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", "some-key")
+    with pytest.raises(CompError, match="'demo' is comp's offline competition") as err:
+        kernel(load_config(None, ["data.competition=demo", "name=exp"]), push=True)
+    assert "data.competition=SLUG" in err.value.hint and list(tmp_path.iterdir()) == []
 
 
 def test_kaggle_log_error_lines_are_found_in_json_records_and_plain_text():

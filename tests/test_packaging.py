@@ -93,3 +93,16 @@ def test_every_package_comp_imports_is_declared():
         if not declared & {canonicalize_name(name) for name in distributions.get(module, [])}
     }
     assert undeclared == {}, f"imported by comp, not in pyproject.toml (module: its distributions): {undeclared}"
+
+
+def test_the_declared_kaggle_floor_has_what_comp_submit_compares_against():
+    """kaggle before 2.2.4 lacks COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE: comp submit would raise
+    AttributeError after Kaggle took the file, before the ledger row. kaggle >= 1.8 needs Python 3.11."""
+    from kaggle.api.kaggle_api_extended import KaggleApi
+    from packaging.specifiers import SpecifierSet
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    (kaggle,) = [r for r in map(Requirement, project["dependencies"]) if r.name == "kaggle"]
+    assert "2.2.4" in kaggle.specifier and "2.2.3" not in kaggle.specifier
+    assert "3.10" not in SpecifierSet(project["requires-python"]) and "3.11" in SpecifierSet(project["requires-python"])
+    assert isinstance(KaggleApi.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE, str)

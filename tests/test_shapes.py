@@ -3,6 +3,8 @@ through download -> folds -> train -> predict -> ensemble -> validate, the submi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -153,6 +155,53 @@ def test_pixel_rows_decode_to_the_same_images_once(tmp_path):
     stamp = first.stat().st_mtime_ns
     load_competition(build_config({"data": survey.config("d")}).data)
     assert first.stat().st_mtime_ns == stamp  # decoded once, reused
+
+
+READ_TEST_SET = """\
+import json, sys
+from comp.config import build_config
+from comp.data.competition import load_test_set
+test, _ = load_test_set(build_config({"data": json.loads(sys.argv[1])}).data)
+print(json.dumps(list(test["path"])))
+"""
+
+
+def test_pixel_rows_of_a_read_only_competition_are_decoded_into_comps_cache(tmp_path):
+    """Kaggle's /kaggle/input is read-only: the test rows are decoded into comp's cache instead."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    from comp.kernel.sandbox import namespace_command, namespaces_work
+
+    root = tmp_path / "digit-recognizer"
+    shapes.digit_recognizer(root)
+    data = survey_competition(root).config("digit-recognizer")
+    shutil.rmtree(root / ".pixels")  # the survey's decoding, done while the folder was writable
+    command = [sys.executable, "-c", READ_TEST_SET, json.dumps(data)]
+    env = {**os.environ, "COMP_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    if namespaces_work():  # read-only as on Kaggle: a read-only mount, which binds root too
+        command = namespace_command(command, [(root, root)])
+    elif os.geteuid() != 0:
+        root.chmod(0o555)
+    else:
+        pytest.skip("root without namespaces writes anywhere: no read-only folder to test with")
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        root.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    paths = [Path(p) for p in json.loads(done.stdout)]
+    assert not (root / ".pixels").exists()
+    table = pd.read_csv(root / "test.csv")
+    assert len(paths) == len(table) and all(p.is_relative_to(tmp_path / "cache" / "pixels") for p in paths)
+    for row, path in enumerate(paths):
+        image = shapes.cv2.imread(str(path), shapes.cv2.IMREAD_GRAYSCALE)
+        assert np.array_equal(image.reshape(-1), table.iloc[row].to_numpy()), path
 
 
 # ----------------------------------------------------------------------------- end to end, through the fake Kaggle

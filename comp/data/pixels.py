@@ -2,7 +2,9 @@
 
 The rows are written as PNGs under <data.root>/.pixels/<table>/<row>.png (row = the CSV row, from 1)
 the first time the table is read, and again only when the table's size or modification time
-changes (.pixels/<table>/source.json). Files, not memory: everything downstream (the dataset and
+changes (.pixels/<table>/source.json). Where data.root cannot be written (a Kaggle notebook's
+/kaggle/input is read-only) they go to <cache_home()>/pixels/<hash of the table's path>/<table>/
+instead. Files, not memory: everything downstream (the dataset and
 its in-memory cache, prediction streaming, the report's image grids, the parallel fold processes)
 reads images by path, so decoded rows fit every path unchanged, and the decoding happens once for
 all processes instead of once per process. 70,000 MNIST rows take about 60 MB of PNGs.
@@ -14,6 +16,7 @@ Values run 0..255, or 0..1 when no value exceeds 1.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -25,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from comp.config import DataConfig
+from comp.data.decoded import cache_home
 from comp.data.layouts import (
     FIRST_LINE,
     check_no_empty_label,
@@ -80,25 +84,54 @@ def _stamp(path: Path, n_rows: int) -> dict:
     return {"source": path.name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "rows": n_rows}
 
 
+def _cache_parents(root: Path, path: Path) -> list[Path]:
+    """Where a table's PNG folder may live, first choice first: beside the competition, else (a read-only
+    data.root) in comp's cache, one folder per table path so that two competitions never share one."""
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return [root / CACHE, cache_home() / "pixels" / key]
+
+
+def _is_current(folder: Path, stamp: dict) -> bool:
+    record = folder / "source.json"
+    return record.is_file() and json.loads(record.read_text()) == stamp
+
+
+def _staging_folder(parents: list[Path], path: Path) -> Path:
+    """A new folder in the first parent that can be written."""
+    for parent in parents:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=parent))
+        except OSError:
+            continue  # read-only (Kaggle's /kaggle/input): the next place
+    raise CompError(
+        f"Nowhere to write the decoded rows of {path}: neither {parents[0]} nor {parents[-1]} can be written.",
+        hint="Set COMP_CACHE to a writable folder.",
+    )
+
+
+def _paths(folder: Path, n_rows: int) -> list[str]:
+    return [str(folder / f"{row}.png") for row in range(1, n_rows + 1)]
+
+
 def cached_images(root: Path, path: Path, table: pd.DataFrame, columns: list[str]) -> list[str]:
     """The PNG of each row of the pixel table at `path`, written once (see the module's notes)."""
-    folder = root / CACHE / path.stem
     stamp = _stamp(path, len(table))
-    paths = [str(folder / f"{row}.png") for row in range(1, len(table) + 1)]
-    record = folder / "source.json"
-    if record.is_file() and json.loads(record.read_text()) == stamp:
-        return paths
+    parents = _cache_parents(root, path)
+    for parent in parents:
+        if _is_current(parent / path.stem, stamp):
+            return _paths(parent / path.stem, len(table))
     images = decode_rows(table, columns, path)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=folder.parent))
+    staging = _staging_folder(parents, path)
+    folder = staging.parent / path.stem
     try:
         for row, image in enumerate(images, start=1):
             cv2.imwrite(str(staging / f"{row}.png"), image if image.shape[2] == 1 else image[..., ::-1])
         (staging / "source.json").write_text(json.dumps(stamp))
-        _swap_in(staging, folder, record, stamp)
+        _swap_in(staging, folder, folder / "source.json", stamp)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return paths
+    return _paths(folder, len(table))
 
 
 def _swap_in(staging: Path, folder: Path, record: Path, stamp: dict) -> None:

@@ -14,6 +14,7 @@ from rich.console import Group
 from rich.text import Text
 
 from comp.config import Config
+from comp.kaggle.client import check_slug
 from comp.kaggle.credentials import require_credentials
 from comp.kaggle.kernels import POLL_INTERVAL, PushResult, push_kernel
 from comp.kernel.package import DATASET_LIMIT, KernelBuild, create_kernel
@@ -52,8 +53,9 @@ def kernel(
     poll_interval: float = POLL_INTERVAL,
 ) -> KernelResult:
     """Build the kernel; then, as asked, rehearse it (a failure stops before any upload) and push it."""
-    if push:
-        require_credentials()  # before anything is built: a missing key says where to put it
+    if push:  # before anything is built: a missing key says where to put it, the demo is refused
+        require_credentials()
+        check_slug(config.data.competition)
     build = create_kernel(config, runs, name=name, owner=owner, gpu=gpu, wheels=wheels, max_bytes=max_bytes)
     rehearsal = rehearse(build.folder, config, time_limit) if rehearse_first else None
     pushed = push_kernel(build.folder, poll_interval=poll_interval) if push else None

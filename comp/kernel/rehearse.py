@@ -23,8 +23,9 @@ from rich.text import Text
 
 from comp.config import Config
 from comp.console import console
-from comp.data.competition import load_classes, read_csv_text, read_sample, read_test_images
+from comp.data.competition import detect_layout, load_classes, read_csv_text, read_sample, read_test_images
 from comp.data.layouts import listed_id_column
+from comp.data.pixels import CACHE as PIXEL_CACHE
 from comp.errors import CompError
 from comp.kernel.notebook import MANIFEST, SUBMISSION, notebook_source
 from comp.kernel.sandbox import (
@@ -81,35 +82,39 @@ class Rehearsal:
 
 
 def replaced_test_set(root: Path, dest: Path, config: Config) -> tuple[dict[str, str], list[str]]:
-    """dest: the competition with every entry linked except the test folder, the sample (and the test
-    table, when data.test_csv lists the ids), which hold a fifth fewer images and a third of the rest
-    under new ids; returns (renamed: new id -> old id, dropped ids)."""
+    """dest: the competition with every entry linked except the test images (the test folder, or the
+    test pixel table), the sample and the test table, which hold a fifth fewer images and a third of
+    the rest under new ids; returns (renamed: new id -> old id, dropped ids)."""
     data = config.data
     sample = read_sample(data, root)
-    paths = read_test_images(data, root, sample).set_index("id")["path"]
-    own = {data.test_dir, data.sample_submission, *([data.test_csv] if data.test_csv else [])}
+    pixels = detect_layout(data) == "pixels"
+    own = {data.sample_submission, *([data.test_csv] if data.test_csv else []), *([] if pixels else [data.test_dir])}
     dest.mkdir(parents=True)
     for entry in root.iterdir():
-        if entry.name not in own:
+        if entry.name not in own and entry.name != PIXEL_CACHE:
             (dest / entry.name).symlink_to(entry.resolve())
-    (dest / data.test_dir).mkdir(parents=True)
     id_column = sample.columns[0]
     dropped = list(sample[id_column][::5])
-    kept = sample[~sample[id_column].isin(dropped)].reset_index(drop=True)
-    renamed = {}
-    for row, old in enumerate(list(kept[id_column])):
-        image = Path(paths[old])
-        new = f"rehearsal_{old}" if row % 3 == 0 else old
-        shutil.copy2(image, dest / data.test_dir / image.name.replace(old, new, 1))
-        if new != old:
-            renamed[new] = old
-            kept.loc[row, id_column] = new
-    kept.to_csv(dest / data.sample_submission, index=False)
+    kept = ~sample[id_column].isin(dropped)
+    renamed = {f"rehearsal_{old}": old for row, old in enumerate(sample[id_column][kept]) if row % 3 == 0}
+    new_id = {old: new for new, old in renamed.items()}
+    if not pixels:
+        paths = read_test_images(data, root, sample).set_index("id")["path"]
+        (dest / data.test_dir).mkdir(parents=True)
+        for old in sample[id_column][kept]:
+            image = Path(paths[old])
+            shutil.copy2(image, dest / data.test_dir / image.name.replace(old, new_id.get(old, old), 1))
+    replaced = sample[kept].copy()
+    replaced[id_column] = replaced[id_column].map(lambda i: new_id.get(i, i))
+    replaced.to_csv(dest / data.sample_submission, index=False)
     if data.test_csv:
         listed = read_csv_text(root / data.test_csv)
-        column = listed_id_column(data, listed, root / data.test_csv)
-        listed = listed[~listed[column].isin(dropped)].copy()
-        listed[column] = listed[column].map(lambda i: f"rehearsal_{i}" if f"rehearsal_{i}" in renamed else i)
+        if pixels and data.test_id_column is None:
+            listed = listed[kept.to_numpy()]  # rows pair with the sample's ids by position
+        else:
+            column = listed_id_column(data, listed, root / data.test_csv)
+            listed = listed[~listed[column].isin(dropped)].copy()
+            listed[column] = listed[column].map(lambda i: new_id.get(i, i))
         listed.to_csv(dest / data.test_csv, index=False)
     return renamed, dropped
 
@@ -148,7 +153,7 @@ def rehearse_case(
     venv, home, working, inputs = root / "venv", root / "home", root / "working", root / "input"
     for folder in (home, working, inputs):
         folder.mkdir(parents=True)
-    renamed, dropped = {}, []
+    renamed, dropped, original = {}, [], competition
     if case == "replaced":
         renamed, dropped = replaced_test_set(competition, root / "replaced", config)
         competition = root / "replaced"
@@ -164,7 +169,9 @@ def rehearse_case(
     if namespaced:
         for point in mounts:
             point.mkdir(parents=True)
-        originals = [(p.resolve(), p.resolve()) for p in {dataset, competition, *competition.glob("*")} if p.is_dir()]
+        # the original competition too: the replaced copy's links lead there
+        folders = {dataset, original, competition, *competition.glob("*")}
+        originals = [(p.resolve(), p.resolve()) for p in folders if p.is_dir()]
         command = namespace_command([str(python), str(script)], [*originals, *((s, p) for p, s in mounts.items())])
     else:
         add_socket_guard(venv)
