@@ -32,6 +32,10 @@ from comp.errors import CompError
 from comp.hill import HillOptions, HillReport, climb_blend, oof_folds
 from comp.io import sha256_file, write_json
 from comp.runs import (
+    classes_file,
+    config_file,
+    cv_file,
+    members_file,
     next_submission_path,
     probability_table,
     read_cv,
@@ -39,6 +43,7 @@ from comp.runs import (
     read_table_task,
     resolve_run,
     run_dir,
+    table_file,
     write_predictions,
 )
 from comp.submission.formats import create_submission, write_submission
@@ -91,16 +96,16 @@ class SubmissionResult:
 
 
 def load_member(run_dir: Path) -> Member:
-    oof, classes = read_predictions(run_dir / "oof.parquet")
-    test, test_classes = read_predictions(run_dir / "test.parquet")
-    check_same_classes(classes, test_classes, f"{run_dir / 'test.parquet'} (beside its oof.parquet)")
+    oof, classes = read_predictions(table_file(run_dir, "oof"))
+    test, test_classes = read_predictions(table_file(run_dir, "test"))
+    check_same_classes(classes, test_classes, f"{table_file(run_dir, 'test')} (beside its oof.parquet)")
     cv = read_cv(run_dir)
     if not cv.get("fold_file_sha256"):
         raise CompError(
-            f"{run_dir / 'cv.json'} does not record the fold file its OOF rows came from.",
+            f"{cv_file(run_dir)} does not record the fold file its OOF rows came from.",
             hint=f"Run `comp predict` for {run_dir.name} again: it records the fold file's sha256.",
         )
-    return Member(run_dir, oof, test, classes, cv, read_table_task(run_dir / "oof.parquet"))
+    return Member(run_dir, oof, test, classes, cv, read_table_task(table_file(run_dir, "oof")))
 
 
 def check_compatible(members: list[Member], classes: list) -> None:
@@ -183,7 +188,7 @@ def blend_members(
     y, task, params = competition.targets(oof_ids, classes), competition.task, params or {}
     report = None
     if method == "hill":
-        folds = oof_folds(members[0].cv, members[0].run_dir / "cv.json", oof_ids) if hill.holdout_folds else None
+        folds = oof_folds(members[0].cv, cv_file(members[0].run_dir), oof_ids) if hill.holdout_folds else None
         runs, fold_file = [str(m.run_dir) for m in members], members[0].cv.get("fold_file")
         fitted, oof, test, report = climb_blend(
             oof_stack, test_stack, y, metric, runs, hill, folds, fold_file, task, params
@@ -223,7 +228,7 @@ def _check_name(name: str, run_dirs: list[Path]) -> Path:
 
 
 def _member_record(run_dir: Path, weight: float, member_score: Score | None) -> dict:
-    cv, config_path = read_cv(run_dir), run_dir / "config.yaml"
+    cv, config_path = read_cv(run_dir), config_file(run_dir)
     return {
         "run": str(run_dir),
         "weight": weight,
@@ -237,12 +242,12 @@ def _member_record(run_dir: Path, weight: float, member_score: Score | None) -> 
 def write_blend_run(folder: Path, members: list[Member], classes: list, result: Blend) -> None:
     """The blend as a run folder: oof/test tables, classes.json, cv.json and members.json."""
     views, task = [f"blend:{result.method}"], result.decisions["task"]
-    write_predictions(folder / "oof.parquet", result.oof.reset_index(), classes, views, task)
-    write_predictions(folder / "test.parquet", result.test.reset_index(), classes, views, task)
-    save_classes(classes, folder / "classes.json")
+    write_predictions(table_file(folder, "oof"), result.oof.reset_index(), classes, views, task)
+    write_predictions(table_file(folder, "test"), result.test.reset_index(), classes, views, task)
+    save_classes(classes, classes_file(folder))
     shared = members[0].cv  # check_compatible made every member's fold file the same
     write_json(
-        folder / "cv.json",
+        cv_file(folder),
         {
             "metric": result.score.metric,
             "oof": result.score.value,
@@ -256,7 +261,7 @@ def write_blend_run(folder: Path, members: list[Member], classes: list, result: 
     )
     objective = {"auto": "OOF log loss", "hill": f"OOF {result.score.metric}"}.get(result.weights_mode)
     write_json(
-        folder / "members.json",
+        members_file(folder),
         {
             "method": result.method,
             "weights": result.weights_mode,
@@ -348,7 +353,7 @@ def submission_frame(
 
 def _sources(run_dir: Path) -> tuple[str | None, list[dict]]:
     """The blend method and members of a blended run; a trained run is its own single source."""
-    record_path = run_dir / "members.json"
+    record_path = members_file(run_dir)
     if record_path.exists():
         record = json.loads(record_path.read_text())
         return record["method"], record["members"]
@@ -361,8 +366,8 @@ def write_run_submission(
     """submissions/<run name>.csv from a run's test predictions (never overwriting), plus its sidecar JSON."""
     cv = read_cv(run_dir)
     if frame is None:
-        test, classes = read_predictions(run_dir / "test.parquet")
-        check_task(competition, run_dir, read_table_task(run_dir / "test.parquet"))
+        test, classes = read_predictions(table_file(run_dir, "test"))
+        check_task(competition, run_dir, read_table_task(table_file(run_dir, "test")))
         frame = submission_frame(config, competition, test, classes, cv.get("thresholds"))
     path = next_submission_path(run_dir.name)
     write_submission(frame, path)

@@ -25,7 +25,7 @@ from comp.data.competition import Competition, check_same_classes, column_name
 from comp.io import write_json
 from comp.metrics import GENERAL, METRICS, score
 from comp.report import write_reports
-from comp.runs import fold_dirs, read_cv, read_predictions, read_seeds, resolve_run, seed_dirs
+from comp.runs import cv_file, fold_dirs, read_cv, read_predictions, read_seeds, resolve_run, seed_dirs, table_file
 from comp.tasks import decide
 from comp.trackers import check_trackers, log_results
 
@@ -59,7 +59,7 @@ class Evaluation:
             *(Text(seed_line(seed, self.metric, scores)) for seed, scores in (self.seeds or {}).items()),
             self._per_class_table(),
             *(Text(f"report: {path}") for path in self.reports),
-            Text(f"Updated {self.run_dir / 'cv.json'}: {self.metric} {self.scores[self.metric]:.4f}"),
+            Text(f"Updated {cv_file(self.run_dir)}: {self.metric} {self.scores[self.metric]:.4f}"),
         )
 
     def _scores_table(self) -> Table:
@@ -80,7 +80,7 @@ class Evaluation:
 
 
 def load_oof(run_dir: Path, competition: Competition) -> OOF:
-    path = run_dir / "oof.parquet"
+    path = table_file(run_dir, "oof")
     table, classes = read_predictions(path)
     check_same_classes(competition.classes, classes, str(path))
     targets = competition.targets(table.index, classes)
@@ -113,7 +113,7 @@ def fold_scores(run_dir: Path, oof: OOF, metric: str, params: dict) -> dict[str,
     """The metric on each fold's rows (the ids of fold<k>/oof.parquet); empty for a blended run."""
     scores = {}
     for k, folder in fold_folders(run_dir).items():
-        path = folder / "oof.parquet"
+        path = table_file(folder, "oof")
         if not path.exists():
             continue
         rows = np.isin(oof.ids, pd.read_parquet(path, columns=["id"])["id"].to_numpy())
@@ -162,6 +162,6 @@ def evaluate_run(config: Config, competition: Competition, run: str | None = Non
         cv["seeds"] = seeds
     image_paths = competition.train.set_index("id")["path"]
     reports = write_reports(run_dir, oof.ids, oof.targets, oof.probs, oof.classes, image_paths)
-    write_json(run_dir / "cv.json", cv)
+    write_json(cv_file(run_dir), cv)
     log_results(config, run_dir)
     return Evaluation(run_dir, metric, scores, folds, per_class_table(oof), reports, seeds)

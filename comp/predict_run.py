@@ -34,12 +34,14 @@ from comp.io import write_csv, write_json
 from comp.metrics import score
 from comp.runs import (
     TableWriter,
+    cv_file,
     fold_dir,
     probability_table,
     read_cv,
     read_fold_record,
     run_dir,
     staged_outputs,
+    table_file,
     write_predictions,
 )
 from comp.streaming import Streamer, TrainedRun, collect, open_run
@@ -182,7 +184,7 @@ def predict_run(config: Config, competition: Competition, tta: bool = False) -> 
         for k in run.folds:
             probs = mean_probs(oof_log_probs.pop(k)[picked], mean, task)
             oof_tables[k] = probability_table(oof_ids[k], probs, run.classes)
-            write_predictions(fold_dir(stage, k) / "oof.parquet", oof_tables[k], run.classes, views, task)
+            write_predictions(table_file(fold_dir(stage, k), "oof"), oof_tables[k], run.classes, views, task)
         test_probs = fold_mean(stream, competition.test["path"], competition.test["id"], views, "test", stage)
 
         extra = {"tta_mean": mean, **({"tta_auto": asdict(choice)} if choice else {})}
@@ -231,12 +233,12 @@ def write_run_predictions(
         )
         for k, table in oof_tables.items()
     }
-    write_predictions(stage / "oof.parquet", oof, classes, views, task)
+    write_predictions(table_file(stage, "oof"), oof, classes, views, task)
     write_predictions(
-        stage / "test.parquet", probability_table(competition.test["id"], test_probs, classes), classes, views, task
+        table_file(stage, "test"), probability_table(competition.test["id"], test_probs, classes), classes, views, task
     )
     write_json(
-        stage / "cv.json",
+        cv_file(stage),
         {
             "metric": metric,
             "oof": oof_score,
@@ -260,7 +262,7 @@ def fold_mean(stream: Streamer, paths, ids, views: list[str], label: str, tables
     total = np.zeros((len(ids), len(stream.run.classes)))
     for k in stream.run.folds:
         start = 0
-        table = fold_dir(tables, k) / "test.parquet" if tables else None
+        table = table_file(fold_dir(tables, k), "test") if tables else None
         with TableWriter(table, stream.run.classes, views, stream.run.task) if table else nullcontext() as writer:
             for batch in stream(k, paths, views, label):
                 probs = mean_probs(batch, stream.config.predict.tta_mean, stream.run.task)
@@ -291,7 +293,7 @@ def recorded_views(config: Config) -> list[str]:
     cv = read_cv(run_dir(config.name))
     if "tta_auto" not in cv:
         raise CompError(
-            f"predict.tta is auto, but {run_dir(config.name) / 'cv.json'} records no views chosen on the OOF rows.",
+            f"predict.tta is auto, but {cv_file(run_dir(config.name))} records no views chosen on the OOF rows.",
             hint="Run `comp predict --tta` first (it chooses them), or list the views in predict.tta.",
         )
     return cv["views"]

@@ -27,6 +27,7 @@ from comp.runs import (
     seed_dirs,
     seed_run_name,
     staged_outputs,
+    table_file,
 )
 
 
@@ -58,8 +59,8 @@ def _seed_tables(folder: Path, seeds: dict[int, PredictResult]) -> tuple[list, d
     oof, test, classes = {}, {}, None
     for seed in seeds:
         seed_folder = seed_dirs(folder)[seed]  # predict_seeds made sure it exists
-        oof[seed], oof_classes = read_predictions(seed_folder / "oof.parquet")
-        test[seed], _ = read_predictions(seed_folder / "test.parquet")
+        oof[seed], oof_classes = read_predictions(table_file(seed_folder, "oof"))
+        test[seed], _ = read_predictions(table_file(seed_folder, "test"))
         classes = classes or oof_classes
         check_same_classes(classes, oof_classes, f"Seed run {seed_folder}")
     first = next(iter(seeds))

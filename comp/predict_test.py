@@ -26,6 +26,9 @@ from comp.errors import CompError
 from comp.predict_run import fold_mean
 from comp.runs import (
     RUNS,
+    classes_file,
+    cv_file,
+    members_file,
     next_submission_path,
     probability_table,
     read_cv,
@@ -51,7 +54,7 @@ def _member_name(run: str, blend: Path) -> str:
     path = Path(run)
     if path.parent != RUNS:
         raise CompError(
-            f"{blend / 'members.json'} lists the member {run}, which is not a run under {RUNS}/: its test "
+            f"{members_file(blend)} lists the member {run}, which is not a run under {RUNS}/: its test "
             "predictions cannot be recomputed.",
             hint=f"Move the member run into {RUNS}/ and blend again (comp ensemble ... --force).",
         )
@@ -63,7 +66,7 @@ def _recorded(config: Config, name: str) -> tuple[list[str], str]:
     cv = read_cv(run_dir(name))
     if "views" not in cv:
         raise CompError(
-            f"{run_dir(name) / 'cv.json'} records no TTA views: the run was never predicted.",
+            f"{cv_file(run_dir(name))} records no TTA views: the run was never predicted.",
             hint=f"Run `comp predict --set name={name}` (or with --tta) first.",
         )
     return cv["views"], cv.get("tta_mean", config.predict.tta_mean)
@@ -72,14 +75,14 @@ def _recorded(config: Config, name: str) -> tuple[list[str], str]:
 def run_test_probs(config: Config, name: str, paths: list[str], ids: list[str], parts: list[str]) -> np.ndarray:
     """Mean test probabilities of run `name` (rows in `ids` order, columns in its classes.json order)."""
     folder = run_dir(name)
-    members_path = folder / "members.json"
+    members_path = members_file(folder)
     if members_path.is_file():
         record = json.loads(members_path.read_text())
-        classes = load_classes(folder / "classes.json")
+        classes = load_classes(classes_file(folder))
         stack = []
         for member in record["members"]:
             member_name = _member_name(member["run"], folder)
-            check_same_classes(classes, load_classes(run_dir(member_name) / "classes.json"), f"Member {member_name}")
+            check_same_classes(classes, load_classes(classes_file(run_dir(member_name))), f"Member {member_name}")
             stack.append(run_test_probs(config, member_name, paths, ids, parts))
         weights = np.array([m["weight"] for m in record["members"]], dtype=np.float64)
         method = "mean" if record["method"] == "weighted" else record["method"]
@@ -97,7 +100,7 @@ def predict_test_set(config: Config, out: Path) -> TestSetPrediction:
     """Predict the test set of config.data with run config.name and write the submission to `out`."""
     test, sample = load_test_set(config.data)
     name = config.name
-    classes = load_classes(run_dir(name) / "classes.json")
+    classes = load_classes(classes_file(run_dir(name)))
     ids, parts = list(test["id"]), []
     probs = run_test_probs(config, name, list(test["path"]), ids, parts)
     table = probability_table(ids, probs, classes).set_index("id")

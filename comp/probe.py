@@ -47,7 +47,18 @@ from comp.io import atomic_path, sha256_file, write_json
 from comp.metrics import score
 from comp.models.factory import create_model
 from comp.predict_run import write_run_predictions
-from comp.runs import fold_dir, fold_dirs, probability_table, run_dir, staged_outputs, write_predictions
+from comp.runs import (
+    classes_file,
+    config_file,
+    cv_file,
+    fold_dir,
+    fold_dirs,
+    probability_table,
+    run_dir,
+    staged_outputs,
+    table_file,
+    write_predictions,
+)
 from comp.streaming import TrainedRun, create_image_loader, image_batches, load_fold_model, open_run
 
 DEFAULT_GRIDS: dict[str, dict[str, list]] = {
@@ -278,7 +289,7 @@ def check_output(folder: Path, from_run: str | None, force: bool) -> None:
             f"{folder} holds a trained run; the probe's predictions would mix with its own.",
             hint="Name the probe's run: --name NAME (or --set name=NAME).",
         )
-    if (folder / "cv.json").exists() and not force:
+    if cv_file(folder).exists() and not force:
         raise CompError(f"{folder} already holds predictions.", hint="Pass --force to replace them, or --name NAME.")
 
 
@@ -330,9 +341,9 @@ def probe(
             )
             oof_tables[k] = probability_table(val_ids, val_probs, classes)
             test_probs.append(class_probabilities(classifier, test_x, len(classes)))
-            write_predictions(fold_dir(stage, k) / "oof.parquet", oof_tables[k], classes, VIEWS, competition.task)
+            write_predictions(table_file(fold_dir(stage, k), "oof"), oof_tables[k], classes, VIEWS, competition.task)
             write_predictions(
-                fold_dir(stage, k) / "test.parquet",
+                table_file(fold_dir(stage, k), "test"),
                 probability_table(competition.test["id"], test_probs[-1], classes),
                 classes,
                 VIEWS,
@@ -360,8 +371,8 @@ def probe(
                 "best_params": {str(k): r.best_params for k, r in results.items()},
             },
         )
-        save_classes(classes, stage / "classes.json")
-        save_config(out, stage / "config.yaml")
+        save_classes(classes, classes_file(stage))
+        save_config(out, config_file(stage))
     return ProbeResult(run_dir(out.name), metric, out.probe.classifier, results, oof_score)
 
 

@@ -21,7 +21,7 @@ from rich.text import Text
 from comp.data.competition import Competition, check_same_classes
 from comp.errors import CompError
 from comp.io import write_csv
-from comp.runs import probability_table, pseudo_labels_path, read_predictions, resolve_run
+from comp.runs import probability_table, pseudo_labels_path, read_predictions, resolve_run, table_file
 
 
 @dataclass
@@ -78,7 +78,7 @@ def pseudo_label(
     predicted class, or with `soft` its probabilities, one column per class."""
     check_rule(threshold, top)
     folder = resolve_run(run)
-    table, classes = read_predictions(folder / "test.parquet")
+    table, classes = read_predictions(table_file(folder, "test"))
     check_same_classes(competition.classes, classes, f"Run {folder}")
     probs = table.loc[competition.test["id"]].to_numpy(np.float64)
     kept = select_rows(probs, threshold, top)

@@ -99,6 +99,33 @@ def write_seeds(run: Path, seeds: list[int]) -> None:
         (run / "seeds.json").unlink(missing_ok=True)
 
 
+# ----------------------------------------------------------------------------- the files every run exposes
+
+
+def cv_file(run: Path) -> Path:
+    """cv.json: the CV score, the TTA views, the task's fitted decisions; a blend's weights."""
+    return run / "cv.json"
+
+
+def classes_file(run: Path) -> Path:
+    return run / "classes.json"
+
+
+def config_file(run: Path) -> Path:
+    """The resolved config the run was trained (or blended, or probed) with."""
+    return run / "config.yaml"
+
+
+def members_file(run: Path) -> Path:
+    """A blend's members, method and weights."""
+    return run / "members.json"
+
+
+def table_file(folder: Path, kind: Literal["oof", "test"]) -> Path:
+    """A prediction table of a run or of one of its folds."""
+    return folder / f"{kind}.parquet"
+
+
 def pseudo_labels_path(run: Path) -> Path:
     return run / "pseudo_labels.csv"
 
@@ -152,7 +179,7 @@ def finished_folds(run: Path) -> list[int]:
 def resolve_run(run: str) -> Path:
     """A run name (a folder under runs/) or a path to a run folder, which must hold test predictions."""
     for candidate in (run_dir(run), Path(run)):
-        if (candidate / "test.parquet").exists():
+        if table_file(candidate, "test").exists():
             return candidate
     raise CompError(
         f"Run '{run}' has no test predictions (looked in {run_dir(run)}/ and {run}/).",
@@ -161,7 +188,7 @@ def resolve_run(run: str) -> Path:
 
 
 def read_cv(run: Path) -> dict:
-    path = run / "cv.json"
+    path = cv_file(run)
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -182,7 +209,9 @@ def staged_outputs(run: Path) -> Iterator[Path]:
     stage = Path(tempfile.mkdtemp(prefix=".predict-", dir=run))
     try:
         yield stage
-        files = sorted((p for p in stage.rglob("*") if p.is_file()), key=lambda p: (p.name == "cv.json", str(p)))
+        files = sorted(
+            (p for p in stage.rglob("*") if p.is_file()), key=lambda p: (p.name == cv_file(run).name, str(p))
+        )
         for path in files:  # cv.json last: whoever sees the new score finds the new tables
             target = run / path.relative_to(stage)
             target.parent.mkdir(parents=True, exist_ok=True)

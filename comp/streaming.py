@@ -27,7 +27,7 @@ from comp.data.dataset import loader_options
 from comp.device import autocast, numeric_format, resolve_device
 from comp.errors import CompError
 from comp.models.factory import create_model
-from comp.runs import finished_folds, fold_dir, run_dir
+from comp.runs import classes_file, config_file, finished_folds, fold_dir, run_dir
 from comp.tta import view_log_probs
 
 # ----------------------------------------------------------------------------- the trained run
@@ -53,7 +53,7 @@ def open_run(config: Config, task: str | None = None) -> TrainedRun:
             f"Run '{config.name}' has no trained folds in {folder}.",
             hint="Train first: comp train --fold all (or check `name` in the config).",
         )
-    classes = load_classes(folder / "classes.json")
+    classes = load_classes(classes_file(folder))
     for k in finished:
         path = fold_dir(folder, k) / "best.safetensors"
         if not path.exists():
@@ -63,7 +63,7 @@ def open_run(config: Config, task: str | None = None) -> TrainedRun:
             )
         with safe_open(str(path), framework="pt") as f:
             check_same_classes(classes, json.loads(f.metadata()["classes"]), f"Checkpoint {path}")
-    saved = folder / "config.yaml"
+    saved = config_file(folder)
     run_config = load_config(saved) if saved.exists() else config
     return TrainedRun(run_config, classes, finished, task or _recorded_task(run_config, len(classes)))
 
@@ -83,7 +83,7 @@ def load_fold_model(run: TrainedRun, fold: int, device: torch.device) -> torch.n
         model.load_state_dict(load_file(str(path)))
     except RuntimeError as exc:
         raise CompError(
-            f"{path} does not fit model '{local.name}' of {run_dir(run.config.name) / 'config.yaml'}: "
+            f"{path} does not fit model '{local.name}' of {config_file(run_dir(run.config.name))}: "
             f"{str(exc).splitlines()[0]}",
             hint="Retrain the fold (comp train --force), or restore the run's config.yaml.",
         ) from None

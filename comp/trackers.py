@@ -24,7 +24,7 @@ from typing import Any
 from comp.config import LOGGER_EXTRAS, Config, flatten
 from comp.errors import CompError
 from comp.io import write_json
-from comp.runs import read_cv
+from comp.runs import cv_file, read_cv
 
 TRACKERS = ("wandb", "mlflow")  # the loggers that keep runs of their own
 RUN_IDS = "trackers.json"  # in the run folder: the id of its -cv run in each tracker
@@ -210,7 +210,7 @@ def log_results(config: Config, folder: Path) -> None:
     trackers = configured_trackers(config)
     if not trackers:
         return
-    files = [folder / "cv.json", *sorted((folder / "report").glob("*.png"))]
+    files = [cv_file(folder), *sorted((folder / "report").glob("*.png"))]
     metrics = cv_metrics(read_cv(folder))
     ids_path = folder / RUN_IDS
     ids = json.loads(ids_path.read_text()) if ids_path.exists() else {}

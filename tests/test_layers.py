@@ -309,6 +309,28 @@ def test_the_run_and_submission_folders_are_spelled_in_runs_py_alone():
     )
 
 
+RUN_FILES = ("cv.json", "classes.json", "config.yaml", "members.json", "oof.parquet", "test.parquet")
+
+
+def joined_run_files(tree: ast.AST) -> Iterator[ast.AST]:
+    """`folder / "cv.json"` and the like: a run file's name joined to a path (comp.runs.cv_file(folder) instead)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            yield from (
+                side for side in (node.left, node.right) if isinstance(side, ast.Constant) and side.value in RUN_FILES
+            )
+
+
+def test_the_files_every_run_exposes_are_named_in_runs_py_alone():
+    joined = [
+        f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}"
+        for name, path in comp_modules().items()
+        if name != FOLDER_OWNER
+        for node in joined_run_files(ast.parse(path.read_text()))
+    ]
+    assert joined == [], "a run's file named outside comp/runs.py (use cv_file, table_file, ...):\n" + "\n".join(joined)
+
+
 def test_the_folder_rule_finds_paths_and_passes_prose():
     code = """
 \"\"\"Writes runs/<name>/oof.parquet.\"\"\"

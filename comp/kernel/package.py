@@ -31,7 +31,19 @@ from comp.io import write_json, write_text
 from comp.kaggle.credentials import find_username
 from comp.kernel.notebook import MANIFEST, create_notebook
 from comp.kernel.wheels import CompWheel, build_comp_wheel, dependency_wheels
-from comp.runs import KERNELS, RUNS, fold_dirs, fold_state, kernel_dir, read_cv, run_dir
+from comp.runs import (
+    KERNELS,
+    RUNS,
+    classes_file,
+    config_file,
+    cv_file,
+    fold_dirs,
+    fold_state,
+    kernel_dir,
+    members_file,
+    read_cv,
+    run_dir,
+)
 
 DATASET_LIMIT = 100 * 1000**3  # bytes: Kaggle's limit on one dataset
 LICENSE = "other"  # a private dataset of the user's own model weights
@@ -74,7 +86,7 @@ class KernelBuild:
 
 def _trained_files(run: Path, where: str) -> dict[str, Path]:
     """A trained run's files for test prediction (relative name -> source); unfinished folds refused."""
-    config_path = run / "config.yaml"
+    config_path = config_file(run)
     if not config_path.is_file():
         raise CompError(f"{where} has no config.yaml in {run}.", hint="Train it with `comp train` first.")
     folds = fold_dirs(run)
@@ -88,10 +100,10 @@ def _trained_files(run: Path, where: str) -> dict[str, Path]:
         )
     if "views" not in read_cv(run):
         raise CompError(
-            f"{where} has no predictions yet ({run / 'cv.json'} records no TTA views).",
+            f"{where} has no predictions yet ({cv_file(run)} records no TTA views).",
             hint="Run `comp predict` (or `comp predict --tta`) for it first: the kernel uses the views it chose.",
         )
-    files = {name: run / name for name in ("config.yaml", "classes.json", "cv.json")}
+    files = {path.name: path for path in (config_file(run), classes_file(run), cv_file(run))}
     for k, folder in folds.items():
         for name in ("best.safetensors", "summary.json"):
             files[f"fold{k}/{name}"] = folder / name
@@ -109,24 +121,24 @@ def _collect_run(run: Path, packaged: dict[str, Path | str], seen: dict[str, Pat
         )
     seen[run.name] = run
     inside = run_dir(run.name).as_posix()
-    if (run / "members.json").is_file():
-        record = json.loads((run / "members.json").read_text())
+    if members_file(run).is_file():
+        record = json.loads(members_file(run).read_text())
         members = [_existing(m["run"], f"Member {m['run']} of blend {run}") for m in record["members"]]
         for member, folder in zip(record["members"], members, strict=True):
             member["run"] = run_dir(folder.name).as_posix()  # where the notebook finds it
-        packaged[f"{inside}/members.json"] = json.dumps(record, indent=2)
-        for name in ("classes.json", "cv.json"):
-            packaged[f"{inside}/{name}"] = run / name
+        packaged[f"{inside}/{members_file(run).name}"] = json.dumps(record, indent=2)
+        for path in (classes_file(run), cv_file(run)):
+            packaged[f"{inside}/{path.name}"] = path
         for folder in members:
             _collect_run(folder, packaged, seen)
         return
     for name, source in _trained_files(run, where).items():
-        packaged[f"{inside}/{name}"] = _offline_run_config(source) if name == "config.yaml" else source
+        packaged[f"{inside}/{name}"] = _offline_run_config(source) if source == config_file(run) else source
 
 
 def _existing(run: str, where: str) -> Path:
     for candidate in (run_dir(run), Path(run)):
-        if (candidate / "cv.json").is_file() or (candidate / "config.yaml").is_file():
+        if cv_file(candidate).is_file() or config_file(candidate).is_file():
             return candidate
     raise CompError(f"{where}: no run folder {run_dir(run)} or {run}.", hint=f"Check the name (ls {RUNS}).")
 

@@ -17,7 +17,7 @@ from rich.text import Text
 from comp.config import Config
 from comp.data.competition import load_classes
 from comp.errors import CompError
-from comp.runs import read_cv, run_dir
+from comp.runs import classes_file, read_cv, run_dir
 from comp.submission.checks import Problem, check_columns, check_ids, check_values, read_table
 from comp.submission.formats import detect_format, positive_index, read_sample_submission, value_columns
 
@@ -112,7 +112,7 @@ def validate_submission(
 def validate_with_config(csv_path: str | Path, config: Config) -> Validation:
     """validate_submission with the config's sample submission, format, the run's classes.json (without it, the
     label vocabulary is not checked) and the task its cv.json records."""
-    classes_path = run_dir(config.name) / "classes.json"
+    classes_path = classes_file(run_dir(config.name))
     try:
         classes = load_classes(classes_path) if classes_path.exists() else None
         readable = classes is None or isinstance(classes, list)

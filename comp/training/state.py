@@ -23,7 +23,7 @@ from comp.config import Config, save_config
 from comp.data.competition import Competition, check_same_classes, load_classes, save_classes
 from comp.errors import CompError
 from comp.io import write_csv, write_json
-from comp.runs import fold_dir, run_dir
+from comp.runs import classes_file, config_file, fold_dir, run_dir
 from comp.training.checkpoint import (
     config_changes,
     load_state,
@@ -63,7 +63,7 @@ class Position:
 
 
 def check_run_classes(config: Config, competition: Competition) -> None:
-    classes_path = run_dir(config.name) / "classes.json"
+    classes_path = classes_file(run_dir(config.name))
     if classes_path.exists():
         check_same_classes(load_classes(classes_path), competition.classes, f"Run {run_dir(config.name)}")
 
@@ -74,9 +74,9 @@ def write_run_files(config: Config, competition: Competition) -> None:
     if not is_main_process():
         return
     check_run_classes(config, competition)
-    save_classes(competition.classes, run_dir(config.name) / "classes.json")
+    save_classes(competition.classes, classes_file(run_dir(config.name)))
     data = config.data.model_copy(update={"task": competition.task})
-    save_config(config.model_copy(update={"data": data}), run_dir(config.name) / "config.yaml")
+    save_config(config.model_copy(update={"data": data}), config_file(run_dir(config.name)))
 
 
 # ----------------------------------------------------------------------------- a fold's files
