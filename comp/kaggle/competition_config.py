@@ -7,12 +7,14 @@ the task, the submission format and the metric the files imply, each guess comme
     one-hot label columns, a probability column per class   multiclass  probabilities  mean_column_auc
     a label column, a probability column per class          multiclass  probabilities  log_loss
     two classes, one probability column                     binary      binary         roc_auc
-    integer grades 0..G-1, a label column                   multiclass  label          (accuracy), ordinal offered
+    integer grades 0..G-1 in a column named like a grade    ordinal     label          quadratic_weighted_kappa
+    integer grades 0..G-1, another label column             multiclass  label          (accuracy), ordinal offered
     other labels, a label column                            multiclass  label          (accuracy)
 
-Integer grades stay multiclass: digit labels are integers too, and only the competition's metric says
-whether the grades are ordered; the config offers `data.task: ordinal` with quadratic weighted kappa
-in a comment (the files cannot tell)."""
+Integer labels alone do not say the grades are ordered (digit labels are integers too): a label column
+named like a grade (aptos's `diagnosis`, diabetic-retinopathy's `level`, PANDA's `isup_grade`) makes the
+task ordinal, scored by quadratic weighted kappa; any other integer label column stays multiclass and the
+config offers `data.task: ordinal` in a comment."""
 
 from __future__ import annotations
 
@@ -79,6 +81,16 @@ def _grades(classes: list) -> bool:
     return len(classes) >= 3 and classes == list(range(len(classes)))
 
 
+# Words in the names of label columns that hold ordered grades: aptos's diagnosis, diabetic-retinopathy's
+# level, PANDA's isup_grade.
+GRADE_WORDS = ("grade", "level", "severity", "diagnosis", "stage", "rating")
+
+
+def _named_like_grades(data: dict[str, Any]) -> bool:
+    column = str(data.get("label_column") or "").lower()
+    return any(word in column for word in GRADE_WORDS)
+
+
 def task_guesses(survey: Survey, fmt: str) -> tuple[str, dict[str, Any], list[Guess]]:
     """data.task, and predict.metric (+ metric_params) where the label and submission formats imply one."""
     competition, data = survey.competition, survey.data
@@ -107,6 +119,15 @@ def task_guesses(survey: Survey, fmt: str) -> tuple[str, dict[str, Any], list[Gu
         reason = "two classes"
         predict = {"metric": "roc_auc"}
         metric = f"ROC AUC, the usual score of one probability column; {change} (log_loss, ...)"
+    elif _grades(classes) and _named_like_grades(data):
+        task, column = "ordinal", data["label_column"]
+        reason = (
+            f"integer grades 0..{classes[-1]} in column '{column}', a grade's name: ordered, each predicted as the "
+            "expected grade with cut points fitted on the OOF rows; set data.task: multiclass (and "
+            "predict.metric: accuracy) if they are unordered classes"
+        )
+        predict = {"metric": "quadratic_weighted_kappa"}
+        metric = f"quadratic weighted kappa, the usual score of ordered grades (aptos's metric); {change}"
     elif _grades(classes):
         reason = (
             f"integer labels 0..{classes[-1]}: multiclass, but if they are ordered grades (as aptos's diagnosis) "
