@@ -42,21 +42,29 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
 
 
-def _pydicom():
+def _pydicom(path: str | Path):
     try:
         import pydicom
     except ImportError:
         raise CompError(
-            "Reading DICOM images needs pydicom, which is not installed.",
+            f"Reading DICOM images ({path}) needs pydicom, which is not installed.",
             hint="Install the extra: pip install 'comp[dicom]' (or pip install pydicom).",
         ) from None
     return pydicom
 
 
+def check_readers(paths) -> None:
+    """CompError naming the optional extra when some of these files need one that is not installed (DICOM:
+    pydicom), so that the survey says so rather than finding no readable image."""
+    dicom = next((p for p in paths if Path(p).suffix.lower() in DICOM_SUFFIXES), None)
+    if dicom is not None:
+        _pydicom(dicom)
+
+
 def read_dicom(path: str | Path) -> np.ndarray:
     """A DICOM image as uint8: modality values (rescale slope/intercept) mapped through the file's first
     window (WindowCenter/WindowWidth), or its own min..max without one; MONOCHROME1 inverted."""
-    pydicom = _pydicom()
+    pydicom = _pydicom(path)
     try:
         ds = pydicom.dcmread(str(path))
         pixels = ds.pixel_array
@@ -96,7 +104,7 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
     """(width, height) from the file's header; None when it cannot be read."""
     try:
         if Path(path).suffix.lower() in DICOM_SUFFIXES:
-            ds = _pydicom().dcmread(str(path), stop_before_pixels=True)
+            ds = _pydicom(path).dcmread(str(path), stop_before_pixels=True)
             return int(ds.Columns), int(ds.Rows)
         with Image.open(path) as image:
             return image.size

@@ -23,7 +23,7 @@ from rich.text import Text
 
 from comp.config import DataConfig
 from comp.data.competition import Competition, load_competition
-from comp.data.images import describe_sizes, image_sizes, is_image
+from comp.data.images import check_readers, describe_sizes, image_sizes, is_image
 from comp.data.layouts import FileIndex, common_suffix, label_from_name, label_regex
 from comp.errors import CompError
 from comp.tasks import split_tags
@@ -394,7 +394,9 @@ def survey_competition(folder: Path) -> Survey:
     competition = load_competition(DataConfig(root=root.as_posix(), **keys))
     if group:
         guesses.append(Guess("folds.group_column", group, f"rows sharing a '{group}' stay in one fold"))
-    sizes = image_sizes(_spread(list(competition.train["path"]), SIZE_SAMPLE))
+    sampled = _spread(list(competition.train["path"]), SIZE_SAMPLE)
+    check_readers(sampled)
+    sizes = image_sizes(sampled)
     survey = Survey(root, keys, competition, sizes, guesses, group)
     size = survey.suggested_image_size
     reason = f"image size {size}: the sampled images' median short side, at most {LARGEST_SUGGESTED_SIZE}"
