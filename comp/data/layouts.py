@@ -135,8 +135,11 @@ def check_no_empty_label(labels: list[str], ids: list[str], path: Path, key: str
             )
 
 
-def onehot_labels(table: pd.DataFrame, columns: list[str], path: Path, ids: list[str]) -> list[str]:
-    """The one column holding 1 in each row, by name; a row with no 1 or several is refused."""
+def onehot_labels(
+    table: pd.DataFrame, columns: list[str], path: Path, ids: list[str], multilabel: bool = False
+) -> list[str]:
+    """The one column holding 1 in each row, by name; a row with no 1 or several is refused. With `multilabel`
+    (data.task: multilabel) each row's tags instead: the names of its columns holding 1, space-separated."""
     for column in columns:
         require_column(table, column, path, "data.label_columns")
     values = table[columns].apply(lambda c: c.str.strip())
@@ -149,6 +152,8 @@ def onehot_labels(table: pd.DataFrame, columns: list[str], path: Path, ids: list
             hint="Set data.label_columns to the class columns only.",
         )
     hot = values.isin(["1", "1.0"]).to_numpy()
+    if multilabel:
+        return [" ".join(c for c, h in zip(columns, row, strict=True) if h) for row in hot]
     per_row = hot.sum(axis=1)
     wrong = (per_row != 1).nonzero()[0]
     if len(wrong):
@@ -159,7 +164,8 @@ def onehot_labels(table: pd.DataFrame, columns: list[str], path: Path, ids: list
             f"{path}, line {row + FIRST_LINE} (id '{ids[row]}'): {what} among the one-hot label columns "
             f"{', '.join(columns)}; a single-label competition has exactly one 1 per row "
             f"({len(wrong)} row(s) differ).",
-            hint="Rows with several labels look multi-label: set data.task: multilabel. Otherwise fix or drop the row.",
+            hint="Rows with several labels look multi-label: set data.task: multilabel (each row's tags: its columns "
+            "holding 1). Otherwise fix or drop the row.",
         )
     return [columns[i] for i in hot.argmax(axis=1)]
 
@@ -200,7 +206,7 @@ def train_from_csv(cfg: DataConfig, root: Path) -> pd.DataFrame:
     require_column(table, cfg.id_column, path, "data.id_column")
     ids = list(table[cfg.id_column])
     if cfg.label_columns:
-        labels = onehot_labels(table, cfg.label_columns, path, ids)
+        labels = onehot_labels(table, cfg.label_columns, path, ids, multilabel=cfg.task == "multilabel")
     else:
         require_column(table, cfg.label_column, path, "data.label_column")
         labels = list(table[cfg.label_column])
