@@ -1,12 +1,18 @@
 """Small replicas of real Kaggle competitions' data shapes, built from scikit-learn's digits (upscaled).
 
 Each builder writes the competition's files under a folder, as its Kaggle archive unpacks, and returns
-the held-back truth: the test ids in the sample's order with their true class.
+the held-back truth: the test ids in the sample's order with their true class. from_download_to_submission
+takes one replica from the fake Kaggle through every command to a validated submission, checks it cell by
+cell and scores it on the held-back truth (tests/test_shapes.py and benchmarks/shapes.py).
 """
 
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import yaml
 from sklearn.datasets import load_digits
+
+from comp.metrics import score
+
+REPO = Path(__file__).resolve().parents[1]
 
 SIZE = 16  # images are the 8x8 digits upscaled to SIZE x SIZE
 
@@ -334,3 +345,146 @@ def archive(folder: Path) -> bytes:
             if path.is_file():
                 zf.writestr(path.relative_to(folder).as_posix(), path.read_bytes())
     return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- a replica through the commands
+
+# A tiny model and run: 2 folds, 2 epochs, 16 px; every shape goes through the same commands.
+TINY = [
+    "model.name=resnet18_cifar",
+    "model.kwargs={widths: [16, 32, 64, 128]}",
+    "train.epochs=2",
+    "aug.phase1=none",
+    "aug.phase2=none",
+    "train.batch_size=8",
+    "train.lr=0.01",
+    "folds.k=2",
+    "predict.tta=[identity]",
+]
+
+
+def submitted_scores(submission: pd.DataFrame, tree: dict, classes: list) -> np.ndarray:
+    """The submission read back as a rows x classes table the metrics score: its probabilities; a label, its
+    tags as 1s; a top-k list as descending ranks."""
+    names = [str(c) for c in classes]
+    cells = submission.iloc[:, 1:]
+    fmt = tree["submission"]["format"]
+    if fmt == "probabilities":
+        return cells[names].to_numpy(dtype=float)
+    if fmt == "binary":
+        p = cells.iloc[:, 0].to_numpy(dtype=float)
+        positive = names.index(str(tree["submission"]["positive_class"]))
+        return np.stack([1 - p, p] if positive == 1 else [p, 1 - p], axis=1)
+    table = np.zeros((len(submission), len(names)))
+    for row, cell in enumerate(cells.iloc[:, 0].astype(str)):
+        for rank, label in enumerate(cell.split() if fmt != "label" else [cell]):
+            table[row, names.index(label)] = 1.0 if fmt in ("label", "tags") else len(names) - rank
+    return table
+
+
+def held_back_score(submission: pd.DataFrame, shape: Shape, tree: dict, classes: list, cv: dict) -> float:
+    """The run's own metric (cv.json's, with its parameters) on the held-back truth, from the submission."""
+    names = [str(c) for c in classes]
+    truth = shape.truth["label"].astype(str)
+    if cv["task"] == "multilabel":
+        targets = np.array([[n in cell.split() for n in names] for cell in truth], dtype=int)
+    else:
+        targets = np.array([names.index(t) for t in truth])
+    return score(cv["metric"], targets, submitted_scores(submission, tree, classes), **cv.get("metric_params", {}))
+
+
+def check_cells(submission: pd.DataFrame, sample: pd.DataFrame, shape: Shape, fmt: str, classes) -> None:
+    """Exact ids, order and columns of the sample; the label type and vocabulary; probabilities that add up."""
+    assert list(submission.columns) == list(sample.columns)
+    assert list(submission.iloc[:, 0].astype(str)) == list(sample.iloc[:, 0].astype(str))
+    assert list(submission.iloc[:, 0].astype(str)) == [str(i) for i in shape.truth["id"]]
+    values = submission.iloc[:, 1:]
+    if fmt == "label":
+        assert values.iloc[:, 0].map(type).eq(shape.label_type).all(), values.iloc[:, 0].map(type).unique()
+        assert set(values.iloc[:, 0]) <= set(classes)
+    elif fmt in ("tags", "top_k"):
+        k = len(str(sample.iloc[0, 1]).split())
+        for cell in values.iloc[:, 0].astype(str):
+            labels = cell.split()
+            assert set(labels) <= set(map(str, classes)) and len(labels) == len(set(labels)), cell
+            assert labels == sorted(labels, key=[str(c) for c in classes].index) if fmt == "tags" else len(labels) == k
+    else:
+        probs = values.to_numpy(dtype=float)
+        assert ((probs >= 0) & (probs <= 1)).all()
+        if fmt == "probabilities":
+            np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+
+
+def comp_process(fake, home: Path, *args: str) -> tuple[int, str]:
+    """`comp ARGS` in a fresh process whose kaggle client talks to the fake Kaggle: exit code, output."""
+    env = fake.env(home) | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "comp", *args], env=env, capture_output=True, text=True, timeout=120)
+    return done.returncode, done.stdout + done.stderr
+
+
+def comp_command(*args: str) -> str:
+    """`comp ARGS` in this process, from the working directory; its output, or AssertionError when it fails."""
+    from typer.testing import CliRunner
+
+    from comp.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+@dataclass
+class Run:
+    """One replica taken through the commands: the written config, what `comp download` printed, cv.json,
+    the classes, and the submission's score on the held-back truth (cv.json's metric)."""
+
+    tree: dict
+    printed: str
+    cv: dict
+    classes: list
+    held_back: float
+
+    def row(self, slug: str) -> list[str]:
+        """shape | layout | task | metric | submission format | image size | folds.group_column | CV | held-back"""
+        params = ", ".join(f"{k}={v:g}" for k, v in (self.cv.get("metric_params") or {}).items())
+        metric = f"{self.cv['metric']}" + (f" ({params})" if params else "")
+        data, fmt = self.tree["data"], self.tree["submission"]["format"]
+        group = self.tree.get("folds", {}).get("group_column") or "-"
+        scores = [f"{self.cv['oof']:.4f}", f"{self.held_back:.4f}"]
+        return [slug, data["layout"], self.cv["task"], metric, fmt, str(data["image_size"]), group, *scores]
+
+
+def check_groups(project: Path, tree: dict, cv: dict) -> None:
+    """With the suggested folds.group_column, each group's rows all sit in one fold of the run's fold file."""
+    column = tree.get("folds", {}).get("group_column")
+    if column is None:
+        return
+    data = tree["data"]
+    table = pd.read_csv(project / data["root"] / data["train_csv"], dtype=str)
+    folds = pd.read_csv(project / cv["fold_file"], dtype=str).set_index("id")["fold"]
+    per_group = table.assign(fold=table[data["id_column"]].map(folds)).groupby(column)["fold"].nunique()
+    assert per_group.max() == 1 and len(per_group) > 1, per_group
+
+
+def from_download_to_submission(slug: str, source: Path, project: Path, fake, download) -> Run:
+    """The replica `slug` written to `source` and served by the fake Kaggle; then, from the project folder (the
+    working directory), `download(slug)` and, on the config it wrote, unchanged but for the TINY run: folds,
+    train --fold all, predict --tta, ensemble, validate. The submission is checked cell by cell."""
+    shape = SHAPES[slug](source)
+    fake.archives[slug] = archive(source)
+    code, printed = download(slug)
+    config = f"configs/{slug}.yaml"
+    assert code == 0 and f"Wrote {config}" in printed, printed
+    tree = yaml.safe_load((project / config).read_text())
+    overrides = [arg for key in TINY for arg in ("--set", key)]
+    for command in (["folds"], ["train", "--fold", "all"], ["predict", "--tta"], ["ensemble"]):
+        comp_command(*command, "-c", config, *overrides)
+    path = project / "submissions" / f"{slug}.csv"
+    comp_command("validate", str(path), "-c", config)
+    sample = pd.read_csv(project / tree["data"]["root"] / tree["data"]["sample_submission"], dtype=str)
+    submission = pd.read_csv(path)  # values read back with their types, as Kaggle reads them
+    classes = json.loads((project / "runs" / slug / "classes.json").read_text())
+    check_cells(submission, sample, shape, tree["submission"]["format"], classes)
+    cv = json.loads((project / "runs" / slug / "cv.json").read_text())
+    check_groups(project, tree, cv)
+    return Run(tree, printed, cv, classes, held_back_score(submission, shape, tree, classes, cv))

@@ -15,7 +15,6 @@ from comp.config import build_config
 from comp.data.competition import load_competition
 from comp.data.survey import survey_competition
 from comp.errors import CompError
-from comp.metrics import score
 
 # shape -> what the survey must detect: the data keys, the classes, the first test id and the submission keys
 EXPECTED = {
@@ -85,17 +84,16 @@ TASKS = {
     "cifar-10": ("multiclass", None),
     "state-farm-distracted-driver-detection": ("multiclass", {"metric": "log_loss"}),
     "plant-pathology-2020-fgvc7": ("multiclass", {"metric": "mean_column_auc"}),
-    "aptos2019-blindness-detection": ("multiclass", None),  # ordinal offered in a comment
+    "aptos2019-blindness-detection": ("ordinal", {"metric": "quadratic_weighted_kappa"}),  # 'diagnosis': a grade
     "planet-understanding-the-amazon-from-space": ("multilabel", {"metric": "f_beta", "metric_params": {"beta": 2}}),
     "humpback-whale-identification": ("multiclass", {"metric": "map_at_k", "metric_params": {"k": 5}}),
     "images-tif": ("binary", None),
     "images-png": ("binary", None),
     "images-dcm": ("binary", None),
 }
-# Integer labels 0..G-1 (G >= 3): the config offers data.task: ordinal in a comment (digits are integers too).
-GRADES = {"digit-recognizer", "Kannada-MNIST", "aptos2019-blindness-detection"}
-# The edit the aptos config's comment offers (its grades are ordered; the competition scores kappa).
-ORDINAL = ["data.task=ordinal", "predict.metric=quadratic_weighted_kappa"]
+# Integer labels 0..G-1 (G >= 3) in a column not named like a grade: the config offers data.task: ordinal in a
+# comment (digit labels are integers too).
+GRADES = {"digit-recognizer", "Kannada-MNIST"}
 
 
 @pytest.mark.parametrize("slug", list(EXPECTED))
@@ -132,11 +130,13 @@ def test_written_config_holds_the_submission_format_and_the_group_column(tmp_pat
         "change predict.metric" in planet and "task: multilabel  # task multilabel: labels: space-separated" in planet
     )
     aptos = (tmp_path / "configs/aptos2019-blindness-detection.yaml").read_text()
-    assert "set data.task: ordinal and predict.metric: quadratic_weighted_kappa" in aptos
-    assert (
-        "\n  task: multiclass  # task multiclass: integer labels 0..4" in aptos
-        and "\n  # task: ordinal  # ordered grades" in aptos
-    )
+    assert "\n  task: ordinal  # task ordinal: integer grades 0..4 in column 'diagnosis'" in aptos
+    assert "set data.task: multiclass (and predict.metric: accuracy) if they are unordered" in aptos
+    assert "metric: quadratic_weighted_kappa  # metric: quadratic weighted kappa" in aptos
+    digits = (tmp_path / "configs/digit-recognizer.yaml").read_text()
+    assert "\n  task: multiclass  # task multiclass: integer labels 0..3" in digits
+    assert "set data.task: ordinal and predict.metric: quadratic_weighted_kappa" in digits
+    assert "\n  # task: ordinal  # ordered grades" in digits
     humpback = (tmp_path / "configs/humpback-whale-identification.yaml").read_text()
     assert "metric: map_at_k  # metric: MAP@5: the sample's rows hold 5 labels" in humpback
     again = write_competition_config(survey_competition(tmp_path / "cifar-10"), "cifar-10", tmp_path / "configs")
@@ -206,144 +206,33 @@ def test_pixel_rows_of_a_read_only_competition_are_decoded_into_comps_cache(tmp_
 
 # ----------------------------------------------------------------------------- end to end, through the fake Kaggle
 
-# A tiny model and run: 2 folds, 2 epochs, 16 px; every shape goes through the same commands.
-TINY = [
-    "model.name=resnet18_cifar",
-    "model.kwargs={widths: [16, 32, 64, 128]}",
-    "train.epochs=2",
-    "aug.phase1=none",
-    "aug.phase2=none",
-    "train.batch_size=8",
-    "train.lr=0.01",
-    "folds.k=2",
-    "predict.tta=[identity]",
-]
-
-
-def submitted_scores(submission: pd.DataFrame, tree: dict, classes: list) -> np.ndarray:
-    """The submission read back as a rows x classes table the metrics score: its probabilities; a label, its
-    tags as 1s; a top-k list as descending ranks."""
-    names = [str(c) for c in classes]
-    cells = submission.iloc[:, 1:]
-    fmt = tree["submission"]["format"]
-    if fmt == "probabilities":
-        return cells[names].to_numpy(dtype=float)
-    if fmt == "binary":
-        p = cells.iloc[:, 0].to_numpy(dtype=float)
-        positive = names.index(str(tree["submission"]["positive_class"]))
-        return np.stack([1 - p, p] if positive == 1 else [p, 1 - p], axis=1)
-    table = np.zeros((len(submission), len(names)))
-    for row, cell in enumerate(cells.iloc[:, 0].astype(str)):
-        for rank, label in enumerate(cell.split() if fmt != "label" else [cell]):
-            table[row, names.index(label)] = 1.0 if fmt in ("label", "tags") else len(names) - rank
-    return table
-
-
-def held_back_score(submission: pd.DataFrame, shape: shapes.Shape, tree: dict, classes: list, cv: dict) -> float:
-    """The run's own metric (cv.json's, with its parameters) on the held-back truth, from the submission."""
-    names = [str(c) for c in classes]
-    truth = shape.truth["label"].astype(str)
-    if cv["task"] == "multilabel":
-        targets = np.array([[n in cell.split() for n in names] for cell in truth], dtype=int)
-    else:
-        targets = np.array([names.index(t) for t in truth])
-    return score(cv["metric"], targets, submitted_scores(submission, tree, classes), **cv.get("metric_params", {}))
-
-
-def check_cells(submission: pd.DataFrame, sample: pd.DataFrame, shape: shapes.Shape, fmt: str, classes) -> None:
-    """Exact ids, order and columns of the sample; the label type and vocabulary; probabilities that add up."""
-    assert list(submission.columns) == list(sample.columns)
-    assert list(submission.iloc[:, 0].astype(str)) == list(sample.iloc[:, 0].astype(str))
-    assert list(submission.iloc[:, 0].astype(str)) == [str(i) for i in shape.truth["id"]]
-    values = submission.iloc[:, 1:]
-    if fmt == "label":
-        assert values.iloc[:, 0].map(type).eq(shape.label_type).all(), values.iloc[:, 0].map(type).unique()
-        assert set(values.iloc[:, 0]) <= set(classes)
-    elif fmt in ("tags", "top_k"):
-        k = len(str(sample.iloc[0, 1]).split())
-        for cell in values.iloc[:, 0].astype(str):
-            labels = cell.split()
-            assert set(labels) <= set(map(str, classes)) and len(labels) == len(set(labels)), cell
-            assert labels == sorted(labels, key=[str(c) for c in classes].index) if fmt == "tags" else len(labels) == k
-    else:
-        probs = values.to_numpy(dtype=float)
-        assert ((probs >= 0) & (probs <= 1)).all()
-        if fmt == "probabilities":
-            np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
-
 
 @pytest.fixture
 def fake_kaggle(project, tmp_path_factory):
-    """The fake Kaggle server, and `comp ARGS` in a fresh process (the real kaggle client) talking to it."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import REPO
+    """The fake Kaggle server, and `comp download SLUG` in a fresh process (the real kaggle client) talking to it."""
     from fake_kaggle import FakeKaggle
 
     home = tmp_path_factory.mktemp("home")
     with FakeKaggle() as fake:
-
-        def run_comp(*args: str) -> tuple[int, str]:
-            env = fake.env(home) | {
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-            }
-            done = subprocess.run(
-                [sys.executable, "-m", "comp", *args], env=env, capture_output=True, text=True, timeout=120
-            )
-            return done.returncode, done.stdout + done.stderr
-
-        yield fake, run_comp
+        yield fake, lambda slug: shapes.comp_process(fake, home, "download", slug)
     assert fake.stray == [], "a request was meant for the real Kaggle"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("slug", list(EXPECTED))
 def test_each_shape_from_download_to_a_valid_submission(project, tmp_path, slug, fake_kaggle, capsys):
-    import json
-
-    from typer.testing import CliRunner
-
-    from comp.cli import app
-
-    shape = shapes.SHAPES[slug](tmp_path / "source")
-    fake, run_comp = fake_kaggle
-    fake.archives[slug] = shapes.archive(tmp_path / "source")
-    code, output = run_comp("download", slug)
-    assert code == 0 and f"Wrote configs/{slug}.yaml" in output and "(data.image_size)" in output, output
-    config = f"configs/{slug}.yaml"
-    tree = yaml.safe_load((project / config).read_text())
-    assert {k: tree["data"].get(k) for k in EXPECTED[slug][0]} == EXPECTED[slug][0]
-    assert (tree["data"]["task"], tree.get("predict")) == TASKS[slug]
-    printed = " ".join(output.split())
+    fake, download = fake_kaggle
+    run = shapes.from_download_to_submission(slug, tmp_path / "source", project, fake, download)
+    assert "(data.image_size)" in run.printed, run.printed
+    assert {k: run.tree["data"].get(k) for k in EXPECTED[slug][0]} == EXPECTED[slug][0]
+    assert (run.tree["data"]["task"], run.tree.get("predict")) == TASKS[slug]
+    printed = " ".join(run.printed.split())
     assert f"detected: task {TASKS[slug][0]}" in printed and "(data.task)" in printed  # printed like the others
-    offered = "# task: ordinal" in (project / config).read_text()
+    offered = "# task: ordinal" in (project / f"configs/{slug}.yaml").read_text()
     assert offered == (slug in GRADES)
-
-    runner = CliRunner()
-    edits = ORDINAL if slug == "aptos2019-blindness-detection" else []  # the edit its comment offers
-    overrides = [arg for key in [*TINY, *edits] for arg in ("--set", key)]
-    for command in (["folds"], ["train", "--fold", "all"], ["predict", "--tta"], ["ensemble"]):
-        result = runner.invoke(app, [*command, "-c", config, *overrides])
-        assert result.exit_code == 0, result.output + repr(result.exception)
-    path = project / "submissions" / f"{slug}.csv"
-    result = runner.invoke(app, ["validate", str(path), "-c", config])
-    assert result.exit_code == 0, result.output
-
-    fmt = tree["submission"]["format"]
-    sample = pd.read_csv(project / tree["data"]["root"] / tree["data"]["sample_submission"], dtype=str)
-    submission = pd.read_csv(path)  # values read back with their types, as Kaggle reads them
-    classes = json.loads((project / "runs" / slug / "classes.json").read_text())
-    check_cells(submission, sample, shape, fmt, classes)
-    cv = json.loads((project / "runs" / slug / "cv.json").read_text())
-    assert cv["metric"] == (
-        tree.get("predict", {}).get("metric") or ("quadratic_weighted_kappa" if edits else "accuracy")
-    )
-    held_back = held_back_score(submission, shape, tree, classes, cv)
-    with capsys.disabled():  # the figures of the issue's closing table
-        detected = f"{tree['data']['layout']} | {cv['task']} | {cv['metric']} {cv.get('metric_params') or ''} | {fmt}"
-        print(f"\nSHAPE {slug} | {detected} | CV {cv['oof']:.4f} | held-back {held_back:.4f}")
+    assert run.cv["metric"] == (run.tree.get("predict", {}).get("metric") or "accuracy")
+    with capsys.disabled():  # the figures of the issue's closing table (benchmarks/shapes.py prints them all)
+        print("\n" + " | ".join(run.row(slug)))
 
 
 # ----------------------------------------------------------------------------- bad input: file, row, key and fix
@@ -373,6 +262,12 @@ def test_a_one_hot_row_without_exactly_one_1_looks_multilabel(tmp_path, hot):
     what = "no 1" if not hot else "2 1s (healthy, rust)"
     assert f"train.csv, line 5 (id 'Train_3'): {what} among the one-hot label columns" in message
     assert "look multi-label: set data.task: multilabel" in message
+    keys = {"root": str(tmp_path), "layout": "csv", "id_column": "image_id", "label_columns": shapes.PATHOLOGY}
+    keys |= {"train_dir": "images", "test_dir": "images", "image_suffix": ".jpg", "task": "multilabel"}  # as hinted
+    competition = load_competition(build_config({"data": keys}).data)
+    assert competition.task == "multilabel" and competition.classes == shapes.PATHOLOGY
+    assert competition.train["label"][3] == " ".join(hot)  # the row's tags: its columns holding 1
+    assert competition.train["label"][0] == shapes.PATHOLOGY[0]
 
 
 def test_a_file_name_that_does_not_split_into_a_label(tmp_path):
@@ -427,6 +322,9 @@ def test_dicom_without_pydicom_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_pydicom)
     with pytest.raises(CompError, match=r"pip install 'comp\[dicom\]'"):
         read_image(tmp_path / "train" / "t0.dcm")
+    with pytest.raises(CompError, match=r"pip install 'comp\[dicom\]'") as err:  # the survey says so too
+        survey_competition(tmp_path)
+    assert "Reading DICOM images (" in str(err.value) and ".dcm) needs pydicom" in str(err.value)
 
 
 def test_colour_pixel_tables_are_read_channels_last(tmp_path):

@@ -1,0 +1,79 @@
+"""Every common Kaggle image-competition shape, from `comp download` to a scored submission: one table row each.
+
+    python benchmarks/shapes.py                         # every shape of tests/shapes.py: a few minutes on 2 cores
+    python benchmarks/shapes.py cifar-10 images-dcm     # some of them
+
+Each replica (tests/shapes.py: scikit-learn's digits written in a real competition's layout, the test
+labels held back) is served by the fake Kaggle (tests/fake_kaggle.py) and taken, in a scratch project,
+through `comp download` (which surveys it and writes configs/<slug>.yaml), then, on that config unchanged
+but for a tiny run (tests/shapes.py's TINY: 2 folds, 2 epochs), `comp folds`, `comp train --fold all`,
+`comp predict --tta`, `comp ensemble` and `comp validate`. The submission is checked cell by cell (ids,
+order, columns, label type) and scored with cv.json's metric against the held-back labels.
+
+The table: what the survey detected (layout, task, metric, submission format, image size, the suggested
+folds.group_column, whose groups each stay in one fold of the run), the OOF score
+of the 2-fold ensemble (CV) and the submission's score on the held-back test labels, in the same metric.
+The replicas are tiny (60-80 training images), so the scores say that each shape learns and is written
+right, not how good the model is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import shapes  # noqa: E402  (tests/ holds the replicas and the fake Kaggle)
+from fake_kaggle import FakeKaggle  # noqa: E402
+
+HEADER = ["shape", "layout", "task", "metric", "format", "image size", "group column", "CV", "held-back"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("slugs", nargs="*", help=f"shapes to run (default: all): {', '.join(shapes.SHAPES)}")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch project (configs, runs, submissions)")
+    args = parser.parse_args()
+    slugs = args.slugs or list(shapes.SHAPES)
+    unknown = [s for s in slugs if s not in shapes.SHAPES]
+    if unknown:
+        parser.error(f"unknown shape(s) {', '.join(unknown)}; known: {', '.join(shapes.SHAPES)}")
+    scratch = Path(tempfile.mkdtemp(prefix="comp-shapes-"))
+    project, home = scratch / "project", scratch / "home"
+    shutil.copytree(REPO / "comp/configs", project / "configs")
+    home.mkdir()
+    os.environ["COMP_CACHE"] = str(scratch / "cache")  # decoded images: the scratch folder's, not ~/.cache's
+    os.chdir(project)
+    rows, start = [], time.perf_counter()
+    with FakeKaggle() as fake:
+        for slug in slugs:
+            run = shapes.from_download_to_submission(
+                slug,
+                scratch / "sources" / slug,
+                project,
+                fake,
+                lambda s: shapes.comp_process(fake, home, "download", s),
+            )
+            rows.append(run.row(slug))
+            print(" | ".join(rows[-1]), flush=True)
+    assert fake.stray == [], "a request was meant for the real Kaggle"
+    kept = f" (kept: {project})" if args.keep else ""
+    print(f"\n{len(rows)} shapes in {time.perf_counter() - start:.0f} s{kept}\n")
+    print("| " + " | ".join(HEADER) + " |")
+    print("|" + "---|" * len(HEADER))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if not args.keep:
+        os.chdir(REPO)
+        shutil.rmtree(scratch)
+
+
+if __name__ == "__main__":
+    main()
