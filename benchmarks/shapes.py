@@ -29,8 +29,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+# One thread, as in the tests: runs this small move with the order of float sums, and so with the thread count.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import shapes  # noqa: E402  (tests/ holds the replicas and the fake Kaggle)
+import torch  # noqa: E402
 from fake_kaggle import FakeKaggle  # noqa: E402
 
 HEADER = ["shape", "layout", "task", "metric", "format", "image size", "group column", "CV", "held-back"]
@@ -45,6 +48,7 @@ def main() -> None:
     unknown = [s for s in slugs if s not in shapes.SHAPES]
     if unknown:
         parser.error(f"unknown shape(s) {', '.join(unknown)}; known: {', '.join(shapes.SHAPES)}")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     scratch = Path(tempfile.mkdtemp(prefix="comp-shapes-"))
     project, home = scratch / "project", scratch / "home"
     shutil.copytree(REPO / "comp/configs", project / "configs")

@@ -359,7 +359,7 @@ TINY = [
     "train.batch_size=8",
     "train.lr=0.01",
     "folds.k=2",
-    "predict.tta=[identity]",
+    "predict.tta=[identity, hflip]",  # two views averaged (per tag, multi-label)
 ]
 
 

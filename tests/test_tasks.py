@@ -249,3 +249,23 @@ def test_softmax_and_per_tag_tables_are_never_read_for_each_other():
     check_task(SimpleNamespace(task="ordinal"), Path("runs/r"), "multiclass")  # same softmax tables: decisions differ
     with pytest.raises(CompError, match="predicted for data.task multiclass, but the data is read as multilabel"):
         check_task(SimpleNamespace(task="multilabel"), Path("runs/r"), "multiclass")
+
+
+def test_multi_label_tta_views_and_blends_average_each_tag_on_its_own():
+    import torch
+
+    from comp.blending import blend_table, hill_blend
+    from comp.tta import combine
+
+    views = np.array([[[0.9, 0.8, 0.1]], [[0.7, 0.4, 0.3]]])  # 2 views (or members) x 1 row x 3 tags
+    logit = np.log(views / (1 - views))
+    mean, geometric = views.mean(0), 1 / (1 + np.exp(-logit.mean(0)))
+    log_probs = torch.log(torch.tensor(views))
+    for how, expected in (("arithmetic", mean), ("geometric", geometric)):
+        np.testing.assert_allclose(combine(log_probs, how, task="multilabel").exp().numpy(), expected, rtol=1e-6)
+    weights = np.array([0.5, 0.5])
+    np.testing.assert_allclose(blend_table("mean", views, weights, "multilabel"), mean)
+    np.testing.assert_allclose(blend_table("geometric", views, weights, "multilabel"), geometric)
+    np.testing.assert_allclose(hill_blend(views, weights, "multilabel"), mean)
+    # the same tables read as one label a row are renormalised: the tags' own probabilities are not
+    assert blend_table("mean", views, weights)[0].sum() == pytest.approx(1.0) and mean.sum() == pytest.approx(1.6)

@@ -29,6 +29,8 @@ from comp.errors import CompError
 
 Label = int | str
 FIRST_LINE = 2  # a CSV's first data row is line 2 of the file (line 1: the header)
+ONE_HOT_VALUES = ("0", "1", "0.0", "1.0")  # what a one-hot label column holds
+HOT_VALUES = ("1", "1.0")
 
 
 class FileIndex:
@@ -143,7 +145,7 @@ def onehot_labels(
     for column in columns:
         require_column(table, column, path, "data.label_columns")
     values = table[columns].apply(lambda c: c.str.strip())
-    bad_values = ~values.isin(["0", "1", "0.0", "1.0"])
+    bad_values = ~values.isin(ONE_HOT_VALUES)
     if bad_values.any().any():
         row, col = next((r, c) for r, c in zip(*bad_values.to_numpy().nonzero(), strict=True))
         raise CompError(
@@ -151,7 +153,7 @@ def onehot_labels(
             f"{values.iat[row, col]!r}; one-hot label columns (data.label_columns) hold 0 or 1.",
             hint="Set data.label_columns to the class columns only.",
         )
-    hot = values.isin(["1", "1.0"]).to_numpy()
+    hot = values.isin(HOT_VALUES).to_numpy()
     if multilabel:
         return [" ".join(c for c, h in zip(columns, row, strict=True) if h) for row in hot]
     per_row = hot.sum(axis=1)

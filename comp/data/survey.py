@@ -24,7 +24,7 @@ from rich.text import Text
 from comp.config import DataConfig
 from comp.data.competition import Competition, load_competition
 from comp.data.images import check_readers, describe_sizes, image_sizes, is_image
-from comp.data.layouts import FileIndex, common_suffix, label_from_name, label_regex
+from comp.data.layouts import ONE_HOT_VALUES, FileIndex, common_suffix, label_from_name, label_regex
 from comp.errors import CompError
 from comp.tasks import split_tags
 
@@ -191,7 +191,7 @@ def _named(columns, names: tuple[str, ...]) -> str | None:
 
 
 def _is_binary(values: pd.Series) -> bool:
-    return values.str.strip().isin(["0", "1", "0.0", "1.0"]).all()
+    return values.str.strip().isin(ONE_HOT_VALUES).all()
 
 
 def _labels(table: pd.DataFrame, id_column: str) -> dict[str, Any] | None:
