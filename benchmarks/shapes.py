@@ -6,7 +6,7 @@
 Each replica (tests/shapes.py: scikit-learn's digits written in a real competition's layout, the test
 labels held back) is served by the fake Kaggle (tests/fake_kaggle.py) and taken, in a scratch project,
 through `comp download` (which surveys it and writes configs/<slug>.yaml), then, on that config unchanged
-but for a tiny run (tests/shapes.py's TINY: 2 folds, 2 epochs), `comp folds`, `comp train --fold all`,
+but for a tiny run (tests/shapes.py's TINY: 2 folds, 6 epochs, 2 TTA views), `comp folds`, `comp train --fold all`,
 `comp predict --tta`, `comp ensemble` and `comp validate`. The submission is checked cell by cell (ids,
 order, columns, label type) and scored with cv.json's metric against the held-back labels.
 

@@ -349,17 +349,18 @@ def archive(folder: Path) -> bytes:
 
 # ----------------------------------------------------------------------------- a replica through the commands
 
-# A tiny model and run: 2 folds, 2 epochs, 16 px; every shape goes through the same commands.
+# A tiny model and run: 2 folds, 6 epochs, 16 px; every shape goes through the same commands. (At 2 epochs and
+# lr 0.01 the OOF accuracy of the same 4-digit replica swung from 0.40 to 0.97 with train.seed; here 0.98 to 1.)
 TINY = [
     "model.name=resnet18_cifar",
     "model.kwargs={widths: [16, 32, 64, 128]}",
-    "train.epochs=2",
+    "train.epochs=6",
     "aug.phase1=none",
     "aug.phase2=none",
     "train.batch_size=8",
-    "train.lr=0.01",
+    "train.lr=0.003",
     "folds.k=2",
-    "predict.tta=[identity, hflip]",  # two views averaged (per tag, multi-label)
+    "predict.tta=[identity, scale]",  # two views averaged (per tag, multi-label); a mirrored digit is another digit
 ]
 
 
