@@ -6,15 +6,17 @@
 Each replica (tests/shapes.py: scikit-learn's digits written in a real competition's layout, the test
 labels held back) is served by the fake Kaggle (tests/fake_kaggle.py) and taken, in a scratch project,
 through `comp download` (which surveys it and writes configs/<slug>.yaml), then, on that config unchanged
-but for a tiny run (tests/shapes.py's TINY: 2 folds, 6 epochs, 2 TTA views), `comp folds`, `comp train --fold all`,
-`comp predict --tta`, `comp ensemble` and `comp validate`. The submission is checked cell by cell (ids,
-order, columns, label type) and scored with cv.json's metric against the held-back labels.
+but for a tiny run (tests/shapes.py's TINY: 2 folds, 6 epochs, 2 TTA views), `comp folds`,
+`comp train --fold all`, `comp predict --tta`, `comp ensemble` and `comp validate`. The submission is
+checked cell by cell (ids, order, columns, label type) and scored with cv.json's metric against the
+held-back labels.
 
 The table: what the survey detected (layout, task, metric, submission format, image size, the suggested
-folds.group_column, whose groups each stay in one fold of the run), the OOF score
-of the 2-fold ensemble (CV) and the submission's score on the held-back test labels, in the same metric.
-The replicas are tiny (60-80 training images), so the scores say that each shape learns and is written
-right, not how good the model is.
+folds.group_column, whose groups each stay in one fold of the run), the OOF score of the 2-fold ensemble
+(CV), the submission's score on the held-back test labels in the same metric, and a uniform guess's
+(every class equally likely) held-back score beside it. The replicas are tiny (60 to 150 training images
+of 16 px, 8 to 25 test images), so the scores say that each shape learns and is written right, not how
+good a model is.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import shapes  # noqa: E402  (tests/ holds the replicas and the fake Kaggle)
 import torch  # noqa: E402
 from fake_kaggle import FakeKaggle  # noqa: E402
 
-HEADER = ["shape", "layout", "task", "metric", "format", "image size", "group column", "CV", "held-back"]
+HEADER = ["shape", "layout", "task", "metric", "format", "image size", "group column", "CV", "held-back", "uniform"]
 
 
 def main() -> None:

@@ -383,15 +383,19 @@ def submitted_scores(submission: pd.DataFrame, tree: dict, classes: list) -> np.
     return table
 
 
-def held_back_score(submission: pd.DataFrame, shape: Shape, tree: dict, classes: list, cv: dict) -> float:
-    """The run's own metric (cv.json's, with its parameters) on the held-back truth, from the submission."""
+def held_back_scores(submission: pd.DataFrame, shape: Shape, tree: dict, classes: list, cv: dict) -> tuple:
+    """The run's own metric (cv.json's, with its parameters) on the held-back truth: of the submission, and of a
+    uniform guess (every class equally likely), which a run that learned anything beats."""
     names = [str(c) for c in classes]
     truth = shape.truth["label"].astype(str)
     if cv["task"] == "multilabel":
         targets = np.array([[n in cell.split() for n in names] for cell in truth], dtype=int)
     else:
         targets = np.array([names.index(t) for t in truth])
-    return score(cv["metric"], targets, submitted_scores(submission, tree, classes), **cv.get("metric_params", {}))
+    params = cv.get("metric_params", {})
+    uniform = np.full((len(truth), len(names)), 1 / len(names))
+    submitted = submitted_scores(submission, tree, classes)
+    return score(cv["metric"], targets, submitted, **params), score(cv["metric"], targets, uniform, **params)
 
 
 def check_cells(submission: pd.DataFrame, sample: pd.DataFrame, shape: Shape, fmt: str, classes) -> None:
@@ -444,14 +448,16 @@ class Run:
     cv: dict
     classes: list
     held_back: float
+    uniform: float  # a uniform guess's held-back score
 
     def row(self, slug: str) -> list[str]:
-        """shape | layout | task | metric | submission format | image size | folds.group_column | CV | held-back"""
+        """shape | layout | task | metric | submission format | image size | folds.group_column | CV | held-back
+        | a uniform guess's held-back score"""
         params = ", ".join(f"{k}={v:g}" for k, v in (self.cv.get("metric_params") or {}).items())
         metric = f"{self.cv['metric']}" + (f" ({params})" if params else "")
         data, fmt = self.tree["data"], self.tree["submission"]["format"]
         group = self.tree.get("folds", {}).get("group_column") or "-"
-        scores = [f"{self.cv['oof']:.4f}", f"{self.held_back:.4f}"]
+        scores = [f"{self.cv['oof']:.4f}", f"{self.held_back:.4f}", f"{self.uniform:.4f}"]
         return [slug, data["layout"], self.cv["task"], metric, fmt, str(data["image_size"]), group, *scores]
 
 
@@ -488,4 +494,4 @@ def from_download_to_submission(slug: str, source: Path, project: Path, fake, do
     check_cells(submission, sample, shape, tree["submission"]["format"], classes)
     cv = json.loads((project / "runs" / slug / "cv.json").read_text())
     check_groups(project, tree, cv)
-    return Run(tree, printed, cv, classes, held_back_score(submission, shape, tree, classes, cv))
+    return Run(tree, printed, cv, classes, *held_back_scores(submission, shape, tree, classes, cv))

@@ -15,6 +15,7 @@ from comp.config import build_config
 from comp.data.competition import load_competition
 from comp.data.survey import survey_competition
 from comp.errors import CompError
+from comp.metrics import is_better
 
 # shape -> what the survey must detect: the data keys, the classes, the first test id and the submission keys
 EXPECTED = {
@@ -231,6 +232,7 @@ def test_each_shape_from_download_to_a_valid_submission(project, tmp_path, slug,
     offered = "# task: ordinal" in (project / f"configs/{slug}.yaml").read_text()
     assert offered == (slug in GRADES)
     assert run.cv["metric"] == (run.tree.get("predict", {}).get("metric") or "accuracy")
+    assert is_better(run.cv["metric"], run.held_back, run.uniform), run.row(slug)  # the submission learned
     with capsys.disabled():  # the figures of the closing table (benchmarks/shapes.py prints them all)
         print("\n" + " | ".join(run.row(slug)))
 
