@@ -309,7 +309,7 @@ def write_humpback(root: Path, n_train: int = 320, n_test: int = 80) -> pd.DataF
 
 def planet(root: Path) -> Shape:
     """planet-understanding-the-amazon-from-space: train_v2.csv image_name,tags (space-separated); sample tags."""
-    truth = write_planet(root, n_train=64, n_test=8)
+    truth = write_planet(root, n_train=192, n_test=16)
     return Shape("planet-understanding-the-amazon-from-space", truth.set_axis(["id", "label"], axis=1), str)
 
 
