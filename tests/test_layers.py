@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,13 +296,18 @@ def spelled_folders(tree: ast.AST) -> Iterator[ast.AST]:
             yield node
 
 
-def test_the_run_and_submission_folders_are_spelled_in_runs_py_alone():
-    spelled = [
+def found_outside_runs_py(find: Callable[[ast.AST], Iterator[ast.AST]]) -> list[str]:
+    """file:line: code, for each node `find` yields in a module other than comp/runs.py."""
+    return [
         f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}"
         for name, path in comp_modules().items()
         if name != FOLDER_OWNER
-        for node in spelled_folders(ast.parse(path.read_text()))
+        for node in find(ast.parse(path.read_text()))
     ]
+
+
+def test_the_run_and_submission_folders_are_spelled_in_runs_py_alone():
+    spelled = found_outside_runs_py(spelled_folders)
     assert not spelled, (
         "the run or submission folder spelled outside comp/runs.py (ask comp.runs: RUNS, SUBMISSIONS, run_dir...):\n"
         + "\n".join(spelled)
@@ -322,12 +327,7 @@ def joined_run_files(tree: ast.AST) -> Iterator[ast.AST]:
 
 
 def test_the_files_every_run_exposes_are_named_in_runs_py_alone():
-    joined = [
-        f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}"
-        for name, path in comp_modules().items()
-        if name != FOLDER_OWNER
-        for node in joined_run_files(ast.parse(path.read_text()))
-    ]
+    joined = found_outside_runs_py(joined_run_files)
     assert joined == [], "a run's file named outside comp/runs.py (use cv_file, table_file, ...):\n" + "\n".join(joined)
 
 
