@@ -36,7 +36,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import shapes  # noqa: E402  (tests/ holds the replicas and the fake Kaggle)
 import torch  # noqa: E402
-from fake_kaggle import FakeKaggle  # noqa: E402
+from fake_kaggle import FakeKaggle, run_comp  # noqa: E402
 
 HEADER = ["shape", "layout", "task", "metric", "format", "image size", "group column", "CV", "held-back", "uniform"]
 
@@ -65,7 +65,7 @@ def main() -> None:
                 scratch / "sources" / slug,
                 project,
                 fake,
-                lambda s: shapes.comp_process(fake, home, "download", s),
+                lambda s: run_comp(fake, home, "download", s),
             )
             rows.append(run.row(slug))
             print(" | ".join(rows[-1]), flush=True)

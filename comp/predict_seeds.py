@@ -57,8 +57,9 @@ class SeedsPrediction:
 def _seed_tables(folder: Path, seeds: dict[int, PredictResult]) -> tuple[list, dict, dict]:
     """Each seed's OOF and test tables (indexed by id), checked to cover the same rows and classes."""
     oof, test, classes = {}, {}, None
+    folders = seed_dirs(folder)  # predict_seeds made sure each exists
     for seed in seeds:
-        seed_folder = seed_dirs(folder)[seed]  # predict_seeds made sure it exists
+        seed_folder = folders[seed]
         oof[seed], oof_classes = read_predictions(table_file(seed_folder, "oof"))
         test[seed], _ = read_predictions(table_file(seed_folder, "test"))
         classes = classes or oof_classes

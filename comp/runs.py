@@ -209,9 +209,7 @@ def staged_outputs(run: Path) -> Iterator[Path]:
     stage = Path(tempfile.mkdtemp(prefix=".predict-", dir=run))
     try:
         yield stage
-        files = sorted(
-            (p for p in stage.rglob("*") if p.is_file()), key=lambda p: (p.name == cv_file(run).name, str(p))
-        )
+        files = sorted((p for p in stage.rglob("*") if p.is_file()), key=lambda p: (p == cv_file(stage), str(p)))
         for path in files:  # cv.json last: whoever sees the new score finds the new tables
             target = run / path.relative_to(stage)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ API = "/api/v1/"  # then <service>/<Method>: the datasets, kernels and blobs ser
 MAX_BODY = 16 * 1024**2  # bytes read from one request, at most
 MAX_REQUESTS = 500  # after this many requests every answer is 503: a runaway loop ends quickly
 USERNAME, KEY = "fake-user", "fake-key-5f1e0c2b9a7d4e3f"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -339,3 +342,19 @@ def _handler_for(fake: FakeKaggle) -> type[BaseHTTPRequestHandler]:
             self._answer(fake.upload_status, b"", "text/plain")
 
     return Handler
+
+
+def run_python(fake: FakeKaggle, home: Path, *args: str, credentials: bool = True, **env: str) -> tuple[int, str]:
+    """`python ARGS` in a fresh process (cwd: this one's) whose kaggle client talks to `fake`: exit code, output.
+    The output never holds the key or a traceback."""
+    environ = fake.env(home, credentials) | env
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, *args], env=environ, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert KEY not in output and "Traceback" not in output, output
+    return result.returncode, output
+
+
+def run_comp(fake: FakeKaggle, home: Path, *args: str, credentials: bool = True, **env: str) -> tuple[int, str]:
+    """`comp ARGS` in a fresh process talking to `fake` (run_python)."""
+    return run_python(fake, home, "-m", "comp", *args, credentials=credentials, **env)

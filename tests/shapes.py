@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +21,6 @@ import yaml
 from sklearn.datasets import load_digits
 
 from comp.metrics import score
-
-REPO = Path(__file__).resolve().parents[1]
 
 SIZE = 16  # images are the 8x8 digits upscaled to SIZE x SIZE
 
@@ -418,13 +413,6 @@ def check_cells(submission: pd.DataFrame, sample: pd.DataFrame, shape: Shape, fm
         assert ((probs >= 0) & (probs <= 1)).all()
         if fmt == "probabilities":
             np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
-
-
-def comp_process(fake, home: Path, *args: str) -> tuple[int, str]:
-    """`comp ARGS` in a fresh process whose kaggle client talks to the fake Kaggle: exit code, output."""
-    env = fake.env(home) | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "comp", *args], env=env, capture_output=True, text=True, timeout=120)
-    return done.returncode, done.stdout + done.stderr
 
 
 def comp_command(*args: str) -> str:

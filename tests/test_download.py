@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import REPO
-from fake_kaggle import FakeKaggle, etag
-from test_kaggle import SLUG, run_comp, run_python, zip_bytes
+from fake_kaggle import FakeKaggle, etag, run_comp, run_python
+from test_kaggle import SLUG, zip_bytes
 
 from comp.kaggle.client import retry_after
 

@@ -13,8 +13,6 @@ import io
 import json
 import os
 import stat
-import subprocess
-import sys
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +21,8 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, competition_data, sets, write_csv_competition, write_folders_competition
-from fake_kaggle import KEY, USERNAME, FakeKaggle
+from conftest import competition_data, sets, write_csv_competition, write_folders_competition
+from fake_kaggle import KEY, USERNAME, run_comp, run_python
 
 from comp.data.survey import survey_competition
 from comp.errors import CompError
@@ -71,21 +69,6 @@ def image_competition_zip(tmp_path: Path) -> bytes:
 
 def files_outside(root: Path, skip: set[str]) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.relative_to(root).parts[0] not in skip}
-
-
-def run_comp(fake: FakeKaggle, home: Path, *args: str, credentials: bool = True, **env: str):
-    """`comp ARGS` in a fresh process (cwd: the project folder) talking to the fake Kaggle."""
-    return run_python(fake, home, "-m", "comp", *args, credentials=credentials, **env)
-
-
-def run_python(fake: FakeKaggle, home: Path, *args: str, credentials: bool = True, **env: str):
-    """`python ARGS` in a fresh process (cwd: the project folder) talking to the fake Kaggle."""
-    environ = fake.env(home, credentials) | env
-    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, *args], env=environ, capture_output=True, text=True, timeout=120)
-    output = result.stdout + result.stderr
-    assert KEY not in output and "Traceback" not in output, output
-    return result.returncode, output
 
 
 COMPETITION = sets(*competition_data(SLUG))

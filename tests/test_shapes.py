@@ -211,11 +211,11 @@ def test_pixel_rows_of_a_read_only_competition_are_decoded_into_comps_cache(tmp_
 @pytest.fixture
 def fake_kaggle(project, tmp_path_factory):
     """The fake Kaggle server, and `comp download SLUG` in a fresh process (the real kaggle client) talking to it."""
-    from fake_kaggle import FakeKaggle
+    from fake_kaggle import FakeKaggle, run_comp
 
     home = tmp_path_factory.mktemp("home")
     with FakeKaggle() as fake:
-        yield fake, lambda slug: shapes.comp_process(fake, home, "download", slug)
+        yield fake, lambda slug: run_comp(fake, home, "download", slug)
     assert fake.stray == [], "a request was meant for the real Kaggle"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TINY_RUN, on_competition, write_csv_competition
+from conftest import TINY_RUN, on_competition, sets, write_csv_competition
 from typer.testing import CliRunner
 
 from comp.cli import app
@@ -116,17 +116,13 @@ def test_wandb_configured_without_its_extra_is_refused_before_training(tracked, 
 def test_the_command_line_prints_the_extra_and_the_example_with_their_brackets(tracked, monkeypatch):
     """What `comp train` prints for both mistakes: `comp[wandb]` and `[csv,wandb]` as written, not taken for markup."""
     runner = CliRunner()
-    result = runner.invoke(app, ["train", *settings("train.loggers=[csv,wandbb]")], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["train", *sets(*TINY, "train.loggers=[csv,wandbb]")], env={"COLUMNS": "200"})
     assert result.exit_code == 1 and "Did you mean wandb?" in result.output, result.output
     assert "(e.g. --set train.loggers=[csv,wandb])" in result.output
     monkeypatch.setitem(sys.modules, "wandb", None)
-    result = runner.invoke(app, ["train", *settings("train.loggers=[csv,wandb]")], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["train", *sets(*TINY, "train.loggers=[csv,wandb]")], env={"COLUMNS": "200"})
     assert result.exit_code == 1 and "pip install 'comp[wandb]', or take wandb out" in result.output, result.output
     assert not (tracked / "runs").exists()
-
-
-def settings(*overrides: str) -> list[str]:
-    return [arg for key in [*TINY, *overrides] for arg in ("--set", key)]
 
 
 def test_mlflow_configured_without_its_extra_is_refused(tracked, monkeypatch):
