@@ -180,8 +180,8 @@ def test_batches_come_pinned_and_travel_without_blocking(tiny, monkeypatch):
 
 # ----------------------------------------------------------------------------- JPEG decoding on the device
 
-# nvJPEG against OpenCV's libjpeg-turbo: the mean absolute difference that torchvision's own test of its CUDA
-# decoder allows (its pixels differ by a level or two); not yet measured on a GPU here.
+# nvJPEG against OpenCV: the mean absolute difference that torchvision's own test of its CUDA decoder allows
+# (its pixels differ by a level or two); not yet measured on a GPU here.
 NVJPEG_MEAN_LEVELS = 2
 
 

@@ -25,9 +25,9 @@ from comp.errors import CompError
 from comp.training.loaders import create_loaders
 
 CPU = torch.device("cpu")
-# torchvision's decoder on the CPU against OpenCV's: both libjpeg-turbo, identical on every image here (largest
-# difference 0 levels); 1 leaves room for another build's rounding, and a wrong channel order or a fallback to
-# OpenCV shows in other assertions.
+# torchvision's decoder on the CPU against OpenCV's: identical on every image here (largest difference 0 levels);
+# 1 leaves room for another build's rounding. Identical pixels cannot tell a silent fallback to OpenCV: the
+# `opened` fixture does.
 CPU_MAX_LEVELS = 1
 DEPRECATED = "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning"
 pytestmark = pytest.mark.filterwarnings(DEPRECATED)  # torchvision 0.29 deprecates decode_jpeg for TorchCodec

@@ -82,8 +82,8 @@ def decode_jpegs(paths: Sequence[str | Path], device: torch.device) -> list[np.n
     from torchvision.io import ImageReadMode, decode_jpeg
 
     encoded = [torch.from_numpy(np.fromfile(path, dtype=np.uint8)) for path in paths]
-    on = device if device.type == "cuda" else torch.device("cpu")
-    images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=on)
+    decode_on = device if device.type == "cuda" else torch.device("cpu")
+    images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=decode_on)
     return [image.permute(1, 2, 0).contiguous().cpu().numpy() for image in images]
 
 
