@@ -4,8 +4,10 @@
 #   2. environment  nvidia-smi, torch and CUDA, `comp env` (before all: no CUDA GPU, exit 2)
 #   3. cuda tests   pytest -m cuda (tests/test_cuda.py: fp16 + scaler, bf16, channels_last, compile, pinned
 #                   copies, exact resume)
-#   4. resnet18     images/s of comp train against the model alone: 32 px JPEGs, bf16, channels_last
-#   5. resnet50     the same at 224 px (256 px JPEGs resized), with the decoded cache and without it
+#   4. jpeg decode  images/s of the disk cache's build from 512 px JPEGs, data.decode cpu against device (nvJPEG),
+#                   and how far nvJPEG's pixels are from OpenCV's (benchmarks/jpeg_decode.py)
+#   5. resnet18     images/s of comp train against the model alone: 32 px JPEGs, bf16, channels_last
+#   6. resnet50     the same at 224 px (256 px JPEGs resized), with the decoded cache and without it
 # Run from the repository root (comp runs from the checkout: PYTHONPATH=$PWD, no install):
 #
 #     benchmarks/gpu_check.sh                       # on the GPU machine; the device run carries .whl
@@ -119,7 +121,15 @@ stage environment 90 bash -c environment
 # CUBLAS_WORKSPACE_CONFIG: deterministic cuBLAS for the exact-resume tests (test_cuda.py sets it too).
 stage "cuda tests" 180 env CUBLAS_WORKSPACE_CONFIG=:4096:8 "$python" -m pytest tests/test_cuda.py -m cuda -q -rs
 
-# ----------------------------------------------------------------------------- 4-5. images/s, comp against the model alone
+# ----------------------------------------------------------------------------- 4. JPEG decoding, cpu against device
+# Before the training stages: it takes seconds, and says whether data.decode: device is worth it there.
+if ((cpu)); then # torchvision's decoder on the CPU: the same path, tiny
+    stage "jpeg decode" 60 "$python" benchmarks/jpeg_decode.py --images 64 --size 128 --set data.image_size=32 --rounds 1
+else
+    stage "jpeg decode" 60 "$python" benchmarks/jpeg_decode.py --images 2000 --size 512 --set data.image_size=224
+fi
+
+# ----------------------------------------------------------------------------- 5-6. images/s, comp against the model alone
 bench=("$python" benchmarks/train_speed.py --format jpg --set train.amp=true --set train.channels_last=true)
 if ((cpu)); then # the same cases, tiny: this shows the stages work, its figures mean nothing
     stage "resnet18 32 px" 120 "${bench[@]}" --images 80 --size 32 --epochs 1 --rounds 1 \

@@ -48,6 +48,9 @@ class DataConfig(Section):
     # ordinal when predict.metric is quadratic_weighted_kappa, multiclass otherwise (comp.tasks).
     task: Literal["auto", "multiclass", "binary", "multilabel", "ordinal"] = "auto"
     cache: Literal["auto", "on", "off", "disk"] = "auto"  # on: in memory (comp.data.dataset.cache_mode)
+    # device: the images decoded once by data.cache go through torchvision's decoder on train.device, JPEGs in
+    # batches (nvJPEG on CUDA; torchvision's libjpeg on the CPU elsewhere) (comp.data.images.read_images)
+    decode: Literal["cpu", "device"] = "cpu"
     pseudo_labels: str | None = None
 
     @field_validator("cache", mode="before")

@@ -1,5 +1,5 @@
 """comp's CUDA paths on a GPU: fp16 with a grad scaler, bf16, channels_last, torch.compile, pinned memory with
-non-blocking copies, and exact resume.
+non-blocking copies, JPEGs decoded by nvJPEG (data.decode: device), and exact resume.
 
 The precision and memory-format tests run on the CPU too (its autocast and grad scaler take the same code
 path), so this machine keeps them honest; the rest test what only CUDA has (pinned copies, cuDNN determinism,
@@ -17,13 +17,16 @@ import test_resume
 import torch
 from conftest import TINY_RUN, on_competition, write_csv_competition
 from safetensors.torch import load_file
+from test_decode_device import DEPRECATED, write_jpegs
 
 import comp.device
 import comp.training.fold
 from comp.augment import ModelInput
 from comp.config import load_config
+from comp.data import images
 from comp.data.competition import load_competition
 from comp.data.folds import write_folds
+from comp.data.images import read_image, read_images
 from comp.training.fold import train
 
 pytestmark = pytest.mark.cuda
@@ -173,6 +176,27 @@ def test_batches_come_pinned_and_travel_without_blocking(tiny, monkeypatch):
     validation_batches = math.ceil(32 / config_with().predict.batch_size)
     assert len(copies) == 8 + validation_batches
     assert all(pinned and non_blocking for pinned, non_blocking in copies)
+
+
+# ----------------------------------------------------------------------------- JPEG decoding on the device
+
+# nvJPEG against OpenCV: the mean absolute difference that torchvision's own test of its CUDA decoder allows
+# (its pixels differ by a level or two); not yet measured on a GPU here.
+NVJPEG_MEAN_LEVELS = 2
+
+
+@CUDA
+@pytest.mark.filterwarnings(DEPRECATED)
+def test_nvjpeg_decodes_the_jpegs_as_the_cpu_does(tmp_path, monkeypatch):
+    paths = write_jpegs(tmp_path)
+    opened = []
+    monkeypatch.setattr(images, "read_image", lambda path: opened.append(path) or read_image(path))
+    on_cuda = read_images(paths, torch.device("cuda"))
+    assert opened == []  # nvJPEG took every JPEG: no batch fell back to OpenCV
+    for image, path in zip(on_cuda, paths, strict=True):
+        reference = read_image(path)
+        assert image.shape == reference.shape and image.dtype == np.uint8
+        assert np.abs(image.astype(np.float32) - reference).mean() < NVJPEG_MEAN_LEVELS, path
 
 
 # ----------------------------------------------------------------------------- exact resume

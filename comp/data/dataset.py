@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +19,7 @@ from comp.augment import fit_size
 from comp.config import DataConfig, TrainConfig
 from comp.data.competition import read_image
 from comp.data.decoded import DecodedImages, decoded_bytes, fits_on_disk, stamp
+from comp.data.images import DEVICE_DECODE_BATCH, decoder_name, in_batches, read_images
 from comp.device import default_num_workers, usable_cpu_count
 
 # The in-memory cache may take up to this share of the memory available when it is built.
@@ -65,28 +67,33 @@ class ImageDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(image)), self.targets[index]
 
 
-def decode_all(paths: Sequence[str]) -> list[np.ndarray]:
-    """Every image decoded, in order, on one thread per core (OpenCV decodes without holding the GIL)."""
+def decode_all(paths: Sequence[str], device: torch.device | None = None) -> list[np.ndarray]:
+    """Every image decoded, in order, on one thread per core (OpenCV and torchvision's decoders release the
+    GIL): by read_image, or with a `device` (data.decode: device) in batches by read_images on that device."""
     with ThreadPoolExecutor(usable_cpu_count()) as pool:
-        return list(pool.map(read_image, paths))
+        if device is None:
+            return list(pool.map(read_image, paths))
+        batches = pool.map(partial(read_images, device=device), in_batches(paths, DEVICE_DECODE_BATCH))
+        return [image for batch in batches for image in batch]
 
 
-# data.cache in memory: path -> (size, mtime_ns, decoded image), kept for the images last asked for, so that the
-# folds of one process (comp train --fold all) decode them once.
-_IN_MEMORY: dict[str, tuple[int, int, np.ndarray]] = {}
+# data.cache in memory: path -> (size, mtime_ns, decoder, decoded image), kept for the images last asked for, so
+# that the folds of one process (comp train --fold all) decode them once.
+_IN_MEMORY: dict[str, tuple[int, int, str, np.ndarray]] = {}
 
 
-def decoded_in_memory(paths: Sequence[str]) -> dict[str, np.ndarray]:
-    """Every image of `paths` decoded, path -> image: those decoded by the last call and unchanged since (same
-    size and modification time) are reused, the others decoded now; images of earlier calls not in `paths`
-    are let go."""
-    stamps = {path: tuple(stamp(os.stat(path))) for path in paths}
-    kept = {p: _IN_MEMORY[p] for p in stamps if p in _IN_MEMORY and _IN_MEMORY[p][:2] == stamps[p]}
+def decoded_in_memory(paths: Sequence[str], device: torch.device | None = None) -> dict[str, np.ndarray]:
+    """Every image of `paths` decoded (on `device` with data.decode: device, see decode_all), path -> image:
+    those decoded by the last call with the same decoder and unchanged since (same size and modification time)
+    are reused, the others decoded now; images of earlier calls not in `paths` are let go."""
+    decoder = decoder_name(device)
+    stamps = {path: (*stamp(os.stat(path)), decoder) for path in paths}
+    kept = {p: _IN_MEMORY[p] for p in stamps if p in _IN_MEMORY and _IN_MEMORY[p][:3] == stamps[p]}
     _IN_MEMORY.clear()
     missing = [p for p in stamps if p not in kept]
-    kept |= {p: (*stamps[p], image) for p, image in zip(missing, decode_all(missing), strict=True)}
+    kept |= {p: (*stamps[p], image) for p, image in zip(missing, decode_all(missing, device), strict=True)}
     _IN_MEMORY.update(kept)
-    return {path: entry[2] for path, entry in kept.items()}
+    return {path: entry[3] for path, entry in kept.items()}
 
 
 def loader_options(cfg: TrainConfig, device: torch.device) -> dict:

@@ -6,11 +6,13 @@ cache that every fold, every `--parallel` process and every later run shares. It
     <cache_home()>/decoded/<hash of the images' folder>/
         hashes.json             relative path -> [size, mtime_ns, sha256]: unchanged files are not read again
         <S>px-<key>/images.npy  the rows, in the order of the sorted relative paths
-        <S>px-<key>/rows.json   image_size, DECODE_VERSION and [relative path, sha256] of every row
+        <S>px-<key>/rows.json   image_size, DECODE_VERSION, decoder and [relative path, sha256] of every row
 
-The key hashes everything the pixels depend on: every (relative path, content hash), image_size and
-DECODE_VERSION. A changed or added image changes the key, and the new array copies the rows of unchanged
-images (same content) from the newest earlier array at that size: only the new contents are decoded.
+The key hashes everything the pixels depend on: every (relative path, content hash), image_size,
+DECODE_VERSION and the decoder (data.decode: OpenCV, or torchvision's on the CPU or CUDA, whose pixels differ
+by a level or two). A changed or added image changes the key, and the new array copies the rows of unchanged
+images (same content) from the newest earlier array at that size and decoder: only the new contents are
+decoded.
 Earlier arrays stay on disk (a running process may still read one); delete the folder to reclaim them.
 
 An array is built in a temporary folder and renamed into place once written and synced, under a lock on its
@@ -33,11 +35,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.progress import Progress
 
 from comp.augment import fit_size
 from comp.console import console
-from comp.data.images import read_image
+from comp.data.images import (
+    DEVICE_DECODE_BATCH,
+    OPENCV_DECODER,
+    decoder_name,
+    in_batches,
+    read_image,
+    read_images,
+)
 from comp.device import usable_cpu_count
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
@@ -96,9 +106,10 @@ class DecodedImages:
         return {**self.__dict__, "_array": None}
 
 
-def open_decoded(paths: Sequence[str], image_size: int) -> DecodedImages:
-    """The decoded array of these images at image_size: opened if it exists, otherwise built (decoding only
-    the contents no earlier array holds) while holding the lock on the images' folder."""
+def open_decoded(paths: Sequence[str], image_size: int, device: torch.device | None = None) -> DecodedImages:
+    """The decoded array of these images at image_size, decoded by read_image or, given a `device`
+    (data.decode: device), by read_images on it: opened if it exists, otherwise built (decoding only the
+    contents no earlier array of the same decoder holds) while holding the lock on the images' folder."""
     files = sorted({os.path.abspath(p) for p in paths})
     root = os.path.commonpath([os.path.dirname(f) for f in files])
     relative = [os.path.relpath(f, root) for f in files]
@@ -106,9 +117,18 @@ def open_decoded(paths: Sequence[str], image_size: int) -> DecodedImages:
     with locked(group):
         hashes = content_hashes(root, relative, group / HASHES)
         rows = [[name, sha] for name, sha in zip(relative, hashes, strict=True)]
-        entry = group / f"{image_size}px-{digest(json.dumps([DECODE_VERSION, image_size, rows]))[:20]}"
-        decoded = 0 if entry.is_dir() else build(entry, files, rows, image_size)
+        entry = group / f"{image_size}px-{digest(json.dumps(key_settings(image_size, device, rows)))[:20]}"
+        decoded = 0 if entry.is_dir() else build(entry, files, rows, image_size, device)
     return DecodedImages(entry / ARRAY, {f: i for i, f in enumerate(files)}, decoded)
+
+
+def key_settings(image_size: int, device: torch.device | None, rows: list[list[str]]) -> list:
+    """What an array's key hashes. OpenCV's arrays keep the key they had before data.decode existed (no
+    decoder in it), so that arrays already on disk stay in use."""
+    decoder = decoder_name(device)
+    if decoder == OPENCV_DECODER:
+        return [DECODE_VERSION, image_size, rows]
+    return [DECODE_VERSION, image_size, decoder, rows]
 
 
 def digest(text: str) -> str:
@@ -158,9 +178,9 @@ def stamp(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def build(entry: Path, files: list[str], rows: list[list[str]], image_size: int) -> int:
-    """Write the array of `files` at `entry` (rows copied from an earlier array where the content is the same,
-    the rest decoded); returns how many images were decoded."""
+def build(entry: Path, files: list[str], rows: list[list[str]], image_size: int, device: torch.device | None) -> int:
+    """Write the array of `files` at `entry` (rows copied from an earlier array of the same decoder where the
+    content is the same, the rest decoded); returns how many images were decoded."""
     shape = (len(files), image_size, image_size, CHANNELS)
     check_free_space(entry.parent, decoded_bytes(len(files), image_size))
     for stale in entry.parent.glob(".*px-*"):  # a build killed before its rename (the lock is ours: none runs)
@@ -168,7 +188,7 @@ def build(entry: Path, files: list[str], rows: list[list[str]], image_size: int)
     building = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
         array = np.lib.format.open_memmap(building / ARRAY, mode="w+", dtype=np.uint8, shape=shape)
-        earlier = earlier_rows(entry.parent, image_size)
+        earlier = earlier_rows(entry.parent, image_size, decoder_name(device))
         missing = []
         for row, (_, sha) in enumerate(rows):
             if sha in earlier:
@@ -176,12 +196,13 @@ def build(entry: Path, files: list[str], rows: list[list[str]], image_size: int)
                 array[row] = source[source_row]
             else:
                 missing.append(row)
-        decode_into(array, files, missing, image_size)
+        decode_into(array, files, missing, image_size, device)
         array.flush()
         del array
         with open(building / ARRAY, "rb") as f:
             os.fsync(f.fileno())
-        write_json(building / ROWS, {"image_size": image_size, "version": DECODE_VERSION, "rows": rows})
+        meta = {"image_size": image_size, "version": DECODE_VERSION, "decoder": decoder_name(device), "rows": rows}
+        write_json(building / ROWS, meta)
         os.rename(building, entry)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
@@ -199,28 +220,37 @@ def check_free_space(folder: Path, n_bytes: int) -> None:
         )
 
 
-def earlier_rows(group: Path, image_size: int) -> dict[str, tuple[np.ndarray, int]]:
-    """sha256 -> (array, row) of the newest finished array of this group at image_size and DECODE_VERSION."""
+def earlier_rows(group: Path, image_size: int, decoder: str) -> dict[str, tuple[np.ndarray, int]]:
+    """sha256 -> (array, row) of the newest finished array of this group at image_size, DECODE_VERSION and
+    decoder (arrays written before data.decode existed are OpenCV's)."""
     for entry in sorted(group.glob(f"{image_size}px-*"), key=lambda p: p.stat().st_mtime_ns, reverse=True):
         meta = json.loads((entry / ROWS).read_text())
-        if meta["version"] == DECODE_VERSION and meta["image_size"] == image_size:
+        same_decoder = meta.get("decoder", OPENCV_DECODER) == decoder
+        if meta["version"] == DECODE_VERSION and meta["image_size"] == image_size and same_decoder:
             array = np.load(entry / ARRAY, mmap_mode="r")
             return {sha: (array, row) for row, (_, sha) in enumerate(meta["rows"])}
     return {}
 
 
-def decode_into(array: np.ndarray, files: list[str], rows: list[int], image_size: int) -> None:
-    """Decode files[row] at image_size into array[row] for each row, on one thread per core (OpenCV decodes
-    and resizes without holding the GIL), with a progress bar."""
+def decode_into(
+    array: np.ndarray, files: list[str], rows: list[int], image_size: int, device: torch.device | None = None
+) -> None:
+    """Decode files[row] at image_size into array[row] for each row, on one thread per core (OpenCV and
+    torchvision decode and resize without holding the GIL), with a progress bar: one file a task by read_image,
+    or with a `device` (data.decode: device) a batch of files a task by read_images on it."""
 
-    def decode(row: int) -> None:
-        array[row] = fit_size(read_image(files[row]), image_size)
+    def decode(batch: Sequence[int]) -> int:
+        paths = [files[row] for row in batch]
+        images = [read_image(path) for path in paths] if device is None else read_images(paths, device)
+        for row, image in zip(batch, images, strict=True):
+            array[row] = fit_size(image, image_size)
+        return len(batch)
 
     pool = ThreadPoolExecutor(usable_cpu_count())
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"decoding {len(rows)} images at {image_size} px", total=len(rows))
-            for _ in pool.map(decode, rows):
-                progress.advance(task)
+            for done in pool.map(decode, in_batches(rows, 1 if device is None else DEVICE_DECODE_BATCH)):
+                progress.advance(task, done)
     finally:
         pool.shutdown(cancel_futures=True)  # after a failure, the images not yet started are not decoded for nothing

@@ -1,19 +1,27 @@
 """Image files to HxWx3 uint8 RGB arrays: PNG/JPEG/TIFF/... through OpenCV (16-bit and float scaled to
-8 bits), DICOM through pydicom (the optional extra `comp[dicom]`), windowed to 8 bits."""
+8 bits), DICOM through pydicom (the optional extra `comp[dicom]`), windowed to 8 bits; batches of JPEGs
+through torchvision's decoder on a device (data.decode: device)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 
 from comp.errors import CompError
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"} | DICOM_SUFFIXES
+JPEG_SUFFIXES = {".jpg", ".jpeg"}
+IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"} | JPEG_SUFFIXES | DICOM_SUFFIXES
+# Files per decode_jpeg call with data.decode: device. nvJPEG decodes a list in one batched call; a batch's
+# decoded images are on the device together until copied back.
+DEVICE_DECODE_BATCH = 64
+OPENCV_DECODER = "opencv"  # read_image's, without data.decode: device
 
 
 def is_image(name: str | Path) -> bool:
@@ -36,6 +44,47 @@ def read_image(path: str | Path) -> np.ndarray:
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def decoder_name(device: torch.device | None) -> str:
+    """What decodes the JPEGs: OpenCV (read_image, device None), or torchvision's decode_jpeg on CUDA (nvJPEG)
+    or on the CPU (libjpeg, for any other device). The caches key their images by it: nvJPEG's pixels differ
+    from libjpeg's by a level or two."""
+    if device is None:
+        return OPENCV_DECODER
+    return "torchvision-cuda" if device.type == "cuda" else "torchvision-cpu"
+
+
+def in_batches(items: Sequence, size: int) -> list[Sequence]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def read_images(paths: Sequence[str | Path], device: torch.device) -> list[np.ndarray]:
+    """A batch of image files as HxWx3 uint8 RGB arrays, in order: the JPEGs decoded together by torchvision's
+    decode_jpeg on `device` and copied back (nvJPEG on CUDA; torchvision's libjpeg on the CPU for any other
+    device, so that a CPU run takes this path too), every other file by read_image. The decoder gives all of a
+    batch or nothing: when it rejects one file (CMYK, corrupt, a JPEG nvJPEG does not take), the batch's JPEGs
+    go through read_image one by one, which reads what OpenCV reads and raises CompError for the rest."""
+    jpegs = [i for i, path in enumerate(paths) if Path(path).suffix.lower() in JPEG_SUFFIXES]
+    decoded = {}
+    if jpegs:
+        try:
+            decoded = dict(zip(jpegs, decode_jpegs([paths[i] for i in jpegs], device), strict=True))
+        except (RuntimeError, OSError):
+            pass  # read_image below names the file it cannot read, as it does without data.decode: device
+    return [decoded[i] if i in decoded else read_image(path) for i, path in enumerate(paths)]
+
+
+def decode_jpegs(paths: Sequence[str | Path], device: torch.device) -> list[np.ndarray]:
+    """JPEG files decoded in one call of torchvision's decode_jpeg on `device` (the CPU unless it is CUDA),
+    as HxWx3 uint8 RGB arrays on the host. Raises what the decoder raises."""
+    # Imported here: torchvision deprecates its image decoders (0.29), and only data.decode: device needs them.
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    encoded = [torch.from_numpy(np.fromfile(path, dtype=np.uint8)) for path in paths]
+    decode_on = device if device.type == "cuda" else torch.device("cpu")
+    images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=decode_on)
+    return [image.permute(1, 2, 0).contiguous().cpu().numpy() for image in images]
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:

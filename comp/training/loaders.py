@@ -18,8 +18,7 @@ from comp.data.competition import Competition
 from comp.data.dataset import ImageDataset, cache_mode, decoded_in_memory, loader_options
 from comp.data.decoded import open_decoded
 from comp.data.pseudo import load_pseudo_labels
-from comp.device import resolve_device
-from comp.training.distributed import shard_batch, validation_sampler
+from comp.training.distributed import rank_device, shard_batch, validation_sampler
 
 
 class EpochBatches(Sampler):
@@ -113,12 +112,14 @@ def create_loaders(
     # Every fold's images, decoded once: in memory for the folds of this process, or in one array on disk that
     # each fold, each --parallel process and later runs open.
     every_path = paths if pseudo is None else np.concatenate([paths, pseudo.paths])
-    memory = decoded_in_memory(every_path) if cache == "memory" else None
-    decoded = open_decoded(every_path, size) if cache == "disk" else None
+    device = rank_device(config.train.device)  # this process's training device (its own GPU under DDP)
+    decode_on = device if config.data.decode == "device" else None  # None: OpenCV on the CPU
+    memory = decoded_in_memory(every_path, decode_on) if cache == "memory" else None
+    decoded = open_decoded(every_path, size, decode_on) if cache == "disk" else None
     train_set = PhasedImages(ImageDataset(train_paths, train_targets, size, memory, decoded), phases, n_pseudo, soft)
     val_set = ImageDataset(paths[is_val], targets[is_val], size, memory, decoded)
     cfg = config.train
-    common = loader_options(cfg, resolve_device(cfg.device))
+    common = loader_options(cfg, device)
     common.update(
         persistent_workers=cfg.persistent_workers and common["num_workers"] > 0,
         # Iterators draw a seed from this, not from torch's global generator (which resume restores).
