@@ -4,6 +4,7 @@ through torchvision's decoder on a device (data.decode: device)."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,9 @@ IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"} | JPEG_SUFFI
 # decoded images are on the device together until copied back.
 DEVICE_DECODE_BATCH = 64
 OPENCV_DECODER = "opencv"  # read_image's, without data.decode: device
+# torchvision keeps one nvJPEG decoder per process, not made for calls from several threads at once (its
+# issues 8587, 9060): the caches' threads read files in parallel and take turns on the device.
+_CUDA_DECODE = threading.Lock()
 
 
 def is_image(name: str | Path) -> bool:
@@ -82,8 +86,11 @@ def decode_jpegs(paths: Sequence[str | Path], device: torch.device) -> list[np.n
     from torchvision.io import ImageReadMode, decode_jpeg
 
     encoded = [torch.from_numpy(np.fromfile(path, dtype=np.uint8)) for path in paths]
-    decode_on = device if device.type == "cuda" else torch.device("cpu")
-    images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=decode_on)
+    if device.type != "cuda":
+        images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device="cpu")
+    else:
+        with _CUDA_DECODE:
+            images = [image.cpu() for image in decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)]
     return [image.permute(1, 2, 0).contiguous().cpu().numpy() for image in images]
 
 
