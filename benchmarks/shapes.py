@@ -14,7 +14,7 @@ held-back labels.
 The table: what the survey detected (layout, task, metric, submission format, image size, the suggested
 folds.group_column, whose groups each stay in one fold of the run), the OOF score of the 2-fold ensemble
 (CV), the submission's score on the held-back test labels in the same metric, and a uniform guess's
-(every class equally likely) held-back score beside it. The replicas are tiny (60 to 150 training images
+(every class equally likely) held-back score beside it. The replicas are tiny (60 to 192 training images
 of 16 px, 8 to 25 test images), so the scores say that each shape learns and is written right, not how
 good a model is.
 """
