@@ -13,7 +13,7 @@ from conftest import write_csv_competition
 
 from comp.augment import fit_size
 from comp.config import DataConfig
-from comp.data import dataset, decoded
+from comp.data import dataset, decoded, images
 from comp.data.competition import load_competition, read_image
 from comp.data.dataset import ImageDataset, cache_mode
 from comp.data.decoded import open_decoded
@@ -114,15 +114,15 @@ def test_an_interrupted_build_leaves_no_array_that_is_used_later(pngs, cache, mo
             raise KeyboardInterrupt
         return read_image(path)
 
-    monkeypatch.setattr(decoded, "read_image", fail_on_the_fifth)
+    monkeypatch.setattr(images, "read_image", fail_on_the_fifth)
     with pytest.raises(KeyboardInterrupt):
         open_decoded(pngs, 8)
     assert [p.name for p in (cache / "decoded").glob("*/*") if p.is_dir()] == []  # nor a half-written folder
 
-    monkeypatch.setattr(decoded, "read_image", read_image)
-    images = open_decoded(pngs, 8)
-    assert images.decoded == 7
-    assert all(np.array_equal(images.array[images.rows[os.path.abspath(p)]], fit_size(read_image(p), 8)) for p in pngs)
+    monkeypatch.setattr(images, "read_image", read_image)
+    built = open_decoded(pngs, 8)
+    assert built.decoded == 7
+    assert all(np.array_equal(built.array[built.rows[os.path.abspath(p)]], fit_size(read_image(p), 8)) for p in pngs)
 
 
 def test_a_build_killed_before_its_rename_is_cleared_by_the_next(pngs, cache):
@@ -147,7 +147,7 @@ def test_auto_caches_on_disk_what_does_not_fit_in_memory(pngs, monkeypatch, cach
 def test_the_folds_of_one_process_decode_into_memory_once(project, tiny_config, monkeypatch):
     config, competition, folds = three_folds(project, tiny_config, "on")
     decoded = []
-    monkeypatch.setattr(dataset, "read_image", lambda path: decoded.append(path) or read_image(path))
+    monkeypatch.setattr(images, "read_image", lambda path: decoded.append(path) or read_image(path))
     for fold in range(3):
         create_loaders(config, competition, folds, fold)
     assert sorted(decoded) == sorted(competition.train["path"])  # every image once, for all three folds

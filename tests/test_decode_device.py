@@ -15,7 +15,7 @@ from conftest import write_csv_competition
 
 from comp.augment import fit_size
 from comp.config import load_config
-from comp.data import dataset, decoded, images
+from comp.data import dataset, images
 from comp.data.competition import load_competition
 from comp.data.dataset import decoded_in_memory
 from comp.data.decoded import ROWS, open_decoded
@@ -109,7 +109,7 @@ def test_a_corrupt_jpeg_raises_the_error_read_image_raises(mixed, tmp_path):
 
 
 def test_the_memory_cache_decodes_in_batches_in_order(mixed, monkeypatch):
-    monkeypatch.setattr(dataset, "DEVICE_DECODE_BATCH", 3)  # 8 files: batches of 3, 3 and 2
+    monkeypatch.setattr(images, "DEVICE_DECODE_BATCH", 3)  # 8 files: batches of 3, 3 and 2
     in_memory = decoded_in_memory(mixed, CPU)
     assert list(in_memory) == mixed
     for path, image in in_memory.items():
@@ -130,7 +130,7 @@ def test_the_memory_cache_keeps_images_for_their_own_decoder_only(mixed, monkeyp
 
 
 def test_the_disk_cache_keys_its_array_by_the_decoder(mixed, cache, monkeypatch, tmp_path):
-    monkeypatch.setattr(decoded, "DEVICE_DECODE_BATCH", 3)
+    monkeypatch.setattr(images, "DEVICE_DECODE_BATCH", 3)
     opencv = open_decoded(mixed, 16)
     on_device = open_decoded(mixed, 16, CPU)
     assert on_device.decoded == 8 and on_device.file != opencv.file  # no row taken from OpenCV's array

@@ -19,7 +19,7 @@ from comp.augment import fit_size
 from comp.config import DataConfig, TrainConfig
 from comp.data.competition import read_image
 from comp.data.decoded import DecodedImages, decoded_bytes, fits_on_disk, stamp
-from comp.data.images import DEVICE_DECODE_BATCH, decoder_name, in_batches, read_images
+from comp.data.images import decode_batches, decoder_name, read_images
 from comp.device import default_num_workers, usable_cpu_count
 
 # The in-memory cache may take up to this share of the memory available when it is built.
@@ -71,9 +71,7 @@ def decode_all(paths: Sequence[str], device: torch.device | None = None) -> list
     """Every image decoded, in order, on one thread per core (OpenCV and torchvision's decoders release the
     GIL): by read_image, or with a `device` (data.decode: device) in batches by read_images on that device."""
     with ThreadPoolExecutor(usable_cpu_count()) as pool:
-        if device is None:
-            return list(pool.map(read_image, paths))
-        batches = pool.map(partial(read_images, device=device), in_batches(paths, DEVICE_DECODE_BATCH))
+        batches = pool.map(partial(read_images, device=device), decode_batches(paths, device))
         return [image for batch in batches for image in batch]
 
 

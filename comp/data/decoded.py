@@ -40,14 +40,7 @@ from rich.progress import Progress
 
 from comp.augment import fit_size
 from comp.console import console
-from comp.data.images import (
-    DEVICE_DECODE_BATCH,
-    OPENCV_DECODER,
-    decoder_name,
-    in_batches,
-    read_image,
-    read_images,
-)
+from comp.data.images import OPENCV_DECODER, decode_batches, decoder_name, read_images
 from comp.device import usable_cpu_count
 from comp.errors import CompError
 from comp.io import sha256_file, write_json
@@ -240,9 +233,7 @@ def decode_into(
     or with a `device` (data.decode: device) a batch of files a task by read_images on it."""
 
     def decode(batch: Sequence[int]) -> int:
-        paths = [files[row] for row in batch]
-        images = [read_image(path) for path in paths] if device is None else read_images(paths, device)
-        for row, image in zip(batch, images, strict=True):
+        for row, image in zip(batch, read_images([files[row] for row in batch], device), strict=True):
             array[row] = fit_size(image, image_size)
         return len(batch)
 
@@ -250,7 +241,7 @@ def decode_into(
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"decoding {len(rows)} images at {image_size} px", total=len(rows))
-            for done in pool.map(decode, in_batches(rows, 1 if device is None else DEVICE_DECODE_BATCH)):
+            for done in pool.map(decode, decode_batches(rows, device)):
                 progress.advance(task, done)
     finally:
         pool.shutdown(cancel_futures=True)  # after a failure, the images not yet started are not decoded for nothing

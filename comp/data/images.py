@@ -59,16 +59,22 @@ def decoder_name(device: torch.device | None) -> str:
     return "torchvision-cuda" if device.type == "cuda" else "torchvision-cpu"
 
 
-def in_batches(items: Sequence, size: int) -> list[Sequence]:
+def decode_batches(items: Sequence, device: torch.device | None) -> list[Sequence]:
+    """`items` in the batches read_images takes on `device`: one file at a time for OpenCV (device None), so
+    that every core's thread stays busy; DEVICE_DECODE_BATCH files for a device's decoder."""
+    size = 1 if device is None else DEVICE_DECODE_BATCH
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def read_images(paths: Sequence[str | Path], device: torch.device) -> list[np.ndarray]:
-    """A batch of image files as HxWx3 uint8 RGB arrays, in order: the JPEGs decoded together by torchvision's
-    decode_jpeg on `device` and copied back (nvJPEG on CUDA; torchvision's libjpeg on the CPU for any other
-    device, so that a CPU run takes this path too), every other file by read_image. The decoder gives all of a
-    batch or nothing: when it rejects one file (CMYK, corrupt, a JPEG nvJPEG does not take), the batch's JPEGs
-    go through read_image one by one, which reads what OpenCV reads and raises CompError for the rest."""
+def read_images(paths: Sequence[str | Path], device: torch.device | None) -> list[np.ndarray]:
+    """A batch of image files as HxWx3 uint8 RGB arrays, in order: by read_image (device None: data.decode cpu),
+    or the JPEGs decoded together by torchvision's decode_jpeg on `device` and copied back (nvJPEG on CUDA;
+    torchvision's libjpeg on the CPU for any other device, so that a CPU run takes this path too), every other
+    file by read_image. The decoder gives all of a batch or nothing: when it rejects one file (CMYK, corrupt, a
+    JPEG nvJPEG does not take), the batch's JPEGs go through read_image one by one, which reads what OpenCV
+    reads and raises CompError for the rest."""
+    if device is None:
+        return [read_image(path) for path in paths]
     jpegs = [i for i, path in enumerate(paths) if Path(path).suffix.lower() in JPEG_SUFFIXES]
     decoded = {}
     if jpegs:
@@ -86,12 +92,12 @@ def decode_jpegs(paths: Sequence[str | Path], device: torch.device) -> list[np.n
     from torchvision.io import ImageReadMode, decode_jpeg
 
     encoded = [torch.from_numpy(np.fromfile(path, dtype=np.uint8)) for path in paths]
-    if device.type != "cuda":
-        images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device="cpu")
-    else:
-        with _CUDA_DECODE:
+    if device.type == "cuda":
+        with _CUDA_DECODE:  # copied back inside: the decoder's work is done before the next thread's starts
             images = [image.cpu() for image in decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)]
-    return [image.permute(1, 2, 0).contiguous().cpu().numpy() for image in images]
+    else:
+        images = decode_jpeg(encoded, mode=ImageReadMode.RGB)
+    return [image.permute(1, 2, 0).contiguous().numpy() for image in images]
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
