@@ -1,4 +1,5 @@
-"""Atomic writes: a killed process leaves either the old file or the new one, never half of one."""
+"""Atomic writes: a killed process leaves either the old file or the new one, never half of one. And writes done
+on a thread, so that the caller goes on computing while they reach the disk."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from comp.errors import CompError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -29,6 +33,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+    except OSError as exc:  # a full disk, a folder made read-only: what the user can mend
+        raise CompError(
+            f"Cannot write {path}: {exc.strerror or exc}. The previous {path.name}, if any, is unchanged.",
+            hint=f"Free space on that disk or make {path.parent} writable, then run the command again.",
+        ) from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -73,3 +82,36 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class BackgroundWrites:
+    """Writes run on one thread, one at a time and in order, while the caller goes on; or, not `background`, at once
+    in the caller.
+
+    At most one is under way: submitting the next first waits for it, which bounds the memory its data holds.
+    A write's error (or interrupt) is raised in the caller by the next submit or by wait()."""
+
+    def __init__(self, background: bool = True):
+        self.background = background
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="comp-writes") if background else None
+        self._pending: Future | None = None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        self.wait()
+        if self._pool is None:
+            write()
+        else:
+            self._pending = self._pool.submit(write)
+
+    def wait(self) -> None:
+        """Return once the write under way is on disk; raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()

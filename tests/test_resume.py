@@ -1,5 +1,6 @@
 """Training that survives being killed: exact resume, the fold loop's protections, reproducible and recorded runs."""
 
+import errno
 import json
 import os
 import pickle
@@ -8,7 +9,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +20,7 @@ from conftest import REPO, TINY_RUN, on_competition, sets, write_csv_competition
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+import comp.training.loop
 import comp.training.state
 from comp.augment import BATCH_PRESETS
 from comp.augment_batch import BatchAugment
@@ -140,6 +144,48 @@ def test_resume_after_any_checkpoint_equals_the_uninterrupted_run(tiny, straight
     assert fold_state(run_dir(config_with().name), 0) == "interrupted"
     (result,) = run(resume=True)
     assert result.status == "resumed"
+    assert_same_training(straight)
+
+
+@pytest.mark.parametrize("background", [True, False], ids=["written-on-a-thread", "written-at-once"])
+def test_a_checkpoint_that_cannot_be_written_stops_training_and_the_one_before_resumes_exactly(
+    tiny, straight, monkeypatch, background
+):
+    """Checkpoints reach the disk on a thread while training goes on (as on a GPU), or at once (on the CPU). The third
+    (mid-epoch 2) meets a full disk: the command stops with an error naming last.pt, no traceback; last.pt is still
+    the second one, whole (the end of epoch 1), and resuming from it trains as if nothing had happened."""
+    monkeypatch.setattr(comp.training.state, "writes_in_background", lambda device: background)
+    real, saves, epoch_two_stepped = torch.save, [], threading.Event()
+    real_step = comp.training.loop.optimizer_step
+
+    def step(trainer, number):
+        real_step(trainer, number)
+        if number > 4:  # 4 steps an epoch
+            epoch_two_stepped.set()
+
+    monkeypatch.setattr(comp.training.loop, "optimizer_step", step)
+
+    def save_until_the_disk_fills(state, path):
+        saves.append(path)
+        if len(saves) == 2 and background:  # written once training has moved the weights it was taken from
+            assert epoch_two_stepped.wait(timeout=60)
+        if len(saves) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(state, path)
+
+    monkeypatch.setattr(torch, "save", save_until_the_disk_fills)
+    failed = cli("--fold", "0")
+    monkeypatch.setattr(torch, "save", real)
+    assert failed.exit_code == 1 and "Traceback" not in failed.output
+    message = " ".join(failed.output.split())
+    assert "Cannot write runs/tiny/fold0/last.pt: No space left on device" in message
+    assert "The previous last.pt, if any, is unchanged" in message
+    position = torch.load("runs/tiny/fold0/last.pt", weights_only=True)["position"]
+    assert (position["epoch"], position["batch"]) == (1, 0)
+    assert not list(Path("runs/tiny/fold0").glob(".*.tmp"))  # the failed write left no temporary file
+
+    resumed = cli("--fold", "0", "--resume")
+    assert resumed.exit_code == 0 and "resuming after epoch 1" in resumed.output, resumed.output
     assert_same_training(straight)
 
 

@@ -52,6 +52,19 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path, classes: list,
         save_file(state, str(tmp), metadata={"classes": json.dumps(classes), "epoch": str(epoch)})
 
 
+def snapshot(value: Any, memory_format: torch.memory_format = torch.preserve_format) -> Any:
+    """A copy of a state (nested dicts, lists and tuples of tensors and plain values) that training can no longer
+    change: every tensor copied to the CPU (in `memory_format`), every container rebuilt. It is then written while
+    training goes on."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", memory_format=memory_format, copy=True)
+    if isinstance(value, dict):
+        return {key: snapshot(item, memory_format) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(snapshot(item, memory_format) for item in value)
+    return value
+
+
 def save_state(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

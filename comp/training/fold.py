@@ -94,7 +94,10 @@ def train_fold(
     images = (len(loaders[0].dataset), len(loaders[1].dataset))
     reporter.start_fold(FoldStart(fold, files.folder, position, changes, trainer, images))
 
-    fit(trainer, loaders, position, files, reporter)
+    try:
+        fit(trainer, loaders, position, files, reporter)
+    finally:
+        files.close()  # the last checkpoint is on disk before the summary, or before an error ends the process
 
     best = next(r for r in position.rows if r["epoch"] == position.best_epoch)
     status = "resumed" if state is not None else "trained"
