@@ -1,5 +1,5 @@
 """Checkpoints written on a thread while training goes on: what is written is the state when it was taken, the
-writes keep their order, and a failed one is not lost."""
+writes keep their order, and a failed one is not lost; a file that cannot be written is named."""
 
 import threading
 
@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from comp.errors import CompError
 from comp.io import BackgroundWrites
-from comp.training.checkpoint import snapshot
+from comp.training.checkpoint import save_state, snapshot
 
 
 def test_a_snapshot_keeps_the_state_it_was_taken_from_while_training_changes_the_original():
@@ -49,3 +50,11 @@ def test_background_writes_run_one_at_a_time_in_order_and_raise_a_failed_ones_er
     with pytest.raises(OSError, match="No space left"):
         writes.close()
     assert order == ["first", "second"]
+
+
+def test_a_checkpoint_whose_folder_cannot_be_made_is_an_error_naming_it(tmp_path):
+    (tmp_path / "runs").write_text("a file where the run folder should be")
+    with pytest.raises(CompError) as error:
+        save_state(tmp_path / "runs/tiny/fold0/last.pt", {"position": {"epoch": 1}})
+    assert f"Cannot write {tmp_path}/runs/tiny/fold0/last.pt: Not a directory" in error.value.message
+    assert "a writable folder" in error.value.hint
