@@ -5,7 +5,7 @@ training batch after the copy to the device, instead of per image in the loader;
 images to image_size. comp.augment.BATCH_PRESETS says what each preset runs, with the ranges of its
 albumentations version. Pixels are float in [0, 255], before normalisation (comp.augment.ModelInput).
 
-- Geometry is one F.affine_grid + F.grid_sample per batch: each image's random resized crop, horizontal
+- Geometry is one grid of sample points + F.grid_sample per batch: each image's random resized crop, horizontal
   flip and Affine (x and y scales drawn apart, rotation, shear, translation in whole pixels: as
   albumentations draws them) compose into one 2 x 3 matrix. Bilinear; zeros beyond the image (Affine's
   constant-0 border). Where an Affine follows a crop, what it moves in from beyond the crop fades to zero
@@ -169,15 +169,25 @@ def resample(images: torch.Tensor, ops: BatchOps, draw: Draws) -> torch.Tensor:
     if ops.flip:
         outer[:, :, 0] *= torch.where(draw.happens(ops.flip), -1.0, 1.0)[:, None]
     inner = affine_inverse(ops.affine, draw, height, width) if ops.affine else identity(n, images.device)
-    size = [n, 1, height, width]
     if not (ops.crop and ops.affine):
-        return F.grid_sample(
-            images, F.affine_grid(compose(outer, inner), size, align_corners=False), align_corners=False
-        )
-    q = F.affine_grid(inner, size, align_corners=False)  # N x H x W x 2, points of the crop's output
-    grid = torch.baddbmm(outer[:, :, 2][:, None], q.view(n, -1, 2), outer[:, :, :2].transpose(1, 2))
-    out = F.grid_sample(images, grid.view_as(q), align_corners=False)
+        return F.grid_sample(images, affine_grid(compose(outer, inner), height, width), align_corners=False)
+    q = affine_grid(inner, height, width)  # N x H x W x 2, points of the crop's output
+    out = F.grid_sample(images, moved(outer, q[..., 0], q[..., 1]), align_corners=False)
     return out.mul_(coverage(q, height, width)[:, None])
+
+
+def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """F.affine_grid(theta, (N, 1, height, width), align_corners=False): each output pixel's centre, moved."""
+    x = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, device=theta.device)
+    y = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, device=theta.device)
+    return moved(theta, x[None, None, :], y[None, :, None])
+
+
+def moved(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The points (x, y), broadcast to N x H x W, through the N x 2 x 3 maps: N x H x W x 2. Multiply-adds: on a
+    CPU, a batched matrix product this thin (N x HW x 3 by N x 3 x 2) costs more than the resampling itself."""
+    theta = theta[:, None, None]
+    return theta[..., 0] * x[..., None] + theta[..., 1] * y[..., None] + theta[..., 2]
 
 
 def identity(n: int, device: torch.device) -> torch.Tensor:

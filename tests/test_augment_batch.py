@@ -18,7 +18,7 @@ from comp.augment import (
     create_train_transform,
     create_transforms,
 )
-from comp.augment_batch import BatchAugment, BatchOps, batch_seed
+from comp.augment_batch import BatchAugment, BatchOps, affine_grid, batch_seed
 from comp.config import AugConfig
 
 SIZE = 32
@@ -210,6 +210,14 @@ def test_the_device_flips_half_the_images():
     flipped = out[:, 10, SIZE - 10, 0] > 128
     assert np.array_equal(flipped, out[:, 10, 9, 0] < 128)  # mirrored exactly
     assert within_binomial_bound(flipped, 0.5)
+
+
+@pytest.mark.parametrize("height, width", [(32, 32), (28, 40), (1, 5)])
+def test_the_sample_points_are_torchs_affine_grid(height, width):
+    """comp builds the grid with multiply-adds (faster on a CPU): the same points as F.affine_grid's."""
+    maps = torch.randn(16, 2, 3, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.affine_grid(maps, [16, 1, height, width], align_corners=False)
+    torch.testing.assert_close(affine_grid(maps, height, width), expected)
 
 
 @pytest.mark.parametrize("always", [False, True], ids=["preset p", "affine always"])
