@@ -14,11 +14,18 @@ comp's time is its whole run (start, decoding, epochs, checkpoints); with --stea
 first: an (epochs + 1)-epoch run minus a 1-epoch run, timed back to back, as a long run meets them.
 --formats adds the model alone in each explicit precision x memory format and a ratio against the fastest.
 
+--paired interleaves instead: comp's loop trains, and after each of its steps the model alone in the same format
+takes one step, timed apart and left out of comp's time; after each epoch, the model alone's validation passes (and,
+with --formats, every format timed against it, in turn). Each of comp's epochs after the first is compared with the
+model alone's epoch of the same work, estimated from the steps taken among comp's own. This machine's speed swings
+by a quarter within a minute: whole runs side by side catch different swings, steps a step apart the same ones.
+
 Each --variant is another comp loop, run interleaved with the rest, e.g.
   --variant data.cache=off  --variant train.num_workers=1  --variant "train.channels_last=true data.cache=on"
 
     python benchmarks/train_speed.py                      # about 3 minutes on a quiet 2-core CPU
     python benchmarks/train_speed.py --images 12000 --epochs 2 --formats  # the reference case, against every format
+    python benchmarks/train_speed.py --images 12000 --epochs 5 --paired --formats --rounds 2  # step by step
     python benchmarks/train_speed.py --format jpg --size 256 --images 5000 \
         --set model.name=resnet50 --set data.image_size=224  # benchmarks/gpu_check.sh's 224 px case
 """
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import shlex
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from common import (
@@ -47,6 +55,7 @@ from common import (
 from comp.config import Config
 from comp.device import default_num_workers, resolve_device
 from comp.training.fold import train
+from comp.training.reporter import FoldStart, Reporter, create_reporters
 
 # The config values the model alone depends on: two loops that agree on them share one reference.
 MODEL_KEYS = (
@@ -85,6 +94,63 @@ def model_key(config: Config) -> str:
     return "; ".join(values)
 
 
+class StepPairs(Reporter):
+    """--paired: the model alone in comp's format takes one training step after each of comp's, outside comp's time,
+    and after each epoch runs its validation passes; each of comp's epochs is then compared with the model alone's
+    epoch of the same work, estimated from the steps taken among comp's own.
+
+    With other formats, each epoch's end also times every format against the others (`format_steps` steps each, in
+    turn, and its validation passes). Stepped among comp's steps instead, another format's step left comp's next one
+    slower (caches of the other format's weights), which would charge comp for the instrument."""
+
+    def __init__(
+        self,
+        reference: ModelAlone,
+        formats: dict[str, ModelAlone],
+        sizes: tuple[int, int],
+        clock: Callable[[], float],
+        format_steps: int = 8,
+    ):
+        self.reference, self.formats, self.clock, self.format_steps = reference, formats, clock, format_steps
+        self.steps, self.n_val = sizes  # an epoch's training steps, validation images
+        self.comp: list[float] = []  # per epoch: comp's seconds, the model alone's left out
+        self.model: list[float] = []  # per epoch: the reference's epoch of the same work
+        self.relative: dict[str, list[float]] = {name: [] for name in formats}  # per epoch: format / reference
+        self.step_seconds: list[float] = []
+
+    def start_fold(self, start: FoldStart) -> None:
+        self.mark, self.aside = self.clock(), 0.0
+
+    def end_batch(self) -> None:
+        start = self.clock()
+        self.step_seconds.append(self.reference.train_seconds(1))
+        self.aside += self.clock() - start
+
+    def end_epoch(self, row: dict, improved: bool) -> None:
+        self.comp.append(self.clock() - self.mark - self.aside)
+        self.model.append(self.epoch_seconds(self.reference, self.step_seconds))
+        self.step_seconds = []
+        if self.formats:
+            steps: dict[str, list[float]] = {name: [] for name in self.formats}
+            for _ in range(self.format_steps):
+                for name, model in self.formats.items():
+                    steps[name].append(model.train_seconds(1))
+            seconds = {name: self.epoch_seconds(model, steps[name]) for name, model in self.formats.items()}
+            reference = next(name for name, model in self.formats.items() if model is self.reference)
+            for name in self.formats:
+                self.relative[name].append(seconds[name] / seconds[reference])
+        self.mark, self.aside = self.clock(), 0.0
+
+    def epoch_seconds(self, model: ModelAlone, step_seconds: list[float]) -> float:
+        return statistics.mean(step_seconds) * self.steps + model.eval_seconds(self.n_val)
+
+    def ratios(self, against: str | None = None) -> list[float]:
+        """Per epoch after the first (the first warms up): the model alone's seconds / comp's; in format `against`
+        (None: the reference's)."""
+        relative = self.relative[against][1:] if against else [1.0] * len(self.comp[1:])
+        return [m * r / c for m, r, c in zip(self.model[1:], relative, self.comp[1:], strict=True)]
+
+
 def main() -> None:
     parser = argument_parser(__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4000, help="training images generated (fold 0 trains on 4/5)")
@@ -98,10 +164,16 @@ def main() -> None:
         metavar="'KEY=VALUE ...'",
         help="another comp loop with these overrides (repeatable)",
     )
-    parser.add_argument(
+    timing = parser.add_mutually_exclusive_group()
+    timing.add_argument(
         "--steady",
         action="store_true",
         help="time comp's epochs after the first: an (epochs + 1)-epoch run minus a 1-epoch run, back to back",
+    )
+    timing.add_argument(
+        "--paired",
+        action="store_true",
+        help="the model alone steps between comp's steps; comp's epochs after the first compared (--epochs 2 or more)",
     )
     parser.add_argument(
         "--formats",
@@ -109,6 +181,8 @@ def main() -> None:
         help="also time the model alone in each precision x memory format, and compare every loop with the best",
     )
     args = parser.parse_args()
+    if args.paired and args.epochs < 2:
+        parser.error("--paired compares the epochs after the first: set --epochs 2 or more")
     begin("Training speed: comp's loop / the model alone", args)
 
     with scratch_project(args.keep) as project:
@@ -161,6 +235,8 @@ def main() -> None:
         models = {
             name: ModelAlone(config, len(competition.classes), clock=clock) for name, config in references.values()
         }
+        if args.paired:
+            return report_paired(loops, models, formats, competition, (n_train, n_val), args.rounds, clock)
         train_seconds: dict[str, list[float]] = {name: [] for name in models}
 
         def model_alone(name: str, config: Config):
@@ -203,6 +279,77 @@ def main() -> None:
         print_table(
             f"Against the model alone in its fastest format here ({best}: {models[best].describe()})",
             [(loop.name, spread(ratios(seconds[best], seconds[f"comp {loop.name}"]))) for loop in loops],
+            ("comp loop", "same-work ratio to the best format"),
+        )
+
+
+def report_paired(
+    loops: list[Loop],
+    models: dict[str, ModelAlone],
+    formats: list[str],
+    competition,
+    sizes: tuple[int, int],
+    rounds: int,
+    clock: Callable[[], float],
+) -> None:
+    """--paired: every loop trained `rounds` times with the model alone stepping between its steps; then the
+    per-epoch ratios. sizes: fold 0's training and validation images."""
+    n_train, n_val = sizes
+    first = {}  # one model per distinct format: the default's reference is often one of the explicit formats
+    for name, model in models.items():
+        first.setdefault(model.describe(), name)
+    alias = {name: first[model.describe()] for name, model in models.items()}
+    for name in first.values():
+        models[name].train_seconds(1)  # warm-up
+    fastest = {alias[name]: models[alias[name]] for name in formats}
+    runs: dict[str, list[StepPairs]] = {loop.name: [] for loop in loops}
+    for r in range(rounds):
+        shift = r % len(loops)
+        for loop in loops[shift:] + loops[:shift]:
+            reference = models[alias[loop.reference]]
+            steps = n_train // loop.config.train.batch_size  # comp's epochs drop the last partial batch
+            pairs = StepPairs(reference, fastest, (steps, n_val), clock)
+            train(loop.config, competition, fold=0, force=True, reporters=[*create_reporters(loop.config), pairs])
+            runs[loop.name].append(pairs)
+            ratio = ", ".join(f"{x:.3f}" for x in pairs.ratios())
+            print(f"  round {r + 1}/{rounds}, comp {loop.name}: same-work ratio of each epoch after the first {ratio}")
+
+    def pooled(values) -> list[float]:  # over every run's epochs after the first
+        return [x for per_epoch in values for x in per_epoch]
+
+    for name in first.values():
+        print(f"{name}: {models[name].describe()}")
+    rows = []
+    for loop in loops:
+        images = n_train // loop.config.train.batch_size * loop.config.train.batch_size
+        comp = pooled(pairs.comp[1:] for pairs in runs[loop.name])
+        model = pooled(pairs.model[1:] for pairs in runs[loop.name])
+        rows.append(
+            (
+                loop.name,
+                spread([images / s for s in comp]),
+                spread([images / s for s in model]),
+                spread(pooled(pairs.ratios() for pairs in runs[loop.name])),
+                str(len(comp)),
+                alias[loop.reference],
+            )
+        )
+    print_table(
+        "Step by step (--paired): training images / an epoch's seconds (validation included), median (min..max)",
+        rows,
+        ("comp loop", "comp img/s", "model img/s", "same-work ratio", "epochs", "reference"),
+    )
+    if fastest:
+        every_run = [pairs for per_loop in runs.values() for pairs in per_loop]
+        print_table(
+            "Each format's epoch of work / the reference's (timed in turn at each epoch's end)",
+            [(name, spread(pooled(pairs.relative[name][1:] for pairs in every_run))) for name in fastest],
+            ("model alone", "seconds ratio"),
+        )
+        best = min(fastest, key=lambda name: statistics.median(pooled(p.relative[name][1:] for p in every_run)))
+        print_table(
+            f"Against the model alone in its fastest format here ({best}: {models[best].describe()})",
+            [(loop.name, spread(pooled(pairs.ratios(best) for pairs in runs[loop.name]))) for loop in loops],
             ("comp loop", "same-work ratio to the best format"),
         )
 
