@@ -19,6 +19,7 @@ takes one step, timed apart and left out of comp's time; after each epoch, the m
 with --formats, every format timed against it, in turn). Each of comp's epochs after the first is compared with the
 model alone's epoch of the same work, estimated from the steps taken among comp's own. This machine's speed swings
 by a quarter within a minute: whole runs side by side catch different swings, steps a step apart the same ones.
+CPU only: on a GPU each of the model alone's steps would wait for comp's, and comp's loop runs ahead.
 
 Each --variant is another comp loop, run interleaved with the rest, e.g.
   --variant data.cache=off  --variant train.num_workers=1  --variant "train.channels_last=true data.cache=on"
@@ -205,6 +206,8 @@ def main() -> None:
         clock = clock_of(args)
         if args.clock == "cpu" and any(workers(loop.config) for loop in loops):
             parser.error("--clock cpu counts this process alone: set train.num_workers=0 in every loop")
+        if args.paired and any(resolve_device(loop.config.train.device).type != "cpu" for loop in loops):
+            parser.error("--paired is for CPUs: on a GPU the model alone's steps would stop comp's loop running ahead")
         competition, folds = prepare(loops[0].config)
         n_val = int((folds["fold"] == 0).sum())
         n_train = len(folds) - n_val
