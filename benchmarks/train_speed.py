@@ -19,7 +19,9 @@ takes one step, timed apart and left out of comp's time; after each epoch, the m
 with --formats, every format timed against it, in turn). Each of comp's epochs after the first is compared with the
 model alone's epoch of the same work, estimated from the steps taken among comp's own. This machine's speed swings
 by a quarter within a minute: whole runs side by side catch different swings, steps a step apart the same ones.
-CPU only: on a GPU each of the model alone's steps would wait for comp's, and comp's loop runs ahead.
+CPU only: on a GPU each of the model alone's steps would wait for comp's, and comp's loop runs ahead. And work comp
+does on other threads or processes (DataLoader workers, checkpoints written in the background) slows the model
+alone's steps beside it too, so --paired flatters a loop that has such work; comp's default on a CPU has none.
 
 Each --variant is another comp loop, run interleaved with the rest, e.g.
   --variant data.cache=off  --variant train.num_workers=1  --variant "train.channels_last=true data.cache=on"
