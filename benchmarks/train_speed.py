@@ -98,27 +98,28 @@ def model_key(config: Config) -> str:
 
 
 class StepPairs(Reporter):
-    """--paired: the model alone in comp's format takes one training step after each of comp's, outside comp's time,
-    and after each epoch runs its validation passes; each of comp's epochs is then compared with the model alone's
-    epoch of the same work, estimated from the steps taken among comp's own.
+    """--paired: the model alone in comp's format (`reference`) takes one training step after each of comp's, outside
+    comp's time, and after each epoch runs its validation passes; each of comp's epochs is then compared with the
+    model alone's epoch of the same work, estimated from the steps taken among comp's own.
 
-    With other formats, each epoch's end also times every format against the others (`format_steps` steps each, in
-    turn, and its validation passes). Stepped among comp's steps instead, another format's step left comp's next one
-    slower (caches of the other format's weights), which would charge comp for the instrument."""
+    With formats (`in_turn`, the reference among them), each epoch's end also times every format against the others
+    (`format_steps` steps each, in turn, and its validation passes). Stepped among comp's steps instead, another
+    format's step left comp's next one slower (caches of the other format's weights): comp would pay for the
+    instrument."""
 
     def __init__(
         self,
-        reference: ModelAlone,
-        formats: dict[str, ModelAlone],
+        reference: str,
+        in_turn: dict[str, ModelAlone],
         sizes: tuple[int, int],
         clock: Callable[[], float],
         format_steps: int = 8,
     ):
-        self.reference, self.formats, self.clock, self.format_steps = reference, formats, clock, format_steps
+        self.reference, self.in_turn, self.clock, self.format_steps = reference, in_turn, clock, format_steps
         self.steps, self.n_val = sizes  # an epoch's training steps, validation images
         self.comp: list[float] = []  # per epoch: comp's seconds, the model alone's left out
-        self.model: list[float] = []  # per epoch: the reference's epoch of the same work
-        self.relative: dict[str, list[float]] = {name: [] for name in formats}  # per epoch: format / reference
+        self.model: list[float] = []  # per epoch: the reference's epoch of the same work, stepped among comp's
+        self.formats: dict[str, list[float]] = {name: [] for name in in_turn}  # per epoch: each one's, in turn
         self.step_seconds: list[float] = []
 
     def start_fold(self, start: FoldStart) -> None:
@@ -126,32 +127,34 @@ class StepPairs(Reporter):
 
     def end_batch(self) -> None:
         start = self.clock()
-        self.step_seconds.append(self.reference.train_seconds(1))
+        self.step_seconds.append(self.in_turn[self.reference].train_seconds(1))
         self.aside += self.clock() - start
 
     def end_epoch(self, row: dict, improved: bool) -> None:
         self.comp.append(self.clock() - self.mark - self.aside)
-        self.model.append(self.epoch_seconds(self.reference, self.step_seconds))
+        self.model.append(self.epoch_seconds(self.in_turn[self.reference], self.step_seconds))
         self.step_seconds = []
-        if self.formats:
-            steps: dict[str, list[float]] = {name: [] for name in self.formats}
+        if len(self.in_turn) > 1:
+            steps: dict[str, list[float]] = {name: [] for name in self.in_turn}
             for _ in range(self.format_steps):
-                for name, model in self.formats.items():
+                for name, model in self.in_turn.items():
                     steps[name].append(model.train_seconds(1))
-            seconds = {name: self.epoch_seconds(model, steps[name]) for name, model in self.formats.items()}
-            reference = next(name for name, model in self.formats.items() if model is self.reference)
-            for name in self.formats:
-                self.relative[name].append(seconds[name] / seconds[reference])
+            for name, model in self.in_turn.items():
+                self.formats[name].append(self.epoch_seconds(model, steps[name]))
         self.mark, self.aside = self.clock(), 0.0
 
     def epoch_seconds(self, model: ModelAlone, step_seconds: list[float]) -> float:
         return statistics.mean(step_seconds) * self.steps + model.eval_seconds(self.n_val)
 
+    def relative(self, name: str, to: str) -> list[float]:
+        """Per epoch after the first: format `name`'s seconds / format `to`'s, timed in turn."""
+        return [a / b for a, b in zip(self.formats[name][1:], self.formats[to][1:], strict=True)]
+
     def ratios(self, against: str | None = None) -> list[float]:
         """Per epoch after the first (the first warms up): the model alone's seconds / comp's; in format `against`
-        (None: the reference's)."""
-        relative = self.relative[against][1:] if against else [1.0] * len(self.comp[1:])
-        return [m * r / c for m, r, c in zip(self.model[1:], relative, self.comp[1:], strict=True)]
+        (None: the reference's), scaled from the reference by their seconds timed in turn."""
+        scale = self.relative(against, self.reference) if against else [1.0] * len(self.comp[1:])
+        return [m * r / c for m, r, c in zip(self.model[1:], scale, self.comp[1:], strict=True)]
 
 
 def main() -> None:
@@ -306,14 +309,14 @@ def report_paired(
     alias = {name: first[model.describe()] for name, model in models.items()}
     for name in first.values():
         models[name].train_seconds(1)  # warm-up
-    fastest = {alias[name]: models[alias[name]] for name in formats}
+    format_models = {alias[name]: models[alias[name]] for name in formats}
     runs: dict[str, list[StepPairs]] = {loop.name: [] for loop in loops}
     for r in range(rounds):
         shift = r % len(loops)
         for loop in loops[shift:] + loops[:shift]:
-            reference = models[alias[loop.reference]]
             steps = n_train // loop.config.train.batch_size  # comp's epochs drop the last partial batch
-            pairs = StepPairs(reference, fastest, (steps, n_val), clock)
+            in_turn = {**format_models, alias[loop.reference]: models[alias[loop.reference]]}
+            pairs = StepPairs(alias[loop.reference], in_turn, (steps, n_val), clock)
             train(loop.config, competition, fold=0, force=True, reporters=[*create_reporters(loop.config), pairs])
             runs[loop.name].append(pairs)
             ratio = ", ".join(f"{x:.3f}" for x in pairs.ratios())
@@ -344,14 +347,19 @@ def report_paired(
         rows,
         ("comp loop", "comp img/s", "model img/s", "same-work ratio", "epochs", "reference"),
     )
-    if fastest:
+    if format_models:
         every_run = [pairs for per_loop in runs.values() for pairs in per_loop]
+        anchor = next(iter(format_models))  # in every run
+
+        def against(to: str) -> dict[str, list[float]]:
+            return {name: pooled(pairs.relative(name, to) for pairs in every_run) for name in format_models}
+
+        best = min(format_models, key=lambda name: statistics.median(against(anchor)[name]))
         print_table(
-            "Each format's epoch of work / the reference's (timed in turn at each epoch's end)",
-            [(name, spread(pooled(pairs.relative[name][1:] for pairs in every_run))) for name in fastest],
+            f"Each format's epoch of work / the fastest's ({best}), timed in turn at each epoch's end",
+            [(name, spread(ratios)) for name, ratios in against(best).items()],
             ("model alone", "seconds ratio"),
         )
-        best = min(fastest, key=lambda name: statistics.median(pooled(p.relative[name][1:] for p in every_run)))
         print_table(
             f"Against the model alone in its fastest format here ({best}: {models[best].describe()})",
             [(loop.name, spread(pooled(pairs.ratios(best) for pairs in runs[loop.name]))) for loop in loops],
