@@ -311,16 +311,19 @@ def report_paired(
         models[name].train_seconds(1)  # warm-up
     format_models = {alias[name]: models[alias[name]] for name in formats}
     runs: dict[str, list[StepPairs]] = {loop.name: [] for loop in loops}
-    for r in range(rounds):
-        shift = r % len(loops)
-        for loop in loops[shift:] + loops[:shift]:
+
+    def paired(loop: Loop) -> Callable[[], float]:
+        def run() -> float:  # one training run; its figure for the round's line: the median of its epochs' ratios
             steps = n_train // loop.config.train.batch_size  # comp's epochs drop the last partial batch
             in_turn = {**format_models, alias[loop.reference]: models[alias[loop.reference]]}
             pairs = StepPairs(alias[loop.reference], in_turn, (steps, n_val), clock)
             train(loop.config, competition, fold=0, force=True, reporters=[*create_reporters(loop.config), pairs])
             runs[loop.name].append(pairs)
-            ratio = ", ".join(f"{x:.3f}" for x in pairs.ratios())
-            print(f"  round {r + 1}/{rounds}, comp {loop.name}: same-work ratio of each epoch after the first {ratio}")
+            return statistics.median(pairs.ratios())
+
+        return run
+
+    interleaved({f"comp {loop.name}": paired(loop) for loop in loops}, rounds)
 
     def pooled(values) -> list[float]:  # over every run's epochs after the first
         return [x for per_epoch in values for x in per_epoch]
@@ -329,7 +332,7 @@ def report_paired(
         print(f"{name}: {models[name].describe()}")
     rows = []
     for loop in loops:
-        images = n_train // loop.config.train.batch_size * loop.config.train.batch_size
+        images = runs[loop.name][0].steps * loop.config.train.batch_size
         comp = pooled(pairs.comp[1:] for pairs in runs[loop.name])
         model = pooled(pairs.model[1:] for pairs in runs[loop.name])
         rows.append(
