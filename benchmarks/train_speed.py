@@ -17,7 +17,8 @@ first: an (epochs + 1)-epoch run minus a 1-epoch run, timed back to back, as a l
 --paired interleaves instead: comp's loop trains, and after each of its steps the model alone in the same format
 takes one step, timed apart and left out of comp's time; after each epoch, the model alone's validation passes (and,
 with --formats, every format timed against it, in turn). Each of comp's epochs after the first is compared with the
-model alone's epoch of the same work, estimated from the steps taken among comp's own. This machine's speed swings
+model alone's epoch of the same work, estimated from the steps taken among comp's own; a run's ratio takes those
+epochs together (an epoch that writes a checkpoint counts by its share of them). This machine's speed swings
 by a quarter within a minute: whole runs side by side catch different swings, steps a step apart the same ones.
 CPU only: on a GPU each of the model alone's steps would wait for comp's, and comp's loop runs ahead. And work comp
 does on other threads or processes (DataLoader workers, checkpoints written in the background) slows the model
@@ -37,8 +38,11 @@ from __future__ import annotations
 
 import shlex
 import statistics
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from unittest import mock
 
 from common import (
     ModelAlone,
@@ -121,26 +125,40 @@ class StepPairs(Reporter):
         self.model: list[float] = []  # per epoch: the reference's epoch of the same work, stepped among comp's
         self.formats: dict[str, list[float]] = {name: [] for name in in_turn}  # per epoch: each one's, in turn
         self.step_seconds: list[float] = []
+        self.spent = 0.0  # the instrument's own wall-clock seconds so far
+
+    def comp_clock(self) -> float:
+        """The wall clock as comp would read it without the instrument: its checkpoints by time
+        (train.checkpoint_seconds) then come after as much of comp's own work as in a plain run."""
+        return time.monotonic() - self.spent
+
+    @contextmanager
+    def instrument(self) -> Iterator[None]:
+        start = time.monotonic()
+        yield
+        self.spent += time.monotonic() - start
 
     def start_fold(self, start: FoldStart) -> None:
         self.mark, self.aside = self.clock(), 0.0
 
     def end_batch(self) -> None:
-        start = self.clock()
-        self.step_seconds.append(self.in_turn[self.reference].train_seconds(1))
-        self.aside += self.clock() - start
+        with self.instrument():
+            start = self.clock()
+            self.step_seconds.append(self.in_turn[self.reference].train_seconds(1))
+            self.aside += self.clock() - start
 
     def end_epoch(self, row: dict, improved: bool) -> None:
         self.comp.append(self.clock() - self.mark - self.aside)
-        self.model.append(self.epoch_seconds(self.in_turn[self.reference], self.step_seconds))
-        self.step_seconds = []
-        if len(self.in_turn) > 1:
-            steps: dict[str, list[float]] = {name: [] for name in self.in_turn}
-            for _ in range(self.format_steps):
+        with self.instrument():
+            self.model.append(self.epoch_seconds(self.in_turn[self.reference], self.step_seconds))
+            self.step_seconds = []
+            if len(self.in_turn) > 1:
+                steps: dict[str, list[float]] = {name: [] for name in self.in_turn}
+                for _ in range(self.format_steps):
+                    for name, model in self.in_turn.items():
+                        steps[name].append(model.train_seconds(1))
                 for name, model in self.in_turn.items():
-                    steps[name].append(model.train_seconds(1))
-            for name, model in self.in_turn.items():
-                self.formats[name].append(self.epoch_seconds(model, steps[name]))
+                    self.formats[name].append(self.epoch_seconds(model, steps[name]))
         self.mark, self.aside = self.clock(), 0.0
 
     def epoch_seconds(self, model: ModelAlone, step_seconds: list[float]) -> float:
@@ -149,6 +167,10 @@ class StepPairs(Reporter):
     def relative(self, name: str, to: str) -> list[float]:
         """Per epoch after the first: format `name`'s seconds / format `to`'s, timed in turn."""
         return [a / b for a, b in zip(self.formats[name][1:], self.formats[to][1:], strict=True)]
+
+    def span_ratio(self) -> float:
+        """The epochs after the first together (the checkpoints of some of them included): model alone / comp."""
+        return sum(self.model[1:]) / sum(self.comp[1:])
 
     def ratios(self, against: str | None = None) -> list[float]:
         """Per epoch after the first (the first warms up): the model alone's seconds / comp's; in format `against`
@@ -317,8 +339,10 @@ def report_paired(
             steps = n_train // loop.config.train.batch_size  # comp's epochs drop the last partial batch
             in_turn = {**format_models, alias[loop.reference]: models[alias[loop.reference]]}
             pairs = StepPairs(alias[loop.reference], in_turn, (steps, n_val), clock)
-            train(loop.config, competition, fold=0, force=True, reporters=[*create_reporters(loop.config), pairs])
+            with mock.patch("comp.training.state.monotonic", pairs.comp_clock):
+                train(loop.config, competition, fold=0, force=True, reporters=[*create_reporters(loop.config), pairs])
             runs[loop.name].append(pairs)
+            print(f"  comp {loop.name}, epochs 2 on: " + " ".join(f"{r:.3f}" for r in pairs.ratios()), flush=True)
             return statistics.median(pairs.ratios())
 
         return run
@@ -341,6 +365,7 @@ def report_paired(
                 spread([images / s for s in comp]),
                 spread([images / s for s in model]),
                 spread(pooled(pairs.ratios() for pairs in runs[loop.name])),
+                spread([pairs.span_ratio() for pairs in runs[loop.name]]),
                 str(len(comp)),
                 alias[loop.reference],
             )
@@ -348,7 +373,7 @@ def report_paired(
     print_table(
         "Step by step (--paired): training images / an epoch's seconds (validation included), median (min..max)",
         rows,
-        ("comp loop", "comp img/s", "model img/s", "same-work ratio", "epochs", "reference"),
+        ("comp loop", "comp img/s", "model img/s", "same-work ratio", "runs' ratio", "epochs", "reference"),
     )
     if format_models:
         every_run = [pairs for per_loop in runs.values() for pairs in per_loop]

@@ -116,6 +116,7 @@ class TrainConfig(Section):
     monitor: str = "val_loss"
     patience: int | None = Field(None, ge=1)
     checkpoint_every_steps: int | None = Field(None, ge=1)
+    checkpoint_seconds: float = Field(60.0, ge=0)
     device: str = "auto"
     sync_bn: bool = False
     amp: Literal["auto"] | bool = "auto"

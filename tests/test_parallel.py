@@ -13,9 +13,16 @@ from comp.errors import CompError
 from comp.training.parallel import choose_gpus, device_slots, parse_gpus, train_arguments
 
 runner = CliRunner()
-# Three folds over two processes, two epochs (the crash below comes in the second); loader workers as a
-# real run has them (auto).
-TINY = sets(*TINY_RUN, *on_competition("shapes"), "folds.k=3", "train.epochs=2", "train.num_workers=auto")
+# Three folds over two processes, two epochs (the crash below comes in the second), a checkpoint after each;
+# loader workers as a real run has them (auto).
+TINY = sets(
+    *TINY_RUN,
+    *on_competition("shapes"),
+    "folds.k=3",
+    "train.epochs=2",
+    "train.checkpoint_seconds=0",
+    "train.num_workers=auto",
+)
 
 # Loaded by every Python process started with the hook folder on PYTHONPATH: the process training fold 1
 # crashes when it writes the second epoch's metrics.csv (after epoch 1 was committed to last.pt).

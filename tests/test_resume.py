@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import REPO, TINY_RUN, on_competition, sets, write_csv_competition
+from safetensors import safe_open
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -33,7 +34,7 @@ from comp.runs import fold_state, run_dir
 from comp.training.fold import train
 
 # EMA, a phase switch at epoch 2, dropout, mixup and random augmentation: every random stream there is.
-# 4 batches an epoch; last.pt is written after batch 2 of each epoch and at its end.
+# 4 batches an epoch; last.pt is written after batch 2 of each epoch and at every epoch's end.
 # Loader workers as a real run has them (auto).
 TINY = [
     *TINY_RUN,
@@ -49,6 +50,7 @@ TINY = [
     "model.drop_rate=0.3",
     "train.mixup_alpha=0.4",
     "train.checkpoint_every_steps=2",
+    "train.checkpoint_seconds=0",
 ]
 runner = CliRunner()
 
@@ -145,6 +147,66 @@ def test_resume_after_any_checkpoint_equals_the_uninterrupted_run(tiny, straight
     (result,) = run(resume=True)
     assert result.status == "resumed"
     assert_same_training(straight)
+
+
+# ----------------------------------------------------------------------------- checkpoints by time
+
+
+def count_writes(monkeypatch) -> dict[str, list[int]]:
+    """Spies on the checkpoint's two files: each write's epoch (last.pt: its position's)."""
+    writes = {"last.pt": [], "best.safetensors": []}
+    save_state, save_weights = comp.training.state.save_state, comp.training.state.save_weights
+
+    def state_spy(path, state):
+        writes["last.pt"].append(state["position"]["epoch"])
+        save_state(path, state)
+
+    def weights_spy(weights, path, classes, epoch):
+        writes["best.safetensors"].append(epoch)
+        save_weights(weights, path, classes, epoch)
+
+    monkeypatch.setattr(comp.training.state, "save_state", state_spy)
+    monkeypatch.setattr(comp.training.state, "save_weights", weights_spy)
+    return writes
+
+
+def best_epoch_written(fold=0) -> int:
+    with safe_open(f"runs/tiny/fold{fold}/best.safetensors", framework="pt") as f:
+        return int(f.metadata()["epoch"])
+
+
+def test_epochs_shorter_than_checkpoint_seconds_are_checkpointed_once_at_the_end_with_the_best_weights(
+    tiny, straight, monkeypatch
+):
+    """Under the default, tiny epochs pass no checkpoint until the last: metrics.csv still gets every epoch, and the
+    best weights, kept as a copy from the epoch they were best in, are the ones written at once in the straight run."""
+    writes = count_writes(monkeypatch)
+    run("train.checkpoint_seconds=3600", "train.checkpoint_every_steps=null")
+    assert writes == {"last.pt": [3], "best.safetensors": [straight[0]["val_loss"].idxmin() + 1]}
+    assert_same_training(straight)
+
+
+def test_a_checkpoint_between_epochs_carries_the_best_weights_found_since_the_last_one(tiny, straight, monkeypatch):
+    """Killed after the checkpoint in the middle of epoch 2 (none at epoch 1's end): best.safetensors was written with
+    it, from epoch 1, so the files on disk agree; resuming (with a checkpoint every epoch now) trains as if nothing
+    had happened."""
+    interrupt_after_checkpoints(monkeypatch, 2, "train.checkpoint_seconds=3600")
+    position = torch.load("runs/tiny/fold0/last.pt", weights_only=True)["position"]
+    assert (position["epoch"], position["batch"], position["best_epoch"]) == (1, 2, 1)
+    assert best_epoch_written() == 1
+    (result,) = run(resume=True)
+    assert result.status == "resumed"
+    assert_same_training(straight)
+
+
+def test_checkpoints_wait_for_checkpoint_seconds_to_pass_since_the_last(tiny, monkeypatch):
+    """With a clock that moves 3 s at each reading and train.checkpoint_seconds=5, the ends of epochs 2 and 4 write
+    checkpoints, and the last epoch's end always does."""
+    clock = iter(range(0, 1000, 3))  # the fold's start, then each epoch's end
+    monkeypatch.setattr(comp.training.state, "monotonic", lambda: next(clock))
+    writes = count_writes(monkeypatch)
+    run("train.epochs=5", "train.checkpoint_seconds=5", "train.checkpoint_every_steps=null")
+    assert writes["last.pt"] == [2, 4, 5]
 
 
 @pytest.mark.parametrize("background", [True, False], ids=["written-on-a-thread", "written-at-once"])

@@ -300,7 +300,13 @@ def test_frozen_backbone_is_unchanged_during_freeze_epochs_and_trains_after(tiny
     initial = load_file("start.safetensors")
     saved = []
     monkeypatch.setattr(comp.training.state, "save_state", lambda path, state: saved.append(copy.deepcopy(state)))
-    run("model.weights=start.safetensors", "train.freeze_epochs=1", "train.epochs=2", "train.backbone_lr_scale=0.5")
+    run(
+        "model.weights=start.safetensors",
+        "train.freeze_epochs=1",
+        "train.epochs=2",
+        "train.backbone_lr_scale=0.5",
+        "train.checkpoint_seconds=0",  # a checkpoint after each epoch
+    )
 
     model = create_model(config_with().model, 4)
     head = {name for name, p in model.named_parameters() if any(p is h for h in split_parameters(model)[0])}
@@ -370,7 +376,7 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint
 
     monkeypatch.setattr(comp.training.loop, "training_loss", loss_going_nan)
     with pytest.raises(CompError, match=r"fold 0, epoch 2, step 2 of 4") as err:
-        run("train.epochs=3")
+        run("train.epochs=3", "train.checkpoint_seconds=0")
     assert "last.pt keeps the last good checkpoint" in err.value.message
     folder = run_dir(config_with().name) / "fold0"
     assert torch.load(folder / "last.pt", weights_only=True)["position"]["epoch"] == 1
@@ -387,7 +393,7 @@ def test_weights_going_inf_are_caught_before_they_are_saved(tiny, monkeypatch):
 
     monkeypatch.setattr(comp.training.loop, "optimizer_step", step_then_break)
     with pytest.raises(CompError, match=r"The weights became inf or nan in fold 0, epoch 2, by step 4 of 4"):
-        run("train.epochs=3", "model.drop_rate=0.0")
+        run("train.epochs=3", "model.drop_rate=0.0", "train.checkpoint_seconds=0")
     state = torch.load(run_dir(config_with().name) / "fold0/last.pt", weights_only=True)
     assert state["position"]["epoch"] == 1 and all(v.isfinite().all() for v in state["model"].values())
 

@@ -38,6 +38,7 @@ NO_EFFECT_ON_TRAINING = (
     "train.pin_memory",
     "train.persistent_workers",
     "train.checkpoint_every_steps",
+    "train.checkpoint_seconds",
     "train.tensorboard",
     "train.loggers",
 )

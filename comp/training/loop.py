@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from comp.augment import ModelInput, create_batch_augments, phase_at
 from comp.augment_batch import BatchAugment, batch_seed
-from comp.config import Config
+from comp.config import Config, TrainConfig
 from comp.device import NumericFormat, autocast, numeric_format
 from comp.errors import CompError
 from comp.metrics import accuracy, is_better
@@ -160,7 +160,7 @@ def fit(
         clock.lap()
         files.write_checkpoint(trainer, position)
 
-    while position.epoch < cfg.epochs and not stopped_early(position, cfg.patience):
+    while not finished(position, cfg):
         epoch = position.epoch + 1
         phase = phase_at(config.aug, epoch)
         if phase != (position.rows[-1]["phase"] if position.rows else 1):
@@ -190,7 +190,7 @@ def fit(
         if config.data.pseudo_labels is not None:  # marked: this epoch trained on pseudo-labelled test images too
             row["pseudo_rows"] = train_loader.dataset.pseudo_rows
         improved = end_epoch(trainer, position, row)
-        files.write_epoch(trainer, position, improved)
+        files.write_epoch(trainer, position, improved, last=finished(position, cfg))
         reporter.end_epoch(row, improved)
     if stopped_early(position, cfg.patience) and position.epoch < cfg.epochs:
         reporter.note(
@@ -228,6 +228,10 @@ def end_epoch(trainer: Trainer, position: Position, row: dict) -> bool:
     position.rows.append(row)
     position.epoch, position.batch, position.losses, position.seconds = row["epoch"], 0, [], 0.0
     return improved
+
+
+def finished(position: Position, cfg: TrainConfig) -> bool:
+    return position.epoch >= cfg.epochs or stopped_early(position, cfg.patience)
 
 
 def stopped_early(position: Position, patience: int | None) -> bool:
@@ -360,8 +364,8 @@ def check_finite(
         what = f"Training loss became {values[bad]}" if bad is not None else "The weights became inf or nan"
         raise CompError(
             f"{what} in fold {fold}, epoch {epoch}, {'' if bad is not None else 'by '}step {step} of {n_batches}: "
-            "training diverged. Nothing from "
-            "there on was saved: last.pt keeps the last good checkpoint and best.safetensors the best weights so far.",
+            "training diverged. Nothing from there on was saved: last.pt keeps the last good checkpoint and "
+            "best.safetensors the best weights it had seen.",
             hint=f"Lower train.lr and continue: comp train --fold {fold} --resume --force --set train.lr=...; "
             "or set train.clip_grad, or turn train.amp off.",
         )

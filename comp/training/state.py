@@ -15,6 +15,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -95,6 +96,10 @@ def writes_in_background(device: torch.device) -> bool:
 class FoldFiles:
     """A fold's folder and what training writes there (rank 0 alone).
 
+    A checkpoint is best.safetensors, when the best weights changed since the last one, then last.pt (the commit
+    point): the two always belong together, so a resume (even with --force) never meets a best.safetensors from
+    epochs that last.pt has not seen.
+
     In the background (writes_in_background), a checkpoint's state is copied at once and written while training goes
     on; the write is waited for before the next checkpoint and by close(). A process killed meanwhile keeps the
     previous checkpoint whole (every write is atomic)."""
@@ -103,15 +108,20 @@ class FoldFiles:
     folder: Path
     classes: list
     writes: BackgroundWrites
+    every_seconds: float  # train.checkpoint_seconds: an epoch's end writes a checkpoint once this long has passed
+    written_at: float = 0.0  # monotonic(): the last checkpoint's time, or the fold's start (open)
+    best: tuple[dict[str, torch.Tensor], int] | None = None  # best weights and their epoch, not written yet
 
     @classmethod
     def of(cls, config: Config, fold: int, classes: list) -> FoldFiles:
         background = writes_in_background(rank_device(config.train.device))
-        return cls(fold, fold_dir(run_dir(config.name), fold), classes, BackgroundWrites(background))
+        folder = fold_dir(run_dir(config.name), fold)
+        return cls(fold, folder, classes, BackgroundWrites(background), config.train.checkpoint_seconds)
 
     def open(self, config: Config, trainer: Trainer, state: dict | None) -> tuple[Position, list[str] | None]:
         """Continue from last.pt `state` (recorded in run.json), or start the folder afresh (state None).
         Returns where training stands and, when resumed, the config values changed since (--force)."""
+        self.written_at = monotonic()
         if state is None:
             if is_main_process():
                 shutil.rmtree(self.folder, ignore_errors=True)
@@ -126,27 +136,39 @@ class FoldFiles:
         return position, changes
 
     def write_checkpoint(self, trainer: Trainer, position: Position) -> None:
-        """Mid-epoch: last.pt."""
+        """Mid-epoch (train.checkpoint_every_steps): a checkpoint."""
         if is_main_process():
-            state = self.taken(checkpoint_state(trainer, position, self.classes))
-            self.writes.submit(lambda: save_state(self.folder / "last.pt", state))
+            self.commit(trainer, position)
 
-    def write_epoch(self, trainer: Trainer, position: Position, improved: bool) -> None:
-        """The epoch just ended: best.safetensors when it improved, metrics.csv, then last.pt (the commit point)."""
+    def write_epoch(self, trainer: Trainer, position: Position, improved: bool, last: bool) -> None:
+        """The epoch just ended: metrics.csv, then a checkpoint after the `last` epoch or once train.checkpoint_seconds
+        have passed since the one before. Until then, improved weights wait as a copy."""
         if not is_main_process():
             return
-        # Contiguous here, as safetensors needs, so the writing thread runs no tensor copy of its own beside training.
-        best = self.taken(trainer.evaluated_weights, torch.contiguous_format) if improved else None
-        rows, epoch = pd.DataFrame(position.rows), position.epoch
+        due = last or monotonic() - self.written_at >= self.every_seconds
+        if improved:
+            # Contiguous here, as safetensors needs, so the writing thread runs no tensor copy of its own beside
+            # training; a copy unless written now, since training moves the weights on.
+            weights, contiguous = trainer.evaluated_weights, torch.contiguous_format
+            self.best = (self.taken(weights, contiguous) if due else snapshot(weights, contiguous), position.epoch)
+        rows = pd.DataFrame(position.rows)
+        self.writes.submit(lambda: write_csv(self.folder / "metrics.csv", rows))
+        if due:
+            self.commit(trainer, position)
+
+    def commit(self, trainer: Trainer, position: Position) -> None:
+        """best.safetensors when the best weights changed since the last checkpoint, then last.pt."""
+        best, self.best = self.best, None
         state = self.taken(checkpoint_state(trainer, position, self.classes))
 
         def write() -> None:
             if best is not None:
-                save_weights(best, self.folder / "best.safetensors", self.classes, epoch)
-            write_csv(self.folder / "metrics.csv", rows)
+                weights, epoch = best
+                save_weights(weights, self.folder / "best.safetensors", self.classes, epoch)
             save_state(self.folder / "last.pt", state)
 
         self.writes.submit(write)
+        self.written_at = monotonic()
 
     def taken(self, state: Any, memory_format: torch.memory_format = torch.preserve_format) -> Any:
         """The state as it is now: a snapshot when training goes on while it is written."""
