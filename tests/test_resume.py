@@ -153,9 +153,14 @@ def test_resume_after_any_checkpoint_equals_the_uninterrupted_run(tiny, straight
 
 
 def count_writes(monkeypatch) -> dict[str, list[int]]:
-    """Spies on the checkpoint's two files: each write's epoch (last.pt: its position's)."""
-    writes = {"last.pt": [], "best.safetensors": []}
+    """Spies on the fold's files: each write's epoch (last.pt: its position's; metrics.csv: its last row's)."""
+    writes = {"metrics.csv": [], "last.pt": [], "best.safetensors": []}
     save_state, save_weights = comp.training.state.save_state, comp.training.state.save_weights
+    write_csv = comp.training.state.write_csv
+
+    def metrics_spy(path, rows):
+        writes["metrics.csv"].append(int(rows["epoch"].iloc[-1]))
+        write_csv(path, rows)
 
     def state_spy(path, state):
         writes["last.pt"].append(state["position"]["epoch"])
@@ -167,6 +172,7 @@ def count_writes(monkeypatch) -> dict[str, list[int]]:
 
     monkeypatch.setattr(comp.training.state, "save_state", state_spy)
     monkeypatch.setattr(comp.training.state, "save_weights", weights_spy)
+    monkeypatch.setattr(comp.training.state, "write_csv", metrics_spy)
     return writes
 
 
@@ -180,9 +186,11 @@ def test_epochs_shorter_than_checkpoint_seconds_are_checkpointed_once_at_the_end
 ):
     """Under the default, tiny epochs pass no checkpoint until the last: metrics.csv still gets every epoch, and the
     best weights, kept as a copy from the epoch they were best in, are the ones written at once in the straight run."""
+    best_epoch = int(straight[0]["val_loss"].idxmin()) + 1
+    assert best_epoch < 3  # training went on after the best epoch: the live weights at the end are not the best
     writes = count_writes(monkeypatch)
     run("train.checkpoint_seconds=3600", "train.checkpoint_every_steps=null")
-    assert writes == {"last.pt": [3], "best.safetensors": [straight[0]["val_loss"].idxmin() + 1]}
+    assert writes == {"metrics.csv": [1, 2, 3], "last.pt": [3], "best.safetensors": [best_epoch]}
     assert_same_training(straight)
 
 
@@ -202,7 +210,7 @@ def test_a_checkpoint_between_epochs_carries_the_best_weights_found_since_the_la
 def test_checkpoints_wait_for_checkpoint_seconds_to_pass_since_the_last(tiny, monkeypatch):
     """With a clock that moves 3 s at each reading and train.checkpoint_seconds=5, the ends of epochs 2 and 4 write
     checkpoints, and the last epoch's end always does."""
-    clock = iter(range(0, 1000, 3))  # the fold's start, then each epoch's end
+    clock = iter(range(0, 1000, 3))  # read at the fold's start, at each epoch's end and at each checkpoint
     monkeypatch.setattr(comp.training.state, "monotonic", lambda: next(clock))
     writes = count_writes(monkeypatch)
     run("train.epochs=5", "train.checkpoint_seconds=5", "train.checkpoint_every_steps=null")
