@@ -134,6 +134,7 @@ class StepPairs(Reporter):
 
     @contextmanager
     def instrument(self) -> Iterator[None]:
+        """Count the block's wall time as the instrument's (self.clock may be CPU time: comp_clock needs wall)."""
         start = time.monotonic()
         yield
         self.spent += time.monotonic() - start

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import monotonic
@@ -138,7 +139,7 @@ class FoldFiles:
     def write_checkpoint(self, trainer: Trainer, position: Position) -> None:
         """Mid-epoch (train.checkpoint_every_steps): a checkpoint."""
         if is_main_process():
-            self.commit(trainer, position)
+            self.writes.submit(self.checkpoint(trainer, position))
 
     def write_epoch(self, trainer: Trainer, position: Position, improved: bool, last: bool) -> None:
         """The epoch just ended: metrics.csv, then a checkpoint after the `last` epoch or once train.checkpoint_seconds
@@ -152,14 +153,21 @@ class FoldFiles:
             weights, contiguous = trainer.evaluated_weights, torch.contiguous_format
             self.best = (self.taken(weights, contiguous) if due else snapshot(weights, contiguous), position.epoch)
         rows = pd.DataFrame(position.rows)
-        self.writes.submit(lambda: write_csv(self.folder / "metrics.csv", rows))
-        if due:
-            self.commit(trainer, position)
+        checkpoint = self.checkpoint(trainer, position) if due else None
 
-    def commit(self, trainer: Trainer, position: Position) -> None:
-        """best.safetensors when the best weights changed since the last checkpoint, then last.pt."""
+        def write() -> None:
+            write_csv(self.folder / "metrics.csv", rows)
+            if checkpoint is not None:
+                checkpoint()
+
+        self.writes.submit(write)
+
+    def checkpoint(self, trainer: Trainer, position: Position) -> Callable[[], None]:
+        """A checkpoint's write, its state taken now: best.safetensors when the best weights changed since the last
+        checkpoint, then last.pt."""
         best, self.best = self.best, None
         state = self.taken(checkpoint_state(trainer, position, self.classes))
+        self.written_at = monotonic()
 
         def write() -> None:
             if best is not None:
@@ -167,8 +175,7 @@ class FoldFiles:
                 save_weights(weights, self.folder / "best.safetensors", self.classes, epoch)
             save_state(self.folder / "last.pt", state)
 
-        self.writes.submit(write)
-        self.written_at = monotonic()
+        return write
 
     def taken(self, state: Any, memory_format: torch.memory_format = torch.preserve_format) -> Any:
         """The state as it is now: a snapshot when training goes on while it is written."""
